@@ -1,0 +1,80 @@
+-- gatehouse schema. Applied at start-up by src/store/migrate.rs.
+--
+-- The version lives in PRAGMA user_version. Each block below starts with a line
+-- `-- version N` and brings a database from version N-1 to N; a database at
+-- version K gets every block above K applied, each in its own transaction.
+-- Never edit a block that has shipped: add a new one.
+--
+-- Times are Unix milliseconds (INTEGER). Secrets of high entropy (tokens, API-key
+-- secrets, link codes) are stored only as SHA-256 digests; passwords as Argon2id
+-- PHC strings; application secrets encrypted under the master key.
+
+-- version 1
+CREATE TABLE applications (
+    id          TEXT PRIMARY KEY,
+    -- 12-byte nonce || AES-256-GCM ciphertext+tag, AAD = id; NULL for the built-ins.
+    secret_enc  BLOB,
+    builtin     INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE users (
+    id                  INTEGER PRIMARY KEY,
+    login               TEXT NOT NULL,
+    -- lower-cased login: logins compare case-insensitively.
+    login_key           TEXT NOT NULL UNIQUE,
+    email               TEXT,
+    first_name          TEXT NOT NULL DEFAULT '',
+    last_name           TEXT NOT NULL DEFAULT '',
+    civility            TEXT NOT NULL DEFAULT '',
+    locale              TEXT,
+    customer_id         INTEGER,
+    user_type           TEXT NOT NULL DEFAULT 'USER' CHECK (user_type IN ('ADMIN', 'OWNER', 'USER')),
+    blocked             INTEGER NOT NULL DEFAULT 0,
+    license_accepted    INTEGER NOT NULL DEFAULT 0,
+    demo_mode           TEXT,
+    -- Argon2id PHC string; NULL for a user who has no password (device-only).
+    password_hash       TEXT,
+    password_expires_at INTEGER,
+    must_renew          INTEGER NOT NULL DEFAULT 0,
+    -- IQM organization workspace id (owId).
+    workspace_id        INTEGER UNIQUE,
+    created_at          INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE memberships (
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_id      TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (user_id, app_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX memberships_app ON memberships(app_id);
+
+CREATE TABLE api_keys (
+    id            TEXT PRIMARY KEY,
+    secret_digest BLOB NOT NULL,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    revoked_at    INTEGER
+) STRICT;
+CREATE INDEX api_keys_user ON api_keys(user_id, app_id);
+
+CREATE TABLE tokens (
+    digest        BLOB PRIMARY KEY,
+    -- iam (ForePaaS), and later kinds of the other dialects.
+    kind          TEXT NOT NULL,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    api_key_id    TEXT REFERENCES api_keys(id) ON DELETE CASCADE,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER NOT NULL,
+    -- idle timeout in milliseconds; NULL = none.
+    idle_ms       INTEGER,
+    expires_at    INTEGER NOT NULL,
+    revoked_at    INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX tokens_user ON tokens(user_id, app_id);
+CREATE INDEX tokens_api_key ON tokens(api_key_id) WHERE api_key_id IS NOT NULL;
+CREATE INDEX tokens_expires ON tokens(expires_at);

@@ -1,0 +1,313 @@
+//! The command line: `gatehouse serve` and the admin commands, on the same configuration and data
+//! directory as the server (also while it runs: SQLite in WAL mode lets both work at once).
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::core::users::NewUser;
+use crate::core::{iso8601, Core, Secret, APP_CMS, APP_FOREPAAS};
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "One identity store, four wire-compatible authentication APIs")]
+struct Cli {
+    /// Configuration file (default: ./config.toml when it exists)
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every API (what a bare `gatehouse` does)
+    Serve,
+    /// Applications: the IAMPASS applications and IQM clients, beside the built-in forepaas and cms
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Users and their memberships
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API keys for the ForePaaS `apikey` login
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Add an application; prints its generated secret as the last word
+    Add {
+        id: String,
+        /// Read the secret from the first line of standard input instead of generating one
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// List applications
+    List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+enum UserType {
+    Admin,
+    Owner,
+    User,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user (a member of forepaas and cms unless --app is given)
+    Add {
+        login: String,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+        /// e.g. "M." or "Mme"
+        #[arg(long, default_value = "")]
+        civility: String,
+        #[arg(long = "type", value_enum, default_value = "USER", ignore_case = true)]
+        user_type: UserType,
+        /// Make the user a member of this application (repeatable)
+        #[arg(long = "app", value_name = "ID")]
+        apps: Vec<String>,
+    },
+    /// Make a user a member of an application
+    Grant { login: String, app: String },
+    /// End a membership, with the user's tokens and API keys for that application
+    Revoke { login: String, app: String },
+    /// Block a user and end their sessions
+    Block { login: String },
+    /// Unblock a user
+    Unblock { login: String },
+    /// List users
+    List,
+    /// Set a user's password from standard input and end their sessions
+    Passwd {
+        login: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create an API key; prints `APIKEY SECRETKEY`
+    Add {
+        login: String,
+        #[arg(long, default_value = APP_FOREPAAS)]
+        app: String,
+        /// Lifetime, e.g. 30d or 12h (default: no expiry)
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// Revoke an API key and every token issued through it
+    Revoke { apikey: String },
+    /// List API keys (never their secrets)
+    List,
+}
+
+/// Runs the command line; the exit code is 0 on success, 1 on failure, 2 on a usage error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    init_logging(&config, matches!(command, Command::Serve));
+    match run(config, command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `log_level` applies to gatehouse's own lines; other crates print at most info. `RUST_LOG`, when
+/// set, replaces both (for debugging dependencies: it may print what they print).
+fn init_logging(config: &Config, serving: bool) {
+    let mut level = config.log_level.parse().unwrap_or(log::LevelFilter::Info);
+    if !serving {
+        level = level.min(log::LevelFilter::Warn);
+    }
+    let mut b = env_logger::Builder::new();
+    match std::env::var("RUST_LOG") {
+        Ok(filters) if !filters.is_empty() => {
+            b.parse_filters(&filters);
+        }
+        _ => {
+            b.filter_level(level.min(log::LevelFilter::Info)).filter_module("gatehouse", level);
+        }
+    }
+    b.target(env_logger::Target::Stderr).init();
+}
+
+fn read_stdin_line(what: &str) -> Result<Secret, String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading the {what} from standard input: {e}"))?;
+    let value = Secret::new(line.trim_end_matches(['\n', '\r']));
+    drop(zeroize::Zeroizing::new(line));
+    if value.expose().is_empty() {
+        return Err(format!("no {what} on standard input"));
+    }
+    Ok(value)
+}
+
+fn run(config: Config, command: Command) -> Result<(), String> {
+    let core = Core::open(config).map_err(|e| e.to_string())?;
+    let e = |e: crate::core::Error| e.to_string();
+    match command {
+        Command::Serve => serve(core),
+        Command::App(AppCommand::Add { id, secret_stdin }) => {
+            let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
+            let secret = core.add_app(&id, given).map_err(e)?;
+            if secret_stdin {
+                println!("application {id} added");
+            } else {
+                println!("application {id} added; its secret, shown only now: {}", secret.expose());
+            }
+            Ok(())
+        }
+        Command::App(AppCommand::List) => {
+            println!("{:<32} {:<8} {:<7} MEMBERS", "ID", "BUILTIN", "SECRET");
+            for a in core.list_apps().map_err(e)? {
+                let yn = |b: bool| if b { "yes" } else { "no" };
+                println!("{:<32} {:<8} {:<7} {}", a.id, yn(a.builtin), yn(a.has_secret), a.members);
+            }
+            Ok(())
+        }
+        Command::User(cmd) => user(&core, cmd),
+        Command::Apikey(ApikeyCommand::Add { login, app, expires_in }) => {
+            let lifetime = match expires_in {
+                Some(text) => {
+                    let d = humantime::parse_duration(&text).map_err(|err| format!("--expires-in {text:?}: {err}"))?;
+                    if d.is_zero() {
+                        return Err("--expires-in must be more than 0".into());
+                    }
+                    Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                }
+                None => None,
+            };
+            let key = core.add_api_key(&login, &app, lifetime).map_err(|err| match err {
+                crate::core::Error::NotMember => format!("user {login} is not a member of {app}"),
+                other => other.to_string(),
+            })?;
+            println!("{} {}", key.apikey, key.secretkey.expose());
+            Ok(())
+        }
+        Command::Apikey(ApikeyCommand::Revoke { apikey }) => {
+            core.revoke_api_key(&apikey).map_err(e)?;
+            println!("API key {apikey} revoked");
+            Ok(())
+        }
+        Command::Apikey(ApikeyCommand::List) => {
+            println!("{:<32} {:<24} {:<16} {:<24} STATE", "APIKEY", "LOGIN", "APP", "EXPIRES");
+            for k in core.list_api_keys().map_err(e)? {
+                let expires = k.expires_at.map(iso8601).unwrap_or_else(|| "never".into());
+                let now = crate::core::now_ms();
+                let state = if k.revoked {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|t| t <= now) {
+                    "expired"
+                } else {
+                    "live"
+                };
+                println!("{:<32} {:<24} {:<16} {:<24} {state}", k.apikey, k.login, k.app_id, expires);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn user(core: &Core, cmd: UserCommand) -> Result<(), String> {
+    let e = |e: crate::core::Error| e.to_string();
+    match cmd {
+        UserCommand::Add { login, password_stdin, email, first_name, last_name, civility, user_type, apps } => {
+            let password = if password_stdin { Some(read_stdin_line("password")?) } else { None };
+            let apps = if apps.is_empty() { vec![APP_FOREPAAS.to_string(), APP_CMS.to_string()] } else { apps };
+            let user_type = match user_type {
+                UserType::Admin => "ADMIN",
+                UserType::Owner => "OWNER",
+                UserType::User => "USER",
+            };
+            let u = core
+                .add_user(NewUser {
+                    login,
+                    password,
+                    email,
+                    first_name,
+                    last_name,
+                    civility,
+                    user_type: user_type.into(),
+                    apps: apps.clone(),
+                })
+                .map_err(e)?;
+            println!("user {} added (id {}, member of {})", u.login, u.id, apps.join(", "));
+        }
+        UserCommand::Grant { login, app } => {
+            let added = core.grant(&login, &app).map_err(e)?;
+            println!("{login} {} a member of {app}", if added { "is now" } else { "was already" });
+        }
+        UserCommand::Revoke { login, app } => {
+            let was = core.revoke(&login, &app).map_err(e)?;
+            println!("{login} {} a member of {app}", if was { "is no longer" } else { "was not" });
+        }
+        UserCommand::Block { login } => {
+            core.set_blocked(&login, true).map_err(e)?;
+            println!("{login} blocked; their sessions are ended");
+        }
+        UserCommand::Unblock { login } => {
+            core.set_blocked(&login, false).map_err(e)?;
+            println!("{login} unblocked");
+        }
+        UserCommand::List => {
+            println!("{:<6} {:<32} {:<6} {:<8} {:<32} APPS", "ID", "LOGIN", "TYPE", "BLOCKED", "EMAIL");
+            for (u, apps) in core.list_users().map_err(e)? {
+                println!(
+                    "{:<6} {:<32} {:<6} {:<8} {:<32} {}",
+                    u.id,
+                    u.login,
+                    u.user_type,
+                    if u.blocked { "yes" } else { "no" },
+                    u.email.as_deref().unwrap_or("-"),
+                    apps.join(",")
+                );
+            }
+        }
+        UserCommand::Passwd { login, password_stdin: _ } => {
+            let password = read_stdin_line("password")?;
+            core.set_password(&login, &password).map_err(e)?;
+            println!("password of {login} changed; their sessions are ended");
+        }
+    }
+    Ok(())
+}
+
+fn serve(core: Core) -> Result<(), String> {
+    let listen = core.config.listen.clone();
+    let listener = std::net::TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let core = Arc::new(core);
+    log::info!(
+        "gatehouse {} serving on http://{} (data in {})",
+        env!("CARGO_PKG_VERSION"),
+        listener.local_addr().map(|a| a.to_string()).unwrap_or(listen),
+        core.config.data_dir.display()
+    );
+    actix_web::rt::System::new()
+        .block_on(async move { crate::start(core, listener)?.await })
+        .map_err(|e| format!("server: {e}"))
+}

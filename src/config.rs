@@ -1,0 +1,380 @@
+//! Configuration: built-in defaults < `config.toml` (or `--config PATH`) < `GATEHOUSE_*` environment,
+//! nested keys joined by a double underscore (`GATEHOUSE_TOKENS__IDLE_TIMEOUT=600`).
+//!
+//! Durations are written as whole seconds (`600`) or as a human duration (`"10m"`, `"1h"`, `"250ms"`).
+//! Every key, with its default, is listed in the repository's `config.toml`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// Directory holding gatehouse.db, master.key and the outbox.
+    pub data_dir: PathBuf,
+    /// Base URL used in links gatehouse hands out; empty = `http://{listen}`.
+    pub public_url: String,
+    /// Master key file; empty = `<data_dir>/master.key`, created on first start.
+    pub master_key_file: PathBuf,
+    /// error, warn, info, debug or trace.
+    pub log_level: String,
+    pub tokens: Tokens,
+    pub reaper: Reaper,
+    pub argon2: Argon2,
+    pub passwords: Passwords,
+    pub store: Store,
+    pub http: Http,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tokens {
+    /// ForePaaS tokens: rejected after this long unused.
+    pub idle_timeout: Seconds,
+    /// ForePaaS tokens: rejected this long after they were issued, used or not.
+    pub lifetime: Seconds,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reaper {
+    /// How often expired and revoked rows are deleted.
+    pub interval: Seconds,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2 {
+    /// Memory cost in KiB (OWASP: 19456).
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+    /// Password hashes computed at once; 0 = the number of cores.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Passwords {
+    /// Shortest password accepted when one is set.
+    pub min_length: usize,
+    /// A password older than this must be renewed (password_renew); 0 = never.
+    pub max_age: Seconds,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// Pooled SQLite connections.
+    pub pool_size: u32,
+    /// How long a writer waits for the database lock.
+    pub busy_timeout: Seconds,
+    /// SQLite synchronous mode under WAL: "full" (survives power loss) or "normal" (survives a crash
+    /// of the process).
+    pub synchronous: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Worker threads serving HTTP; 0 = the number of cores.
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            public_url: String::new(),
+            master_key_file: PathBuf::new(),
+            log_level: "info".into(),
+            tokens: Tokens::default(),
+            reaper: Reaper::default(),
+            argon2: Argon2::default(),
+            passwords: Passwords::default(),
+            store: Store::default(),
+            http: Http::default(),
+        }
+    }
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens { idle_timeout: Seconds::secs(3600), lifetime: Seconds::secs(86_400) }
+    }
+}
+
+impl Default for Reaper {
+    fn default() -> Self {
+        Reaper { interval: Seconds::secs(60) }
+    }
+}
+
+impl Default for Argon2 {
+    fn default() -> Self {
+        Argon2 { memory_kib: 19_456, iterations: 2, parallelism: 1, workers: 0 }
+    }
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Passwords { min_length: 8, max_age: Seconds::secs(0) }
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store { pool_size: 8, busy_timeout: Seconds::secs(5), synchronous: "full".into() }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { max_body_bytes: 64 * 1024, workers: 0 }
+    }
+}
+
+/// A configuration error: one line that names the key and what was wrong.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads defaults < `config.toml` in the working directory (or `path`, which must exist) <
+    /// the `GATEHOUSE_*` environment, and checks every value.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(ConfigError(format!("file {} not found", p.display())));
+                }
+                p.to_path_buf()
+            }
+            None => PathBuf::from("config.toml"),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if file.is_file() {
+            figment = figment.merge(Toml::file_exact(&file));
+        }
+        let figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__"));
+        let config: Config = figment.extract().map_err(|e| ConfigError(figment_error_line(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| Err(ConfigError(format!("key `{key}`: {why}")));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad("listen", format!("{:?} is not an address like 127.0.0.1:8080", self.listen));
+        }
+        if !self.public_url.is_empty()
+            && !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
+        {
+            return bad("public_url", "must start with http:// or https://".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty".into());
+        }
+        if self.log_level.parse::<log::LevelFilter>().is_err() {
+            return bad("log_level", format!("{:?} is not one of error, warn, info, debug, trace", self.log_level));
+        }
+        if self.tokens.idle_timeout.0.is_zero() {
+            return bad("tokens.idle_timeout", "must be more than 0".into());
+        }
+        if self.tokens.lifetime.0.is_zero() {
+            return bad("tokens.lifetime", "must be more than 0".into());
+        }
+        if self.reaper.interval.0 < Duration::from_millis(100) {
+            return bad("reaper.interval", "must be at least 100ms".into());
+        }
+        // OWASP's floor for Argon2id: 7 MiB with 5 passes up to 19 MiB with 2. We hold the memory
+        // floor at 7168 KiB and the passes at 1..=16 so a typo cannot make hashes cheap to guess.
+        if self.argon2.memory_kib < 7168 {
+            return bad("argon2.memory_kib", format!("{} is below the minimum of 7168", self.argon2.memory_kib));
+        }
+        if self.argon2.memory_kib > 4 * 1024 * 1024 {
+            return bad("argon2.memory_kib", "is above 4 GiB".into());
+        }
+        if !(1..=16).contains(&self.argon2.iterations) {
+            return bad("argon2.iterations", "must be between 1 and 16".into());
+        }
+        if u64::from(self.argon2.memory_kib) * u64::from(self.argon2.iterations) < 7168 * 2 {
+            return bad("argon2", "memory_kib x iterations is below OWASP's minimum (7168 x 2)".into());
+        }
+        if !(1..=16).contains(&self.argon2.parallelism) {
+            return bad("argon2.parallelism", "must be between 1 and 16".into());
+        }
+        if self.passwords.min_length < 8 {
+            return bad("passwords.min_length", "must be at least 8".into());
+        }
+        if self.store.pool_size == 0 {
+            return bad("store.pool_size", "must be at least 1".into());
+        }
+        if !matches!(self.store.synchronous.as_str(), "full" | "normal") {
+            return bad("store.synchronous", format!("{:?} is not \"full\" or \"normal\"", self.store.synchronous));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// Base URL for links, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("gatehouse.db")
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        if self.master_key_file.as_os_str().is_empty() {
+            self.data_dir.join("master.key")
+        } else {
+            self.master_key_file.clone()
+        }
+    }
+
+    pub fn hash_workers(&self) -> usize {
+        if self.argon2.workers == 0 {
+            cores()
+        } else {
+            self.argon2.workers
+        }
+    }
+
+    pub fn http_workers(&self) -> usize {
+        if self.http.workers == 0 {
+            cores()
+        } else {
+            self.http.workers
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// figment's message, on one line, with the key named the way config.toml writes it.
+fn figment_error_line(e: figment::Error) -> String {
+    let key = e.path.join(".");
+    let mut kind = e.kind.to_string();
+    if let Some(meta) = &e.metadata {
+        kind = format!("{kind} (from {})", meta.name);
+    }
+    let line = if key.is_empty() { kind } else { format!("key `{key}`: {kind}") };
+    line.replace('\n', " ")
+}
+
+/// A duration read from whole seconds (`600`) or a human duration (`"10m"`, `"250ms"`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl Seconds {
+    pub const fn secs(s: u64) -> Self {
+        Seconds(Duration::from_secs(s))
+    }
+
+    pub fn millis(&self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+impl fmt::Debug for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.subsec_nanos() == 0 {
+            s.serialize_u64(self.0.as_secs())
+        } else {
+            s.serialize_str(&humantime::format_duration(self.0).to_string())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("whole seconds or a duration like \"10m\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds::secs(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Seconds, E> {
+                u64::try_from(v)
+                    .map(Seconds::secs)
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Seconds, E> {
+                if let Ok(n) = v.trim().parse::<u64>() {
+                    return Ok(Seconds::secs(n));
+                }
+                humantime::parse_duration(v.trim())
+                    .map(Seconds)
+                    .map_err(|e| E::custom(format!("{v:?} is not a duration ({e})")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_as_documented() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(c.tokens.idle_timeout.0, Duration::from_secs(3600));
+        assert_eq!(c.tokens.lifetime.0, Duration::from_secs(86400));
+        assert_eq!((c.argon2.memory_kib, c.argon2.iterations, c.argon2.parallelism), (19456, 2, 1));
+    }
+
+    #[test]
+    fn durations_read_seconds_and_human_forms() {
+        let read = |s: &str| serde_json::from_str::<Seconds>(s).unwrap().0;
+        assert_eq!(read("600"), Duration::from_secs(600));
+        assert_eq!(read("\"600\""), Duration::from_secs(600));
+        assert_eq!(read("\"10m\""), Duration::from_secs(600));
+        assert_eq!(read("\"250ms\""), Duration::from_millis(250));
+        assert!(serde_json::from_str::<Seconds>("-1").is_err());
+        assert!(serde_json::from_str::<Seconds>("\"soon\"").is_err());
+    }
+}

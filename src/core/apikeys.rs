@@ -1,0 +1,84 @@
+//! API keys: a public id and a secret of 256 bits, stored as its SHA-256 digest.
+
+use super::crypto::{hex, random_bytes, random_token, sha256, Secret};
+use super::{now_ms, Core, Error};
+use crate::store::apikeys::{self, ApiKeyRow};
+use crate::store::{tokens, users};
+
+pub struct NewApiKey {
+    pub apikey: String,
+    pub secretkey: Secret,
+    pub expires_at: Option<i64>,
+}
+
+pub struct ApiKeyInfo {
+    pub apikey: String,
+    pub login: String,
+    pub app_id: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+}
+
+impl Core {
+    /// Creates an API key for a member of `app`. The secret is returned once and never stored.
+    pub fn add_api_key(&self, login: &str, app: &str, lifetime_ms: Option<i64>) -> Result<NewApiKey, Error> {
+        let user = self.user_by_login(login)?;
+        let apikey = hex(&random_bytes::<16>());
+        let secretkey = random_token();
+        let now = now_ms();
+        let expires_at = lifetime_ms.map(|l| now.saturating_add(l));
+        self.store.write(|tx| {
+            if !crate::store::apps::exists(tx, app)? {
+                return Err(Error::UnknownApp(app.to_string()));
+            }
+            if !users::is_member(tx, user.id, app)? {
+                return Err(Error::NotMember);
+            }
+            apikeys::insert(
+                tx,
+                &ApiKeyRow {
+                    id: apikey.clone(),
+                    secret_digest: sha256(secretkey.expose().as_bytes()).to_vec(),
+                    user_id: user.id,
+                    app_id: app.to_string(),
+                    created_at: now,
+                    expires_at,
+                    revoked_at: None,
+                },
+            )
+        })?;
+        log::info!("API key {apikey} added for user {} on {app}", user.id);
+        Ok(NewApiKey { apikey, secretkey, expires_at })
+    }
+
+    /// Revokes a key and every token issued through it.
+    pub fn revoke_api_key(&self, apikey: &str) -> Result<(), Error> {
+        let now = now_ms();
+        self.store.write(|tx| {
+            if apikeys::by_id(tx, apikey)?.is_none() {
+                return Err(Error::UnknownApiKey);
+            }
+            apikeys::revoke(tx, apikey, now)?;
+            tokens::revoke_for_api_key(tx, apikey, now)?;
+            Ok(())
+        })?;
+        log::info!("API key {apikey} revoked");
+        Ok(())
+    }
+
+    pub fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, Error> {
+        let rows = self.store.with(|c| apikeys::list(c))?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, login)| ApiKeyInfo {
+                apikey: k.id,
+                login,
+                app_id: k.app_id,
+                created_at: k.created_at,
+                expires_at: k.expires_at,
+                revoked: k.revoked_at.is_some(),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,234 @@
+//! The identity model: applications, users, memberships, credentials, tokens and the reaper.
+//!
+//! The core knows no HTTP and no vendor's field names. Its operations are plain blocking functions
+//! on [`Core`], shared by the server and the command line; async code calls them through
+//! [`Core::call`], which runs them off the executor.
+
+pub mod apikeys;
+pub mod apps;
+pub mod crypto;
+pub mod password;
+pub mod reaper;
+pub mod sessions;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::store::Store;
+use crypto::MasterKey;
+use password::Hasher;
+
+pub use crypto::Secret;
+
+/// The built-in application every ForePaaS client logs in to by default.
+pub const APP_FOREPAAS: &str = "forepaas";
+/// The built-in application of the SmartServer CMS.
+pub const APP_CMS: &str = "cms";
+
+/// Every way a core operation fails. Each dialect maps it to its own wire answer in one function.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("invalid credentials")]
+    BadCredentials,
+    #[error("invalid token")]
+    BadToken,
+    #[error("user is blocked")]
+    Blocked,
+    #[error("user is not a member of this application")]
+    NotMember,
+    #[error("unknown application {0}")]
+    UnknownApp(String),
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    #[error("unknown API key")]
+    UnknownApiKey,
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("the server is busy")]
+    Busy,
+    /// Logged once with this correlation id; clients see only the id.
+    #[error("internal error (id {0})")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Error {
+        Error::Invalid { field: field.to_string(), reason: reason.into() }
+    }
+}
+
+/// Logs an unexpected failure with a fresh correlation id and returns the opaque error.
+pub fn internal(e: impl std::fmt::Display) -> Error {
+    let id = crypto::hex(&crypto::random_bytes::<6>());
+    log::error!("internal error {id}: {e}");
+    Error::Internal(id)
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        internal(format!("sqlite: {e}"))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// ISO 8601 in UTC with milliseconds, as ForePaaS writes it: `2020-02-28T17:17:10.274Z`.
+pub fn iso8601(ms: i64) -> String {
+    use time::macros::format_description;
+    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+/// A user as the model knows it (never with its password hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: i64,
+    pub login: String,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub civility: String,
+    pub locale: Option<String>,
+    pub customer_id: Option<i64>,
+    pub user_type: String,
+    pub blocked: bool,
+    pub license_accepted: bool,
+    pub demo_mode: Option<String>,
+    pub password_expires_at: Option<i64>,
+    pub must_renew: bool,
+    pub workspace_id: Option<i64>,
+}
+
+impl User {
+    /// The full name with civility: `M. John Doe`.
+    pub fn full_name(&self) -> String {
+        [self.civility.trim(), self.first_name.trim(), self.last_name.trim()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The user must choose a new password: flagged, or the password has expired.
+    pub fn password_renew(&self, now: i64) -> bool {
+        self.must_renew || self.password_expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// The shared state of a running gatehouse, or of one command-line call.
+pub struct Core {
+    pub config: Arc<Config>,
+    pub store: Store,
+    key: MasterKey,
+    hasher: Hasher,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {0}: {1}")]
+    Dir(String, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    #[error(transparent)]
+    Key(#[from] crypto::KeyError),
+    #[error("master key {0} is missing, but the database holds application secrets sealed by it; restore the key file or set master_key_file")]
+    KeyMissing(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Core {
+    /// Opens the data directory: creates it, the database and the master key on first start,
+    /// migrates the schema, and makes sure the built-in applications exist.
+    pub fn open(config: Config) -> Result<Core, OpenError> {
+        crate::store::ensure_dir(&config.data_dir)
+            .map_err(|e| OpenError::Dir(config.data_dir.display().to_string(), e))?;
+        let store = Store::open(&config)?;
+        let key_path = config.master_key_path();
+        let key = if key_path.exists() {
+            MasterKey::load(&key_path)?
+        } else {
+            let configured = !config.master_key_file.as_os_str().is_empty();
+            let sealed: i64 = store
+                .with(|c| Ok(c.query_row("SELECT count(*) FROM applications WHERE secret_enc IS NOT NULL", [], |r| r.get(0))?))
+                .map_err(|e| OpenError::Other(e.to_string()))?;
+            if configured || sealed > 0 {
+                return Err(OpenError::KeyMissing(key_path.display().to_string()));
+            }
+            let key = MasterKey::create(&key_path)?;
+            log::info!("created master key {}", key_path.display());
+            key
+        };
+        let hasher = Hasher::new(&config.argon2, config.hash_workers()).map_err(|e| OpenError::Other(e.to_string()))?;
+        let core = Core { config: Arc::new(config), store, key, hasher };
+        core.store
+            .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS], now_ms()))
+            .map_err(|e| OpenError::Other(e.to_string()))?;
+        Ok(core)
+    }
+
+    /// Runs blocking core work on the blocking pool: the only road from async code into the core.
+    pub async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Core) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let core = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&core)).await.map_err(internal)?
+    }
+
+    /// The database answers.
+    pub fn health(&self) -> Result<(), Error> {
+        self.store.with(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_has_milliseconds_and_z() {
+        assert_eq!(iso8601(1_582_910_230_274), "2020-02-28T17:17:10.274Z");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn full_name_carries_civility() {
+        let u = User {
+            id: 1,
+            login: "john.doe".into(),
+            email: None,
+            first_name: "John".into(),
+            last_name: "Doe".into(),
+            civility: "M. ".into(),
+            locale: None,
+            customer_id: None,
+            user_type: "USER".into(),
+            blocked: false,
+            license_accepted: false,
+            demo_mode: None,
+            password_expires_at: None,
+            must_renew: false,
+            workspace_id: None,
+        };
+        assert_eq!(u.full_name(), "M. John Doe");
+        assert!(!u.password_renew(10));
+        assert!(User { password_expires_at: Some(5), ..u.clone() }.password_renew(10));
+        assert!(User { must_renew: true, ..u }.password_renew(10));
+    }
+}

@@ -1,0 +1,149 @@
+//! Signing in: passwords and API keys in, opaque tokens out; checking and ending tokens.
+
+use super::crypto::{ct_eq, random_token, sha256, Secret};
+use super::{now_ms, Core, Error, User};
+use crate::store::{apikeys, tokens, users};
+
+/// The kinds of token, one per way of signing in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A ForePaaS IAM token: idle timeout and lifetime from `[tokens]`.
+    Iam,
+}
+
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Iam => "iam",
+        }
+    }
+}
+
+/// A new sign-in: the token (shown once) and whose it is.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub token: Secret,
+    pub user: User,
+    pub app_id: String,
+    pub expires_at: i64,
+}
+
+/// A live token, as a check sees it.
+#[derive(Debug)]
+pub struct TokenInfo {
+    pub user: User,
+    pub app_id: String,
+    pub created_at: i64,
+    /// When the token dies if it is not used again: the earlier of its lifetime and its idle timeout.
+    pub expires_at: i64,
+}
+
+fn digest(token: &Secret) -> [u8; 32] {
+    sha256(token.expose().as_bytes())
+}
+
+impl Core {
+    /// Login with a password to `app_id`. An unknown login and a wrong password fail alike, in the
+    /// same time (a dummy hash is verified). Blocked and non-member are told only to the holder of
+    /// the right password.
+    pub fn login_password(&self, app_id: &str, login: &str, password: &Secret) -> Result<SignedIn, Error> {
+        let found = self.store.with(|c| users::by_login(c, login))?;
+        let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
+        let verified = self.hasher.verify(password, hash)?;
+        let user = match found {
+            Some((user, _)) if verified => user,
+            _ => return Err(Error::BadCredentials),
+        };
+        self.sign_in(user, app_id, None)
+    }
+
+    /// Login with an API key. Without `app_id` the key's own application applies; with one, it must
+    /// be the key's.
+    pub fn login_api_key(&self, app_id: Option<&str>, apikey: &str, secretkey: &Secret) -> Result<SignedIn, Error> {
+        let now = now_ms();
+        let row = self.store.with(|c| apikeys::by_id(c, apikey))?;
+        let presented = sha256(secretkey.expose().as_bytes());
+        let stored = row.as_ref().map(|k| k.secret_digest.as_slice()).unwrap_or(&[0u8; 32]);
+        let matches = ct_eq(&presented, stored);
+        let key = match row {
+            Some(k)
+                if matches
+                    && k.revoked_at.is_none()
+                    && k.expires_at.is_none_or(|t| t > now)
+                    && app_id.is_none_or(|a| a == k.app_id) =>
+            {
+                k
+            }
+            _ => return Err(Error::BadCredentials),
+        };
+        let user = self.store.with(|c| users::by_id(c, key.user_id))?.ok_or(Error::BadCredentials)?;
+        self.sign_in(user, &key.app_id, Some(key.id))
+    }
+
+    fn sign_in(&self, user: User, app_id: &str, api_key: Option<String>) -> Result<SignedIn, Error> {
+        if user.blocked {
+            return Err(Error::Blocked);
+        }
+        let now = now_ms();
+        let token = random_token();
+        let cfg = &self.config.tokens;
+        let expires_at = now.saturating_add(cfg.lifetime.millis());
+        self.store.write(|tx| {
+            if !users::is_member(tx, user.id, app_id)? {
+                return Err(Error::NotMember);
+            }
+            tokens::insert(
+                tx,
+                &tokens::TokenRow {
+                    digest: digest(&token),
+                    kind: TokenKind::Iam.as_str(),
+                    user_id: user.id,
+                    app_id: app_id.to_string(),
+                    api_key_id: api_key,
+                    created_at: now,
+                    last_used_at: now,
+                    idle_ms: Some(cfg.idle_timeout.millis()),
+                    expires_at,
+                },
+            )
+        })?;
+        log::debug!("user {} signed in to {app_id}", user.id);
+        Ok(SignedIn { token, user, app_id: app_id.to_string(), expires_at })
+    }
+
+    /// Checks a token and counts the check as a use. `app_id`, when given, must be the token's.
+    pub fn check_token(&self, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<TokenInfo, Error> {
+        let now = now_ms();
+        let d = digest(token);
+        let (live, user) = self.store.with(|c| {
+            let Some(live) = tokens::live(c, &d, kind.as_str(), now)? else {
+                return Err(Error::BadToken);
+            };
+            if app_id.is_some_and(|a| a != live.app_id) {
+                return Err(Error::BadToken);
+            }
+            tokens::touch(c, &d, now)?;
+            let user = users::by_id(c, live.user_id)?.ok_or(Error::BadToken)?;
+            Ok((live, user))
+        })?;
+        let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
+        Ok(TokenInfo { user, app_id: live.app_id, created_at: live.created_at, expires_at: live.expires_at.min(idle_end) })
+    }
+
+    /// Ends a live token. `app_id`, when given, must be the token's.
+    pub fn logout(&self, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<(), Error> {
+        let now = now_ms();
+        let d = digest(token);
+        self.store.write(|tx| {
+            let Some(live) = tokens::live(tx, &d, kind.as_str(), now)? else {
+                return Err(Error::BadToken);
+            };
+            if app_id.is_some_and(|a| a != live.app_id) {
+                return Err(Error::BadToken);
+            }
+            tokens::revoke(tx, &d, now)?;
+            log::debug!("user {} signed out of {}", live.user_id, live.app_id);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! Users and their memberships, as the administrator manages them.
+
+use super::crypto::Secret;
+use super::{now_ms, Core, Error, User};
+use crate::store::{apikeys, apps, tokens, users};
+
+pub const USER_TYPES: [&str; 3] = ["ADMIN", "OWNER", "USER"];
+
+/// What a new user is made of.
+#[derive(Debug, Default)]
+pub struct NewUser {
+    pub login: String,
+    pub password: Option<Secret>,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub civility: String,
+    pub user_type: String,
+    pub apps: Vec<String>,
+}
+
+/// A login is 1 to 255 bytes of printable characters, with no leading or trailing space.
+pub fn validate_login(login: &str) -> Result<(), Error> {
+    if login.is_empty() || login.len() > 255 {
+        return Err(Error::invalid("login", "must be 1 to 255 bytes"));
+    }
+    if login.chars().any(char::is_control) || login.trim() != login {
+        return Err(Error::invalid("login", "must not hold control characters or leading or trailing spaces"));
+    }
+    Ok(())
+}
+
+pub fn validate_email(email: &str) -> Result<(), Error> {
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && domain.contains('.')
+                && !domain.starts_with('.') && !domain.ends_with('.')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("email", "is not an email address"))
+    }
+}
+
+fn validate_text(field: &str, value: &str) -> Result<(), Error> {
+    if value.len() > 255 || value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must be at most 255 bytes with no control characters"));
+    }
+    Ok(())
+}
+
+impl Core {
+    /// The password policy: long enough, and not absurdly long (hashing is bounded work).
+    pub fn check_password_policy(&self, password: &Secret) -> Result<(), Error> {
+        let min = self.config.passwords.min_length;
+        if password.expose().chars().count() < min {
+            return Err(Error::invalid("password", format!("must be at least {min} characters")));
+        }
+        if password.expose().len() > 1024 {
+            return Err(Error::invalid("password", "must be at most 1024 bytes"));
+        }
+        Ok(())
+    }
+
+    fn password_expiry(&self, now: i64) -> Option<i64> {
+        let max_age = self.config.passwords.max_age.millis();
+        (max_age > 0).then(|| now.saturating_add(max_age))
+    }
+
+    /// Adds a user and makes them a member of `apps`, all or nothing.
+    pub fn add_user(&self, new: NewUser) -> Result<User, Error> {
+        validate_login(&new.login)?;
+        if let Some(email) = &new.email {
+            validate_email(email)?;
+        }
+        validate_text("first name", &new.first_name)?;
+        validate_text("last name", &new.last_name)?;
+        validate_text("civility", &new.civility)?;
+        if !USER_TYPES.contains(&new.user_type.as_str()) {
+            return Err(Error::invalid("type", "must be ADMIN, OWNER or USER"));
+        }
+        let hash = match &new.password {
+            Some(p) => {
+                self.check_password_policy(p)?;
+                Some(self.hasher.hash(p)?)
+            }
+            None => None,
+        };
+        let now = now_ms();
+        let id = self.store.write(|tx| {
+            let id = users::insert(
+                tx,
+                &users::NewUser {
+                    login: &new.login,
+                    email: new.email.as_deref(),
+                    first_name: &new.first_name,
+                    last_name: &new.last_name,
+                    civility: &new.civility,
+                    user_type: &new.user_type,
+                    password_hash: hash.as_deref(),
+                    password_expires_at: hash.as_ref().and_then(|_| self.password_expiry(now)),
+                },
+                now,
+            )?;
+            for app in &new.apps {
+                if !apps::exists(tx, app)? {
+                    return Err(Error::UnknownApp(app.clone()));
+                }
+                users::add_membership(tx, id, app, now)?;
+            }
+            Ok(id)
+        })?;
+        log::info!("user {id} added");
+        self.user_by_id(id)
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<User, Error> {
+        self.store.with(|c| users::by_id(c, id))?.ok_or_else(|| Error::UnknownUser(id.to_string()))
+    }
+
+    pub fn user_by_login(&self, login: &str) -> Result<User, Error> {
+        self.store
+            .with(|c| users::by_login(c, login))?
+            .map(|(u, _)| u)
+            .ok_or_else(|| Error::UnknownUser(login.to_string()))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<(User, Vec<String>)>, Error> {
+        self.store.with(|c| users::list(c))
+    }
+
+    /// Makes a user a member of an application; false when they were already.
+    pub fn grant(&self, login: &str, app: &str) -> Result<bool, Error> {
+        let user = self.user_by_login(login)?;
+        self.store.write(|tx| {
+            if !apps::exists(tx, app)? {
+                return Err(Error::UnknownApp(app.to_string()));
+            }
+            users::add_membership(tx, user.id, app, now_ms())
+        })
+    }
+
+    /// Ends a membership, with the user's tokens and API keys for that application.
+    pub fn revoke(&self, login: &str, app: &str) -> Result<bool, Error> {
+        let user = self.user_by_login(login)?;
+        let now = now_ms();
+        self.store.write(|tx| {
+            if !apps::exists(tx, app)? {
+                return Err(Error::UnknownApp(app.to_string()));
+            }
+            let was = users::remove_membership(tx, user.id, app)?;
+            tokens::revoke_for_user(tx, user.id, Some(app), now)?;
+            apikeys::revoke_for_user(tx, user.id, Some(app), now)?;
+            Ok(was)
+        })
+    }
+
+    /// Blocks or unblocks a user. Blocking also revokes every token they hold.
+    pub fn set_blocked(&self, login: &str, blocked: bool) -> Result<(), Error> {
+        let user = self.user_by_login(login)?;
+        self.store.write(|tx| {
+            users::set_blocked(tx, user.id, blocked)?;
+            if blocked {
+                tokens::revoke_for_user(tx, user.id, None, now_ms())?;
+            }
+            Ok(())
+        })?;
+        log::info!("user {} {}", user.id, if blocked { "blocked" } else { "unblocked" });
+        Ok(())
+    }
+
+    /// Sets a new password (checked against the policy) and ends every session of the user.
+    pub fn set_password(&self, login: &str, password: &Secret) -> Result<(), Error> {
+        let user = self.user_by_login(login)?;
+        self.check_password_policy(password)?;
+        let hash = self.hasher.hash(password)?;
+        let now = now_ms();
+        self.store.write(|tx| {
+            users::set_password(tx, user.id, &hash, self.password_expiry(now))?;
+            tokens::revoke_for_user(tx, user.id, None, now)?;
+            Ok(())
+        })?;
+        log::info!("user {} password changed, sessions revoked", user.id);
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! ForePaaS Identity Access Manager (`/iam`), as seed 000 and the field notes show it.
+//!
+//! - `POST /iam/login`: `auth_mode` `forepaas_id_resource_owner` (login, password, app_id) or
+//!   `apikey` (apikey, secretkey, app_id optional), as JSON or form-encoded.
+//! - `DELETE /iam/logout?app_id=&token=` → `{"success":true,"status":200,"duration":0.02}`.
+//! - `GET /iam/checkSession?token=[&app_id=]` → the session; counts as a use.
+//! - Errors: `{"error":"...","success":false,"status":N,"duration":...}`, always
+//!   `application/json; charset=utf-8`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use crate::core::sessions::{SignedIn, TokenInfo, TokenKind};
+use crate::core::{iso8601, now_ms, Core, Error, Secret, User};
+use crate::web::{media_type, read_body, BodyError};
+
+const JSON: &str = "application/json; charset=utf-8";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/iam")
+            .service(web::resource("/login").route(web::post().to(login)).default_service(web::to(wrong_method)))
+            .service(web::resource("/logout").route(web::delete().to(logout)).default_service(web::to(wrong_method)))
+            .service(
+                web::resource("/checkSession").route(web::get().to(check_session)).default_service(web::to(wrong_method)),
+            )
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// Seconds since the request started, as the envelope's `duration`.
+fn duration(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn answer<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    res.content_type(JSON).insert_header(("Cache-Control", "no-store"));
+    match serde_json::to_string(body) {
+        Ok(text) => res.body(text),
+        Err(e) => {
+            let id = crate::core::internal(e);
+            HttpResponse::InternalServerError().content_type(JSON).body(format!(
+                r#"{{"error":"{id}","success":false,"status":500,"duration":0}}"#
+            ))
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    success: bool,
+    status: u16,
+    duration: f64,
+}
+
+fn failure(status: StatusCode, error: &str, started: Instant) -> HttpResponse {
+    answer(status, &Envelope { error: Some(error), success: false, status: status.as_u16(), duration: duration(started) })
+}
+
+/// The one mapping from the core's errors to this dialect's answers.
+fn error(e: &Error, started: Instant) -> HttpResponse {
+    let (status, text) = match e {
+        Error::Invalid { .. } => (StatusCode::BAD_REQUEST, format!("Invalid parameter {e}")),
+        Error::BadCredentials => (StatusCode::UNAUTHORIZED, "Unauthorized".into()),
+        Error::BadToken => (StatusCode::UNAUTHORIZED, "Invalid token".into()),
+        Error::Blocked => (StatusCode::FORBIDDEN, "User is blocked".into()),
+        Error::NotMember => (StatusCode::FORBIDDEN, "User is not allowed to access this application".into()),
+        Error::UnknownApp(_) | Error::UnknownUser(_) | Error::UnknownApiKey => {
+            (StatusCode::UNAUTHORIZED, "Unauthorized".into())
+        }
+        Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),
+        Error::Busy => {
+            let mut res = failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later", started);
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("1"),
+            );
+            return res;
+        }
+        Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
+    };
+    failure(status, &text, started)
+}
+
+fn bad_request(text: &str, started: Instant) -> HttpResponse {
+    failure(StatusCode::BAD_REQUEST, text, started)
+}
+
+async fn wrong_method() -> HttpResponse {
+    failure(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", Instant::now())
+}
+
+async fn not_found() -> HttpResponse {
+    failure(StatusCode::NOT_FOUND, "Not found", Instant::now())
+}
+
+/// Parameters as strings, from a JSON object or a form. Values that are not strings, keys given
+/// twice, and bodies of any other type are refused.
+fn parse_params(req: &HttpRequest, body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let json = match media_type(req).as_deref() {
+        Some("application/json") => true,
+        Some("application/x-www-form-urlencoded") => false,
+        Some(other) => return Err(format!("Unsupported Content-Type {other}")),
+        None => body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+    };
+    let mut out = HashMap::new();
+    if json {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "Malformed JSON body".to_string())?;
+        let serde_json::Value::Object(map) = value else {
+            return Err("The JSON body must be an object".into());
+        };
+        for (k, v) in map {
+            match v {
+                serde_json::Value::String(s) => {
+                    out.insert(k, s);
+                }
+                serde_json::Value::Null => {}
+                _ => return Err(format!("Invalid parameter {k}: must be a string")),
+            }
+        }
+    } else {
+        let body = std::str::from_utf8(body).map_err(|_| "The form body is not UTF-8".to_string())?;
+        parse_pairs(body, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn parse_pairs(text: &str, out: &mut HashMap<String, String>) -> Result<(), String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(text).map_err(|_| "Malformed form-encoded parameters".to_string())?;
+    for (k, v) in pairs {
+        if out.insert(k.clone(), v).is_some() {
+            return Err(format!("Invalid parameter {k}: given more than once"));
+        }
+    }
+    Ok(())
+}
+
+fn query(req: &HttpRequest) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    parse_pairs(req.query_string(), &mut out)?;
+    Ok(out)
+}
+
+/// A required, non-empty parameter of at most `max` bytes.
+fn required<'a>(p: &'a HashMap<String, String>, key: &str, max: usize) -> Result<&'a str, String> {
+    match p.get(key).map(String::as_str) {
+        None | Some("") => Err(format!("Missing parameter {key}")),
+        Some(v) if v.len() > max => Err(format!("Invalid parameter {key}: longer than {max} bytes")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn optional<'a>(p: &'a HashMap<String, String>, key: &str, max: usize) -> Result<Option<&'a str>, String> {
+    match p.get(key).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(_) => required(p, key, max).map(Some),
+    }
+}
+
+/// The answer to a login, in the order and with the types of the document.
+#[derive(Serialize)]
+struct LoginAnswer {
+    uid: String,
+    user: String,
+    firstname: String,
+    lastname: String,
+    civility: String,
+    login: String,
+    password_renew: bool,
+    password_expiration: Option<String>,
+    token: String,
+}
+
+impl LoginAnswer {
+    fn new(s: &SignedIn) -> LoginAnswer {
+        let u: &User = &s.user;
+        LoginAnswer {
+            uid: u.id.to_string(),
+            user: u.full_name(),
+            firstname: u.first_name.clone(),
+            lastname: u.last_name.clone(),
+            civility: u.civility.clone(),
+            login: u.login.clone(),
+            password_renew: u.password_renew(now_ms()),
+            password_expiration: u.password_expires_at.map(iso8601),
+            token: s.token.expose().to_string(),
+        }
+    }
+}
+
+const MAX_ID: usize = 255;
+const MAX_SECRET: usize = 1024;
+
+async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let started = Instant::now();
+    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(n)) => {
+            return failure(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"), started)
+        }
+        Err(BodyError::Broken) => return bad_request("Incomplete request body", started),
+    };
+    let params = match parse_params(&req, &body) {
+        Ok(p) => p,
+        Err(text) => return bad_request(&text, started),
+    };
+    let core = core.into_inner();
+    let result = match params.get("auth_mode").map(String::as_str) {
+        Some("forepaas_id_resource_owner") => {
+            let (login, password, app_id) = match (
+                required(&params, "login", MAX_ID),
+                required(&params, "password", MAX_SECRET),
+                required(&params, "app_id", MAX_ID),
+            ) {
+                (Ok(l), Ok(p), Ok(a)) => (l.to_string(), Secret::new(p), a.to_string()),
+                (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
+            };
+            core.call(move |c| c.login_password(&app_id, &login, &password)).await
+        }
+        Some("apikey") => {
+            let (apikey, secretkey, app_id) = match (
+                required(&params, "apikey", MAX_ID),
+                required(&params, "secretkey", MAX_SECRET),
+                optional(&params, "app_id", MAX_ID),
+            ) {
+                (Ok(k), Ok(s), Ok(a)) => (k.to_string(), Secret::new(s), a.map(str::to_string)),
+                (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
+            };
+            core.call(move |c| c.login_api_key(app_id.as_deref(), &apikey, &secretkey)).await
+        }
+        None | Some("") => return bad_request("Missing parameter auth_mode", started),
+        Some(_) => return bad_request("Invalid parameter auth_mode: unknown authentication mode", started),
+    };
+    match result {
+        Ok(signed_in) => answer(StatusCode::OK, &LoginAnswer::new(&signed_in)),
+        Err(e) => error(&e, started),
+    }
+}
+
+/// The token and optional app_id of a query string.
+fn token_params(req: &HttpRequest) -> Result<(Secret, Option<String>), String> {
+    let q = query(req)?;
+    let token = Secret::new(required(&q, "token", MAX_SECRET)?);
+    let app_id = optional(&q, "app_id", MAX_ID)?.map(str::to_string);
+    Ok((token, app_id))
+}
+
+async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let started = Instant::now();
+    let (token, app_id) = match token_params(&req) {
+        Ok(p) => p,
+        Err(text) => return bad_request(&text, started),
+    };
+    match core.into_inner().call(move |c| c.logout(TokenKind::Iam, &token, app_id.as_deref())).await {
+        Ok(()) => answer(StatusCode::OK, &Envelope { error: None, success: true, status: 200, duration: duration(started) }),
+        Err(e) => error(&e, started),
+    }
+}
+
+/// The session behind a token. The token itself is not echoed: secrets appear only in the answer
+/// that creates them.
+#[derive(Serialize)]
+struct SessionAnswer {
+    success: bool,
+    status: u16,
+    uid: String,
+    user: String,
+    firstname: String,
+    lastname: String,
+    civility: String,
+    login: String,
+    app_id: String,
+    password_renew: bool,
+    password_expiration: Option<String>,
+    created: String,
+    expires: String,
+    duration: f64,
+}
+
+impl SessionAnswer {
+    fn new(t: &TokenInfo, started: Instant) -> SessionAnswer {
+        let u = &t.user;
+        SessionAnswer {
+            success: true,
+            status: 200,
+            uid: u.id.to_string(),
+            user: u.full_name(),
+            firstname: u.first_name.clone(),
+            lastname: u.last_name.clone(),
+            civility: u.civility.clone(),
+            login: u.login.clone(),
+            app_id: t.app_id.clone(),
+            password_renew: u.password_renew(now_ms()),
+            password_expiration: u.password_expires_at.map(iso8601),
+            created: iso8601(t.created_at),
+            expires: iso8601(t.expires_at),
+            duration: duration(started),
+        }
+    }
+}
+
+async fn check_session(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let started = Instant::now();
+    let (token, app_id) = match token_params(&req) {
+        Ok(p) => p,
+        Err(text) => return bad_request(&text, started),
+    };
+    match core.into_inner().call(move |c| c.check_token(TokenKind::Iam, &token, app_id.as_deref())).await {
+        Ok(info) => answer(StatusCode::OK, &SessionAnswer::new(&info, started)),
+        Err(e) => error(&e, started),
+    }
+}

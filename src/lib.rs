@@ -1,0 +1,40 @@
+//! gatehouse: one process, one SQLite file, four wire-compatible authentication APIs.
+//!
+//! `main.rs` parses the command line; this crate builds everything else. Tests start the same
+//! server as `gatehouse serve` through [`start`].
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod dialect;
+pub mod store;
+pub mod web;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web as aweb, App, HttpServer};
+
+use crate::core::Core;
+
+/// Every route of every dialect, and the shared ones.
+pub fn routes(cfg: &mut aweb::ServiceConfig) {
+    web::routes(cfg);
+    dialect::forepaas::routes(cfg);
+}
+
+/// Starts the HTTP server on `listener` and the reaper beside it. Must run inside an actix system.
+pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> {
+    let data = aweb::Data::from(Arc::clone(&core));
+    let workers = core.config.http_workers();
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).wrap_fn(web::access_log).configure(routes))
+        .workers(workers)
+        .listen(listener)?
+        .run();
+    actix_web::rt::spawn(web::reaper(core));
+    Ok(server)
+}

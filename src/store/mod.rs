@@ -1,0 +1,182 @@
+//! SQLite: the pool, its PRAGMAs, the migrations from schema.sql, and one module per table family.
+//!
+//! [`Store::with`] is the only road to a connection. It blocks; async code reaches it through
+//! [`crate::core::Core::call`], which runs the work on the blocking pool.
+
+pub mod apikeys;
+pub mod apps;
+pub mod tokens;
+pub mod users;
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::config::Config;
+use crate::core::Error;
+
+/// The schema, embedded in the binary.
+pub const SCHEMA: &str = include_str!("../../schema.sql");
+
+pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("database {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("database {path}: {source}")]
+    Pool { path: String, source: r2d2::Error },
+    #[error("database {path} is at schema version {found}, newer than this gatehouse knows ({known}); use a newer gatehouse")]
+    TooNew { path: String, found: i64, known: i64 },
+}
+
+fn set_pragmas(conn: &Connection, busy: Duration, synchronous: &str) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
+    ))
+}
+
+impl Store {
+    /// Opens (creating if need be) the database file, brings its schema up to date, and pools it.
+    pub fn open(config: &Config) -> Result<Store, OpenError> {
+        let path = config.db_path();
+        let name = path.display().to_string();
+        let busy = config.store.busy_timeout.0;
+        let sync = if config.store.synchronous == "normal" { "NORMAL" } else { "FULL" };
+        {
+            let sq = |source| OpenError::Sqlite { path: name.clone(), source };
+            let mut conn = Connection::open(&path).map_err(sq)?;
+            // Password hashes and token digests live here: owner only.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+            set_pragmas(&conn, busy, sync).map_err(sq)?;
+            migrate(&mut conn, &name)?;
+        }
+        let manager = SqliteConnectionManager::file(&path).with_init(move |c| set_pragmas(c, busy, sync));
+        let pool = r2d2::Pool::builder()
+            .max_size(config.store.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)
+            .map_err(|source| OpenError::Pool { path: name, source })?;
+        Ok(Store { pool })
+    }
+
+    /// Runs `f` on a pooled connection. Blocking: call it from the blocking pool or the CLI.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let mut conn = self.pool.get().map_err(crate::core::internal)?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` in a write transaction (BEGIN IMMEDIATE, so it never fails half-way on a lock
+    /// upgrade) and commits it when `f` succeeds.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
+
+/// Splits schema.sql into its `-- version N` blocks.
+fn versions(schema: &str) -> Vec<(i64, String)> {
+    let mut out: Vec<(i64, String)> = Vec::new();
+    for line in schema.lines() {
+        if let Some(n) = line.strip_prefix("-- version ").and_then(|n| n.trim().parse::<i64>().ok()) {
+            out.push((n, String::new()));
+        } else if let Some((_, sql)) = out.last_mut() {
+            sql.push_str(line);
+            sql.push('\n');
+        }
+    }
+    out
+}
+
+/// Applies every block of schema.sql above the file's `user_version`, each in its own transaction.
+fn migrate(conn: &mut Connection, name: &str) -> Result<(), OpenError> {
+    let sq = |source| OpenError::Sqlite { path: name.to_string(), source };
+    let blocks = versions(SCHEMA);
+    let known = blocks.last().map(|(n, _)| *n).unwrap_or(0);
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sq)?;
+    if current > known {
+        return Err(OpenError::TooNew { path: name.to_string(), found: current, known });
+    }
+    for (version, sql) in blocks.into_iter().filter(|(n, _)| *n > current) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sq)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sq)?;
+        if now < version {
+            tx.execute_batch(&sql).map_err(sq)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {version}")).map_err(sq)?;
+            log::info!("database {name}: schema migrated to version {version}");
+        }
+        tx.commit().map_err(sq)?;
+    }
+    Ok(())
+}
+
+/// True when the error is a UNIQUE or PRIMARY KEY violation.
+pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+/// Creates the data directory (0700 on Unix) if it does not exist.
+pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_blocks_are_numbered_from_one_in_order() {
+        let v = versions(SCHEMA);
+        assert!(!v.is_empty());
+        for (i, (n, sql)) in v.iter().enumerate() {
+            assert_eq!(*n, i as i64 + 1);
+            assert!(sql.contains("CREATE"), "block {n} is empty");
+        }
+    }
+
+    #[test]
+    fn migration_is_idempotent_and_refuses_newer_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, "t").unwrap();
+        migrate(&mut conn, "t").unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, versions(SCHEMA).last().unwrap().0);
+        conn.execute_batch("PRAGMA user_version = 999").unwrap();
+        assert!(matches!(migrate(&mut conn, "t"), Err(OpenError::TooNew { found: 999, .. })));
+    }
+}

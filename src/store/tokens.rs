@@ -1,0 +1,120 @@
+//! tokens: opaque bearer tokens of every kind, stored as SHA-256 digests.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::core::Error;
+
+pub struct TokenRow {
+    pub digest: [u8; 32],
+    pub kind: &'static str,
+    pub user_id: i64,
+    pub app_id: String,
+    pub api_key_id: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub idle_ms: Option<i64>,
+    pub expires_at: i64,
+}
+
+pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), Error> {
+    conn.prepare_cached(
+        "INSERT INTO tokens (digest, kind, user_id, app_id, api_key_id, created_at, last_used_at, idle_ms, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        &t.digest[..],
+        t.kind,
+        t.user_id,
+        t.app_id,
+        t.api_key_id,
+        t.created_at,
+        t.last_used_at,
+        t.idle_ms,
+        t.expires_at
+    ])?;
+    Ok(())
+}
+
+/// A token of `kind` that is live at `now`: not revoked, not expired, not idle, its user not
+/// blocked and still a member of its application, its API key (if any) live.
+pub struct LiveToken {
+    pub user_id: i64,
+    pub app_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub idle_ms: Option<i64>,
+}
+
+pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms
+             FROM tokens t
+             JOIN users u ON u.id = t.user_id
+             JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
+             LEFT JOIN api_keys k ON k.id = t.api_key_id
+             WHERE t.digest = ?1 AND t.kind = ?2
+               AND t.revoked_at IS NULL
+               AND t.expires_at > ?3
+               AND (t.idle_ms IS NULL OR t.last_used_at + t.idle_ms > ?3)
+               AND u.blocked = 0
+               AND (t.api_key_id IS NULL
+                    OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
+        )?
+        .query_row(params![&digest[..], kind, now], |r| {
+            Ok(LiveToken {
+                user_id: r.get(0)?,
+                app_id: r.get(1)?,
+                created_at: r.get(2)?,
+                expires_at: r.get(3)?,
+                idle_ms: r.get(4)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Counts as a use for the idle timeout.
+pub fn touch(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<(), Error> {
+    conn.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE digest = ?1 AND last_used_at < ?2")?
+        .execute(params![&digest[..], now])?;
+    Ok(())
+}
+
+pub fn revoke(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<bool, Error> {
+    let n = conn
+        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE digest = ?1 AND revoked_at IS NULL")?
+        .execute(params![&digest[..], now])?;
+    Ok(n == 1)
+}
+
+/// Revokes every live token of a user for an application (all applications when `app_id` is None).
+pub fn revoke_for_user(conn: &Connection, user_id: i64, app_id: Option<&str>, now: i64) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked_at = ?3
+         WHERE user_id = ?1 AND (?2 IS NULL OR app_id = ?2) AND revoked_at IS NULL",
+        params![user_id, app_id, now],
+    )?)
+}
+
+pub fn revoke_for_api_key(conn: &Connection, api_key_id: &str, now: i64) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked_at = ?2 WHERE api_key_id = ?1 AND revoked_at IS NULL",
+        params![api_key_id, now],
+    )?)
+}
+
+/// Deletes revoked, expired and idle tokens; returns how many.
+pub fn reap(conn: &Connection, now: i64) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "DELETE FROM tokens
+         WHERE revoked_at IS NOT NULL
+            OR expires_at <= ?1
+            OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?1)",
+        params![now],
+    )?)
+}
+
+/// Number of token rows (for tests and `gatehouse` status output).
+pub fn count(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0)).optional()?.unwrap_or(0))
+}

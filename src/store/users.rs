@@ -1,0 +1,136 @@
+//! users and memberships
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::core::{Error, User};
+
+const COLUMNS: &str = "id, login, email, first_name, last_name, civility, locale, customer_id, user_type,
+    blocked, license_accepted, demo_mode, password_expires_at, must_renew, workspace_id";
+
+fn user(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        login: r.get(1)?,
+        email: r.get(2)?,
+        first_name: r.get(3)?,
+        last_name: r.get(4)?,
+        civility: r.get(5)?,
+        locale: r.get(6)?,
+        customer_id: r.get(7)?,
+        user_type: r.get(8)?,
+        blocked: r.get(9)?,
+        license_accepted: r.get(10)?,
+        demo_mode: r.get(11)?,
+        password_expires_at: r.get(12)?,
+        must_renew: r.get(13)?,
+        workspace_id: r.get(14)?,
+    })
+}
+
+/// The key a login is unique under: logins compare case-insensitively.
+pub fn login_key(login: &str) -> String {
+    login.to_lowercase()
+}
+
+pub struct NewUser<'a> {
+    pub login: &'a str,
+    pub email: Option<&'a str>,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub civility: &'a str,
+    pub user_type: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub password_expires_at: Option<i64>,
+}
+
+/// Inserts a user; `Error::Exists` when the login is taken.
+pub fn insert(conn: &Connection, u: &NewUser<'_>, now: i64) -> Result<i64, Error> {
+    let res = conn.execute(
+        "INSERT INTO users (login, login_key, email, first_name, last_name, civility, user_type,
+                            password_hash, password_expires_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            u.login,
+            login_key(u.login),
+            u.email,
+            u.first_name,
+            u.last_name,
+            u.civility,
+            u.user_type,
+            u.password_hash,
+            u.password_expires_at,
+            now
+        ],
+    );
+    match res {
+        Ok(_) => Ok(conn.last_insert_rowid()),
+        Err(e) if super::is_unique_violation(&e) => Err(Error::Exists(format!("user {}", u.login))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The user with this login and their password hash.
+pub fn by_login(conn: &Connection, login: &str) -> Result<Option<(User, Option<String>)>, Error> {
+    let sql = format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_key = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([login_key(login)], |r| Ok((user(r)?, r.get(15)?)))
+        .optional()?)
+}
+
+pub fn by_id(conn: &Connection, id: i64) -> Result<Option<User>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?1");
+    Ok(conn.prepare_cached(&sql)?.query_row([id], user).optional()?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<(User, Vec<String>)>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS}, (SELECT group_concat(app_id, ',') FROM
+            (SELECT app_id FROM memberships m WHERE m.user_id = users.id ORDER BY app_id))
+         FROM users ORDER BY id"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let rows = st.query_map([], |r| {
+        let apps: Option<String> = r.get(15)?;
+        let apps = apps.map(|a| a.split(',').map(String::from).collect()).unwrap_or_default();
+        Ok((user(r)?, apps))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_blocked(conn: &Connection, id: i64, blocked: bool) -> Result<(), Error> {
+    conn.execute("UPDATE users SET blocked = ?2 WHERE id = ?1", params![id, blocked])?;
+    Ok(())
+}
+
+pub fn set_password(conn: &Connection, id: i64, hash: &str, expires_at: Option<i64>) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0 WHERE id = ?1",
+        params![id, hash, expires_at],
+    )?;
+    Ok(())
+}
+
+pub fn is_member(conn: &Connection, user_id: i64, app_id: &str) -> Result<bool, Error> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM memberships WHERE user_id = ?1 AND app_id = ?2")?
+        .query_row(params![user_id, app_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Adds a membership; false when it was there already.
+pub fn add_membership(conn: &Connection, user_id: i64, app_id: &str, now: i64) -> Result<bool, Error> {
+    let n = conn.execute(
+        "INSERT INTO memberships (user_id, app_id, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+        params![user_id, app_id, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// Removes a membership; false when there was none.
+pub fn remove_membership(conn: &Connection, user_id: i64, app_id: &str) -> Result<bool, Error> {
+    let n = conn.execute("DELETE FROM memberships WHERE user_id = ?1 AND app_id = ?2", params![user_id, app_id])?;
+    Ok(n == 1)
+}

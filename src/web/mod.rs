@@ -1,0 +1,94 @@
+//! What every route shares: the access log, request bodies read under a limit, and /healthz.
+//! The built-in pages (device registration, password reset) will live here too.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{web, HttpResponse};
+use futures_util::StreamExt;
+
+use crate::core::Core;
+
+/// The access log: peer address, method, the route *pattern* and status, and time taken. Never the
+/// query string (ForePaaS tokens travel there), the raw path (link codes travel there), headers or
+/// bodies.
+pub fn access_log<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
+where
+    S: actix_web::dev::Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req.match_pattern().unwrap_or_else(|| "(no route)".to_string());
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "-".into());
+    let fut = srv.call(req);
+    async move {
+        let res = fut.await;
+        let status = match &res {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.as_response_error().status_code().as_u16(),
+        };
+        log::info!(
+            target: "gatehouse::access",
+            "{peer} {method} {route} {status} {:.1}ms",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        res
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(usize),
+    Broken,
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Broken)?;
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The media type of a request, lower-cased, without parameters; None when absent.
+pub fn media_type(req: &actix_web::HttpRequest) -> Option<String> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("invalid").split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+async fn healthz(core: web::Data<Core>) -> HttpResponse {
+    match core.into_inner().call(|c| c.health()).await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n"),
+        Err(_) => HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body("database unavailable\n"),
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz));
+}
+
+/// The reaper's loop: one sweep every interval, for the life of the server.
+pub async fn reaper(core: Arc<Core>) {
+    let mut tick = tokio::time::interval(core.config.reaper.interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Failures are logged with their correlation id by the core; the next tick tries again.
+        let _ = core.call(|c| c.reap()).await;
+    }
+}
