@@ -188,9 +188,8 @@ impl Config {
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad("listen", format!("{:?} is not an address like 127.0.0.1:8080", self.listen));
         }
-        if !self.public_url.is_empty()
-            && !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
-        {
+        let url_ok = |u: &str| u.is_empty() || u.starts_with("http://") || u.starts_with("https://");
+        if !url_ok(&self.public_url) {
             return bad("public_url", "must start with http:// or https://".into());
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -335,9 +334,7 @@ impl<'de> Deserialize<'de> for Seconds {
                 Ok(Seconds::secs(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Seconds, E> {
-                u64::try_from(v)
-                    .map(Seconds::secs)
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                u64::try_from(v).map(Seconds::secs).map_err(|_| E::custom("a duration cannot be negative"))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Seconds, E> {
                 if let Ok(n) = v.trim().parse::<u64>() {
@@ -365,6 +362,49 @@ mod tests {
         assert_eq!(c.tokens.idle_timeout.0, Duration::from_secs(3600));
         assert_eq!(c.tokens.lifetime.0, Duration::from_secs(86400));
         assert_eq!((c.argon2.memory_kib, c.argon2.iterations, c.argon2.parallelism), (19456, 2, 1));
+    }
+
+    #[test]
+    fn the_repository_config_toml_lists_every_key_with_its_default() {
+        let text = include_str!("../config.toml");
+        let file: Config = Figment::from(Toml::string(text)).extract().unwrap();
+        let as_json = |c: &Config| serde_json::to_value(c).unwrap();
+        assert_eq!(as_json(&file), as_json(&Config::default()));
+        // Every key is written out, not left to the default.
+        let table: toml_keys::Table = toml_keys::parse(text);
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(table, toml_keys::from_json(&defaults));
+    }
+
+    /// Just enough TOML-key reading to tell which keys a file spells out.
+    mod toml_keys {
+        pub type Table = std::collections::BTreeSet<String>;
+
+        pub fn parse(text: &str) -> Table {
+            let mut section = String::new();
+            let mut keys = Table::new();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    section = format!("{name}.");
+                } else if let Some((key, _)) = line.split_once('=') {
+                    keys.insert(format!("{section}{}", key.trim()));
+                }
+            }
+            keys
+        }
+
+        pub fn from_json(v: &serde_json::Value) -> Table {
+            let mut keys = Table::new();
+            for (k, v) in v.as_object().unwrap() {
+                match v.as_object() {
+                    Some(inner) => keys.extend(inner.keys().map(|i| format!("{k}.{i}"))),
+                    None => {
+                        keys.insert(k.clone());
+                    }
+                }
+            }
+            keys
+        }
     }
 
     #[test]

@@ -45,10 +45,9 @@ impl Core {
     pub fn app_secret(&self, id: &str) -> Result<Secret, Error> {
         let sealed = self.store.with(|c| apps::sealed_secret(c, id))?;
         let sealed = sealed.flatten().ok_or_else(|| Error::UnknownApp(id.to_string()))?;
-        let plain = self
-            .key
-            .open(id, &sealed)
-            .ok_or_else(|| super::internal(format!("the secret of application {id} does not open under the master key")))?;
+        let plain = self.key.open(id, &sealed).ok_or_else(|| {
+            super::internal(format!("the secret of application {id} does not open under the master key"))
+        })?;
         let text = String::from_utf8(plain.to_vec()).map_err(|_| super::internal("application secret is not UTF-8"))?;
         Ok(Secret::new(text))
     }

@@ -76,10 +76,7 @@ impl From<rusqlite::Error> for Error {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// ISO 8601 in UTC with milliseconds, as ForePaaS writes it: `2020-02-28T17:17:10.274Z`.
@@ -164,7 +161,9 @@ impl Core {
         } else {
             let configured = !config.master_key_file.as_os_str().is_empty();
             let sealed: i64 = store
-                .with(|c| Ok(c.query_row("SELECT count(*) FROM applications WHERE secret_enc IS NOT NULL", [], |r| r.get(0))?))
+                .with(|c| {
+                    Ok(c.query_row("SELECT count(*) FROM applications WHERE secret_enc IS NOT NULL", [], |r| r.get(0))?)
+                })
                 .map_err(|e| OpenError::Other(e.to_string()))?;
             if configured || sealed > 0 {
                 return Err(OpenError::KeyMissing(key_path.display().to_string()));

@@ -31,10 +31,7 @@ impl Hasher {
     pub fn hash(&self, password: &Secret) -> Result<String, Error> {
         let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(internal)?;
         let _permit = self.gate.enter();
-        self.argon
-            .hash_password(password.expose().as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(internal)
+        self.argon.hash_password(password.expose().as_bytes(), &salt).map(|h| h.to_string()).map_err(internal)
     }
 
     /// True when `password` matches `hash`. With no hash (unknown account, or an account without a

@@ -127,7 +127,12 @@ impl Core {
             Ok((live, user))
         })?;
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
-        Ok(TokenInfo { user, app_id: live.app_id, created_at: live.created_at, expires_at: live.expires_at.min(idle_end) })
+        Ok(TokenInfo {
+            user,
+            app_id: live.app_id,
+            created_at: live.created_at,
+            expires_at: live.expires_at.min(idle_end),
+        })
     }
 
     /// Ends a live token. `app_id`, when given, must be the token's.

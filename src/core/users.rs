@@ -34,8 +34,12 @@ pub fn validate_email(email: &str) -> Result<(), Error> {
     let ok = email.len() <= 254
         && !email.chars().any(|c| c.is_control() || c.is_whitespace())
         && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && domain.contains('.')
-                && !domain.starts_with('.') && !domain.ends_with('.')
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
         });
     if ok {
         Ok(())

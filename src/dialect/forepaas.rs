@@ -26,7 +26,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/login").route(web::post().to(login)).default_service(web::to(wrong_method)))
             .service(web::resource("/logout").route(web::delete().to(logout)).default_service(web::to(wrong_method)))
             .service(
-                web::resource("/checkSession").route(web::get().to(check_session)).default_service(web::to(wrong_method)),
+                web::resource("/checkSession")
+                    .route(web::get().to(check_session))
+                    .default_service(web::to(wrong_method)),
             )
             .default_service(web::to(not_found)),
     );
@@ -44,9 +46,9 @@ fn answer<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
         Ok(text) => res.body(text),
         Err(e) => {
             let id = crate::core::internal(e);
-            HttpResponse::InternalServerError().content_type(JSON).body(format!(
-                r#"{{"error":"{id}","success":false,"status":500,"duration":0}}"#
-            ))
+            HttpResponse::InternalServerError()
+                .content_type(JSON)
+                .body(format!(r#"{{"error":"{id}","success":false,"status":500,"duration":0}}"#))
         }
     }
 }
@@ -61,7 +63,10 @@ struct Envelope<'a> {
 }
 
 fn failure(status: StatusCode, error: &str, started: Instant) -> HttpResponse {
-    answer(status, &Envelope { error: Some(error), success: false, status: status.as_u16(), duration: duration(started) })
+    answer(
+        status,
+        &Envelope { error: Some(error), success: false, status: status.as_u16(), duration: duration(started) },
+    )
 }
 
 /// The one mapping from the core's errors to this dialect's answers.
@@ -78,10 +83,8 @@ fn error(e: &Error, started: Instant) -> HttpResponse {
         Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),
         Error::Busy => {
             let mut res = failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later", started);
-            res.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static("1"),
-            );
+            res.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
             return res;
         }
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
@@ -260,7 +263,9 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Err(text) => return bad_request(&text, started),
     };
     match core.into_inner().call(move |c| c.logout(TokenKind::Iam, &token, app_id.as_deref())).await {
-        Ok(()) => answer(StatusCode::OK, &Envelope { error: None, success: true, status: 200, duration: duration(started) }),
+        Ok(()) => {
+            answer(StatusCode::OK, &Envelope { error: None, success: true, status: 200, duration: duration(started) })
+        }
         Err(e) => error(&e, started),
     }
 }

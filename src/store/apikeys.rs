@@ -68,10 +68,8 @@ pub fn list(conn: &Connection) -> Result<Vec<(ApiKeyRow, String)>, Error> {
 
 /// Revokes a key; false when it was unknown or revoked already.
 pub fn revoke(conn: &Connection, id: &str, now: i64) -> Result<bool, Error> {
-    let n = conn.execute(
-        "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        params![id, now],
-    )?;
+    let n =
+        conn.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now])?;
     Ok(n == 1)
 }
 

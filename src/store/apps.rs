@@ -58,7 +58,13 @@ pub fn list(conn: &Connection) -> Result<Vec<AppRow>, Error> {
          FROM applications a ORDER BY a.id",
     )?;
     let rows = st.query_map([], |r| {
-        Ok(AppRow { id: r.get(0)?, builtin: r.get(1)?, has_secret: r.get(2)?, created_at: r.get(3)?, members: r.get(4)? })
+        Ok(AppRow {
+            id: r.get(0)?,
+            builtin: r.get(1)?,
+            has_secret: r.get(2)?,
+            created_at: r.get(3)?,
+            members: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

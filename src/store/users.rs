@@ -72,10 +72,7 @@ pub fn insert(conn: &Connection, u: &NewUser<'_>, now: i64) -> Result<i64, Error
 /// The user with this login and their password hash.
 pub fn by_login(conn: &Connection, login: &str) -> Result<Option<(User, Option<String>)>, Error> {
     let sql = format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_key = ?1");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([login_key(login)], |r| Ok((user(r)?, r.get(15)?)))
-        .optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row([login_key(login)], |r| Ok((user(r)?, r.get(15)?))).optional()?)
 }
 
 pub fn by_id(conn: &Connection, id: i64) -> Result<Option<User>, Error> {

@@ -74,7 +74,9 @@ pub fn media_type(req: &actix_web::HttpRequest) -> Option<String> {
 async fn healthz(core: web::Data<Core>) -> HttpResponse {
     match core.into_inner().call(|c| c.health()).await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n"),
-        Err(_) => HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body("database unavailable\n"),
+        Err(_) => {
+            HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body("database unavailable\n")
+        }
     }
 }
 

@@ -1,0 +1,172 @@
+//! The admin command line, run as a process on a real data directory.
+
+use std::path::Path;
+
+use crate::helpers::gatehouse_cli;
+
+fn ok(dir: &Path, args: &[&str], stdin: &str) -> String {
+    let out = gatehouse_cli(dir, &[], args, stdin);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A failing command: exit code 1 and one clear line on stderr.
+fn fails(dir: &Path, args: &[&str], stdin: &str) -> String {
+    let out = gatehouse_cli(dir, &[], args, stdin);
+    assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn app_add_prints_a_secret_of_256_bits_as_the_last_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(dir.path(), &["app", "add", "my-app"], "");
+    let secret = out.split_whitespace().last().unwrap();
+    assert_eq!(secret.len(), 64);
+    assert!(secret.chars().all(|c| c.is_ascii_hexdigit()));
+    let list = ok(dir.path(), &["app", "list"], "");
+    assert!(list.contains("my-app"), "{list}");
+    assert!(list.contains("forepaas") && list.contains("cms"), "the built-ins exist from the first start");
+    assert!(!list.contains(secret));
+    assert!(fails(dir.path(), &["app", "add", "my-app"], "").contains("already exists"));
+    assert!(fails(dir.path(), &["app", "add", "bad/id"], "").contains("application id"));
+    // --secret-stdin takes one instead and does not echo it.
+    let out = ok(dir.path(), &["app", "add", "given", "--secret-stdin"], "a-secret-of-our-own-choosing\n");
+    assert!(!out.contains("a-secret-of-our-own-choosing"));
+    assert!(fails(dir.path(), &["app", "add", "short", "--secret-stdin"], "tiny\n").contains("secret"));
+}
+
+#[test]
+fn the_data_directory_and_master_key_are_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["app", "list"], "");
+    let data = dir.path().join("data");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("master.key")), 0o600);
+    assert_eq!(mode(&data.join("gatehouse.db")), 0o600);
+}
+
+#[test]
+fn user_commands_manage_users_and_memberships() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = ok(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--email",
+            "alice@example.com",
+            "--first-name",
+            "Alice",
+            "--type",
+            "ADMIN",
+        ],
+        "a long enough password\n",
+    );
+    assert!(out.contains("alice"), "{out}");
+    let list = ok(d, &["user", "list"], "");
+    let line = list.lines().find(|l| l.contains("alice")).unwrap();
+    assert!(line.contains("ADMIN") && line.contains("alice@example.com") && line.contains("cms,forepaas"), "{line}");
+
+    assert!(fails(d, &["user", "add", "ALICE"], "").contains("already exists"));
+    assert!(fails(d, &["user", "add", "bob", "--app", "nope"], "").contains("unknown application nope"));
+    assert!(!ok(d, &["user", "list"], "").contains("bob"), "a failed add creates nothing");
+    assert!(fails(d, &["user", "add", "carol", "--password-stdin"], "short\n").contains("at least 8"));
+    assert!(fails(d, &["user", "add", "dave", "--email", "not-an-email"], "").contains("email"));
+
+    ok(d, &["user", "add", "bob", "--app", "cms"], "");
+    assert!(ok(d, &["user", "list"], "").lines().any(|l| l.contains("bob") && l.trim_end().ends_with("cms")));
+    ok(d, &["user", "grant", "bob", "forepaas"], "");
+    assert!(ok(d, &["user", "list"], "").lines().any(|l| l.contains("bob") && l.contains("cms,forepaas")));
+    ok(d, &["user", "revoke", "bob", "cms"], "");
+    assert!(ok(d, &["user", "list"], "").lines().any(|l| l.contains("bob") && l.trim_end().ends_with("forepaas")));
+    ok(d, &["user", "block", "bob"], "");
+    assert!(ok(d, &["user", "list"], "").lines().any(|l| l.contains("bob") && l.contains(" yes ")));
+    ok(d, &["user", "unblock", "bob"], "");
+    assert!(ok(d, &["user", "list"], "").lines().any(|l| l.contains("bob") && l.contains(" no ")));
+    ok(d, &["user", "passwd", "bob", "--password-stdin"], "another long password\n");
+
+    for args in [
+        &["user", "grant", "nobody", "cms"][..],
+        &["user", "revoke", "nobody", "cms"],
+        &["user", "block", "nobody"],
+        &["user", "unblock", "nobody"],
+    ] {
+        assert!(fails(d, args, "").contains("unknown user nobody"), "{args:?}");
+    }
+    assert!(
+        fails(d, &["user", "passwd", "nobody", "--password-stdin"], "another long password\n").contains("unknown user")
+    );
+    assert!(fails(d, &["user", "grant", "bob", "nope"], "").contains("unknown application nope"));
+}
+
+#[test]
+fn apikey_commands_print_the_pair_once_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["user", "add", "alice"], "");
+    let out = ok(d, &["apikey", "add", "alice", "--expires-in", "30d"], "");
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words.len(), 2, "{out}");
+    let (apikey, secret) = (words[0], words[1]);
+    assert!(apikey.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    assert_eq!(secret.len(), 64);
+    let list = ok(d, &["apikey", "list"], "");
+    assert!(list.contains(apikey) && list.contains("forepaas") && list.contains("live"), "{list}");
+    assert!(!list.contains(secret));
+
+    assert!(fails(d, &["apikey", "add", "nobody"], "").contains("unknown user"));
+    assert!(fails(d, &["apikey", "add", "alice", "--app", "nope"], "").contains("unknown application"));
+    ok(d, &["app", "add", "other"], "");
+    assert!(fails(d, &["apikey", "add", "alice", "--app", "other"], "").contains("not a member"));
+    assert!(fails(d, &["apikey", "add", "alice", "--expires-in", "soon"], "").contains("--expires-in"));
+
+    ok(d, &["apikey", "revoke", apikey], "");
+    assert!(ok(d, &["apikey", "list"], "").contains("revoked"));
+    assert!(fails(d, &["apikey", "revoke", "0000"], "").contains("unknown API key"));
+}
+
+#[test]
+fn a_bad_configuration_value_stops_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("GATEHOUSE_TOKENS__IDLE_TIMEOUT", "soon")], "tokens.idle_timeout"),
+        (&[("GATEHOUSE_LISTEN", "nowhere")], "listen"),
+        (&[("GATEHOUSE_ARGON2__MEMORY_KIB", "1024")], "argon2.memory_kib"),
+        (&[("GATEHOUSE_LOG_LEVEL", "loud")], "log_level"),
+        (&[("GATEHOUSE_NO_SUCH_KEY", "1")], "no_such_key"),
+    ];
+    for (env, key) in cases {
+        let out = gatehouse_cli(dir.path(), env, &["serve"], "");
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(key), "{err}");
+    }
+    // The file is read too, and --config names one that must exist.
+    std::fs::write(dir.path().join("custom.toml"), "[tokens]\nlifetime = -5\n").unwrap();
+    let out = gatehouse_cli(dir.path(), &[], &["--config", "custom.toml", "serve"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens.lifetime"));
+    let out = gatehouse_cli(dir.path(), &[], &["--config", "missing.toml", "app", "list"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "data_dir = \"from-file\"\n").unwrap();
+    ok(dir.path(), &["app", "list"], "");
+    assert!(dir.path().join("from-file/gatehouse.db").exists());
+    let out = gatehouse_cli(dir.path(), &[("GATEHOUSE_DATA_DIR", "from-env")], &["app", "list"], "");
+    assert!(out.status.success());
+    assert!(dir.path().join("from-env/gatehouse.db").exists());
+}

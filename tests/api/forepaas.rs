@@ -1,0 +1,431 @@
+//! ForePaaS Identity Access Manager (/iam), as seed 000 and the field notes show it.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, Answer, TestApp};
+
+const JSON_UTF8: &str = "application/json; charset=utf-8";
+const PASSWORD: &str = "correct horse battery";
+
+fn password_login(login: &str, password: &str, app_id: &str) -> Value {
+    json!({"login": login, "password": password, "app_id": app_id, "auth_mode": "forepaas_id_resource_owner"})
+}
+
+async fn login_token(app: &TestApp, login: &str, app_id: &str) -> String {
+    let a = app.post_json("/iam/login", &password_login(login, PASSWORD, app_id)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json["token"].as_str().unwrap().to_string()
+}
+
+/// The error envelope of the field notes, with its content type.
+fn assert_envelope(a: &Answer, status: u16, error: &str) {
+    assert_eq!(a.status, status, "{}", a.text);
+    assert_eq!(a.content_type, JSON_UTF8);
+    let obj = a.json.as_object().unwrap_or_else(|| panic!("not a JSON object: {}", a.text));
+    assert_eq!(obj.len(), 4, "{}", a.text);
+    assert_eq!(a.json["success"], json!(false));
+    assert_eq!(a.json["status"], json!(status));
+    assert!(a.json["duration"].is_number());
+    assert_eq!(a.json["error"], json!(error), "{}", a.text);
+}
+
+fn assert_login_answer(a: &Answer, login: &str) {
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.content_type, JSON_UTF8);
+    let keys: Vec<&str> = a.json.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = vec![
+        "uid",
+        "user",
+        "firstname",
+        "lastname",
+        "civility",
+        "login",
+        "password_renew",
+        "password_expiration",
+        "token",
+    ];
+    let mut got = keys.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(a.json["uid"].is_string());
+    assert_eq!(a.json["user"], json!("M. John Doe"));
+    assert_eq!(a.json["firstname"], json!("John"));
+    assert_eq!(a.json["lastname"], json!("Doe"));
+    assert_eq!(a.json["civility"], json!("M."));
+    assert_eq!(a.json["login"], json!(login));
+    assert_eq!(a.json["password_renew"], json!(false));
+    assert!(a.json["password_expiration"].is_null());
+    let token = a.json["token"].as_str().unwrap();
+    assert_eq!(token.len(), 64);
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(a.headers.get("cache-control").unwrap(), "no-store");
+}
+
+#[actix_web::test]
+async fn password_login_with_json_answers_every_field_of_the_document() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let a = app.post_json("/iam/login", &password_login("john.doe", PASSWORD, "forepaas")).await;
+    assert_login_answer(&a, "john.doe");
+    // Logins compare case-insensitively; the answer carries the stored login.
+    let a = app.post_json("/iam/login", &password_login("JOHN.Doe", PASSWORD, "forepaas")).await;
+    assert_login_answer(&a, "john.doe");
+}
+
+#[actix_web::test]
+async fn password_login_with_a_form_body() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let a = app
+        .post_form(
+            "/iam/login",
+            &[
+                ("login", "john.doe"),
+                ("password", PASSWORD),
+                ("app_id", "forepaas"),
+                ("auth_mode", "forepaas_id_resource_owner"),
+            ],
+        )
+        .await;
+    assert_login_answer(&a, "john.doe");
+    // curl -d sends a form without saying so: no Content-Type at all is read as a form too.
+    let body = "login=john.doe&password=correct+horse+battery&app_id=forepaas&auth_mode=forepaas_id_resource_owner";
+    let a = app.post_raw("/iam/login", None, body).await;
+    assert_login_answer(&a, "john.doe");
+}
+
+#[actix_web::test]
+async fn password_expiry_sets_password_renew_and_an_iso_date() {
+    let app = spawn_app_with(|c| c.passwords.max_age = gatehouse::config::Seconds(Duration::from_millis(300))).await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    let a = app.post_json("/iam/login", &password_login("john.doe", PASSWORD, "forepaas")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["password_renew"], json!(true));
+    let exp = a.json["password_expiration"].as_str().unwrap();
+    assert_eq!(exp.len(), "2020-02-28T17:17:10.274Z".len(), "{exp}");
+    assert!(exp.ends_with('Z') && exp.as_bytes()[10] == b'T', "{exp}");
+}
+
+#[actix_web::test]
+async fn api_key_login_with_and_without_app_id() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas", "cms"]);
+    let key = app.core.add_api_key("john.doe", "cms", None).unwrap();
+    let (apikey, secret) = (key.apikey.as_str(), key.secretkey.expose());
+
+    let body = json!({"apikey": apikey, "secretkey": secret, "app_id": "cms", "auth_mode": "apikey"});
+    let a = app.post_json("/iam/login", &body).await;
+    assert_login_answer(&a, "john.doe");
+
+    // Without app_id, the key's own application applies.
+    let a = app.post_json("/iam/login", &json!({"apikey": apikey, "secretkey": secret, "auth_mode": "apikey"})).await;
+    assert_login_answer(&a, "john.doe");
+    let token = a.json["token"].as_str().unwrap();
+    let s = app.get(&format!("/iam/checkSession?token={token}")).await;
+    assert_eq!(s.json["app_id"], json!("cms"));
+
+    // As a form.
+    let a = app.post_form("/iam/login", &[("apikey", apikey), ("secretkey", secret), ("auth_mode", "apikey")]).await;
+    assert_login_answer(&a, "john.doe");
+
+    // A key is good only for its own application, and only with its own secret.
+    let other_app = json!({"apikey": apikey, "secretkey": secret, "app_id": "forepaas", "auth_mode": "apikey"});
+    assert_envelope(&app.post_json("/iam/login", &other_app).await, 401, "Unauthorized");
+    let wrong = json!({"apikey": apikey, "secretkey": "0".repeat(64), "auth_mode": "apikey"});
+    assert_envelope(&app.post_json("/iam/login", &wrong).await, 401, "Unauthorized");
+    let unknown = json!({"apikey": "f".repeat(32), "secretkey": secret, "auth_mode": "apikey"});
+    assert_envelope(&app.post_json("/iam/login", &unknown).await, 401, "Unauthorized");
+}
+
+#[actix_web::test]
+async fn a_revoked_api_key_stops_logging_in_and_its_tokens_die() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let key = app.core.add_api_key("john.doe", "forepaas", None).unwrap();
+    let body = json!({"apikey": key.apikey, "secretkey": key.secretkey.expose(), "auth_mode": "apikey"});
+    let a = app.post_json("/iam/login", &body).await;
+    let token = a.json["token"].as_str().unwrap().to_string();
+    assert_eq!(app.get(&format!("/iam/checkSession?token={token}")).await.status, 200);
+
+    app.core.revoke_api_key(&key.apikey).unwrap();
+    assert_envelope(&app.post_json("/iam/login", &body).await, 401, "Unauthorized");
+    assert_envelope(&app.get(&format!("/iam/checkSession?token={token}")).await, 401, "Invalid token");
+}
+
+#[actix_web::test]
+async fn an_expired_api_key_is_refused() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let key = app.core.add_api_key("john.doe", "forepaas", Some(300)).unwrap();
+    let body = json!({"apikey": key.apikey, "secretkey": key.secretkey.expose(), "auth_mode": "apikey"});
+    let a = app.post_json("/iam/login", &body).await;
+    assert_eq!(a.status, 200);
+    let token = a.json["token"].as_str().unwrap().to_string();
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    assert_envelope(&app.post_json("/iam/login", &body).await, 401, "Unauthorized");
+    assert_envelope(&app.get(&format!("/iam/checkSession?token={token}")).await, 401, "Invalid token");
+}
+
+#[actix_web::test]
+async fn logout_answers_the_envelope_and_the_token_is_refused_after() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+
+    let a = app.delete(&format!("/iam/logout?app_id=forepaas&token={token}")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.content_type, JSON_UTF8);
+    assert_eq!(a.json.as_object().unwrap().len(), 3);
+    assert_eq!(a.json["success"], json!(true));
+    assert_eq!(a.json["status"], json!(200));
+    assert!(a.json["duration"].as_f64().unwrap() >= 0.0);
+
+    assert_envelope(&app.get(&format!("/iam/checkSession?app_id=forepaas&token={token}")).await, 401, "Invalid token");
+    assert_envelope(&app.delete(&format!("/iam/logout?app_id=forepaas&token={token}")).await, 401, "Invalid token");
+}
+
+#[actix_web::test]
+async fn check_session_answers_the_session_without_echoing_the_token() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas", "cms"]);
+    let token = login_token(&app, "john.doe", "cms").await;
+    for path in [format!("/iam/checkSession?token={token}"), format!("/iam/checkSession?app_id=cms&token={token}")] {
+        let a = app.get(&path).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.content_type, JSON_UTF8);
+        assert_eq!(a.json["success"], json!(true));
+        assert_eq!(a.json["login"], json!("john.doe"));
+        assert_eq!(a.json["user"], json!("M. John Doe"));
+        assert_eq!(a.json["app_id"], json!("cms"));
+        assert_eq!(a.json["password_renew"], json!(false));
+        assert!(a.json["expires"].as_str().unwrap().ends_with('Z'));
+        assert!(!a.text.contains(&token), "the token is not echoed");
+    }
+    // A token is good for its own application only.
+    assert_envelope(&app.get(&format!("/iam/checkSession?app_id=forepaas&token={token}")).await, 401, "Invalid token");
+    assert_envelope(&app.delete(&format!("/iam/logout?app_id=forepaas&token={token}")).await, 401, "Invalid token");
+    assert_envelope(&app.get("/iam/checkSession?token=0123abcd").await, 401, "Invalid token");
+}
+
+#[actix_web::test]
+async fn a_token_unused_for_the_idle_timeout_is_refused_and_use_slides_it() {
+    let app = spawn_app_with(|c| c.tokens.idle_timeout = gatehouse::config::Seconds(Duration::from_millis(700))).await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    let check = format!("/iam/checkSession?token={token}");
+    // Used every 400 ms, it stays alive well past the 700 ms idle timeout.
+    for _ in 0..3 {
+        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(app.get(&check).await.status, 200);
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(900)).await;
+    assert_envelope(&app.get(&check).await, 401, "Invalid token");
+}
+
+#[actix_web::test]
+async fn a_token_dies_at_its_lifetime_however_much_it_is_used() {
+    let app = spawn_app_with(|c| c.tokens.lifetime = gatehouse::config::Seconds(Duration::from_millis(900))).await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    let check = format!("/iam/checkSession?token={token}");
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.get(&check).await.status, 200);
+    actix_web::rt::time::sleep(Duration::from_millis(800)).await;
+    assert_envelope(&app.get(&check).await, 401, "Invalid token");
+}
+
+#[actix_web::test]
+async fn the_reaper_removes_revoked_and_expired_tokens() {
+    let app = spawn_app_with(|c| {
+        c.reaper.interval = gatehouse::config::Seconds(Duration::from_millis(150));
+        c.tokens.lifetime = gatehouse::config::Seconds(Duration::from_millis(600));
+    })
+    .await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let logged_out = login_token(&app, "john.doe", "forepaas").await;
+    let _expiring = login_token(&app, "john.doe", "forepaas").await;
+    assert_eq!(app.count("SELECT count(*) FROM tokens"), 2);
+    app.delete(&format!("/iam/logout?token={logged_out}")).await;
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.count("SELECT count(*) FROM tokens"), 1, "the revoked token is gone, the live one stays");
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(app.count("SELECT count(*) FROM tokens"), 0, "the expired token is gone");
+}
+
+#[actix_web::test]
+async fn tokens_are_stored_only_as_digests() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    let digest: Vec<u8> = app.db().query_row("SELECT digest FROM tokens", [], |r| r.get(0)).unwrap();
+    assert_eq!(digest.len(), 32);
+    let raw = std::fs::read(app.core.config.db_path()).unwrap();
+    let wal = std::fs::read(app.core.config.db_path().with_extension("db-wal")).unwrap_or_default();
+    for bytes in [raw, wal] {
+        assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "the token is not in the file");
+    }
+}
+
+#[actix_web::test]
+async fn blocked_users_get_403_and_lose_their_tokens() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    app.core.set_blocked("john.doe", true).unwrap();
+    let a = app.post_json("/iam/login", &password_login("john.doe", PASSWORD, "forepaas")).await;
+    assert_envelope(&a, 403, "User is blocked");
+    // Only the right password learns that the account is blocked.
+    let a = app.post_json("/iam/login", &password_login("john.doe", "wrong password", "forepaas")).await;
+    assert_envelope(&a, 401, "Unauthorized");
+    assert_envelope(&app.get(&format!("/iam/checkSession?token={token}")).await, 401, "Invalid token");
+    app.core.set_blocked("john.doe", false).unwrap();
+    assert_eq!(app.post_json("/iam/login", &password_login("john.doe", PASSWORD, "forepaas")).await.status, 200);
+}
+
+#[actix_web::test]
+async fn users_who_are_not_members_get_403() {
+    let app = spawn_app().await;
+    app.add_user("cms.only", PASSWORD, &["cms"]);
+    let a = app.post_json("/iam/login", &password_login("cms.only", PASSWORD, "forepaas")).await;
+    assert_envelope(&a, 403, "User is not allowed to access this application");
+    let a = app.post_json("/iam/login", &password_login("cms.only", PASSWORD, "no-such-app")).await;
+    assert_envelope(&a, 403, "User is not allowed to access this application");
+    // A membership revoked later ends the tokens of that application.
+    let token = login_token(&app, "cms.only", "cms").await;
+    app.core.revoke("cms.only", "cms").unwrap();
+    assert_envelope(&app.get(&format!("/iam/checkSession?token={token}")).await, 401, "Invalid token");
+}
+
+#[actix_web::test]
+async fn an_unknown_login_and_a_wrong_password_get_the_same_answer() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let unknown = app.post_json("/iam/login", &password_login("nobody", PASSWORD, "forepaas")).await;
+    let wrong = app.post_json("/iam/login", &password_login("john.doe", "not the password", "forepaas")).await;
+    assert_envelope(&unknown, 401, "Unauthorized");
+    assert_envelope(&wrong, 401, "Unauthorized");
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("duration");
+        v
+    };
+    assert_eq!(strip(&unknown.json), strip(&wrong.json));
+    assert_eq!(unknown.headers.len(), wrong.headers.len());
+}
+
+#[actix_web::test]
+async fn bad_requests_get_400_in_the_envelope() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let full = password_login("john.doe", PASSWORD, "forepaas");
+    for key in ["login", "password", "app_id", "auth_mode"] {
+        let mut body = full.clone();
+        body.as_object_mut().unwrap().remove(key);
+        let a = app.post_json("/iam/login", &body).await;
+        assert_envelope(&a, 400, &format!("Missing parameter {key}"));
+        let mut body = full.clone();
+        body[key] = json!("");
+        assert_eq!(app.post_json("/iam/login", &body).await.status, 400);
+        let mut body = full.clone();
+        body[key] = json!(42);
+        assert_envelope(
+            &app.post_json("/iam/login", &body).await,
+            400,
+            &format!("Invalid parameter {key}: must be a string"),
+        );
+    }
+    for key in ["apikey", "secretkey"] {
+        let mut body = json!({"apikey": "abc", "secretkey": "def", "auth_mode": "apikey"});
+        body.as_object_mut().unwrap().remove(key);
+        assert_envelope(&app.post_json("/iam/login", &body).await, 400, &format!("Missing parameter {key}"));
+    }
+    let mut body = full.clone();
+    body["auth_mode"] = json!("kerberos");
+    assert_envelope(
+        &app.post_json("/iam/login", &body).await,
+        400,
+        "Invalid parameter auth_mode: unknown authentication mode",
+    );
+    assert_envelope(
+        &app.post_raw("/iam/login", Some("application/json"), "{\"login\":").await,
+        400,
+        "Malformed JSON body",
+    );
+    assert_envelope(
+        &app.post_raw("/iam/login", Some("application/json"), "[1,2]").await,
+        400,
+        "The JSON body must be an object",
+    );
+    assert_envelope(
+        &app.post_raw("/iam/login", Some("text/plain"), "login=x").await,
+        400,
+        "Unsupported Content-Type text/plain",
+    );
+    let a = app.post_raw("/iam/login", Some("application/x-www-form-urlencoded"), "login=a&login=b").await;
+    assert_envelope(&a, 400, "Invalid parameter login: given more than once");
+    let mut body = full.clone();
+    body["login"] = json!("x".repeat(256));
+    assert_envelope(&app.post_json("/iam/login", &body).await, 400, "Invalid parameter login: longer than 255 bytes");
+
+    assert_envelope(&app.delete("/iam/logout?app_id=forepaas").await, 400, "Missing parameter token");
+    assert_envelope(&app.get("/iam/checkSession").await, 400, "Missing parameter token");
+    assert_envelope(
+        &app.get("/iam/checkSession?token=a&token=b").await,
+        400,
+        "Invalid parameter token: given more than once",
+    );
+}
+
+#[actix_web::test]
+async fn oversized_bodies_wrong_methods_and_unknown_paths_answer_in_the_envelope() {
+    let app = spawn_app().await;
+    let big = format!("{{\"login\":\"{}\"}}", "x".repeat(70 * 1024));
+    assert_envelope(
+        &app.post_raw("/iam/login", Some("application/json"), big).await,
+        413,
+        "Request body larger than 65536 bytes",
+    );
+    assert_envelope(&app.get("/iam/login").await, 405, "Method not allowed");
+    assert_envelope(&app.get("/iam/logout?token=x").await, 405, "Method not allowed");
+    assert_envelope(&app.get("/iam/nothing-here").await, 404, "Not found");
+}
+
+#[actix_web::test]
+async fn bad_requests_change_nothing() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let before = app.count("SELECT count(*) FROM tokens");
+    app.post_raw("/iam/login", Some("application/json"), "{\"login\":").await;
+    app.post_json("/iam/login", &password_login("john.doe", "wrong password", "forepaas")).await;
+    app.post_json(
+        "/iam/login",
+        &json!({"login": "john.doe", "password": PASSWORD, "auth_mode": "forepaas_id_resource_owner"}),
+    )
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM tokens"), before);
+}
+
+#[actix_web::test]
+async fn a_password_change_ends_every_session() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    app.core.set_password("john.doe", &gatehouse::core::Secret::new("another long password")).unwrap();
+    assert_envelope(&app.get(&format!("/iam/checkSession?token={token}")).await, 401, "Invalid token");
+    let old = app.post_json("/iam/login", &password_login("john.doe", PASSWORD, "forepaas")).await;
+    assert_envelope(&old, 401, "Unauthorized");
+    let new = app.post_json("/iam/login", &password_login("john.doe", "another long password", "forepaas")).await;
+    assert_eq!(new.status, 200);
+}
+
+#[actix_web::test]
+async fn healthz_answers_when_the_database_does() {
+    let app = spawn_app().await;
+    let a = app.get("/healthz").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text, "ok\n");
+}

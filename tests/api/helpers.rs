@@ -1,0 +1,205 @@
+//! Spawns the real server on a loopback port over a real SQLite file in a temp dir, and talks
+//! to it over real HTTP.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse::config::Config;
+use gatehouse::core::users::NewUser;
+use gatehouse::core::{Core, Secret, User};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub base: String,
+    pub core: Arc<Core>,
+    pub http: awc::Client,
+    pub _dir: tempfile::TempDir,
+}
+
+/// What came back: status, content type, raw body and the body as JSON (Null when it is not).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: awc::http::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config { data_dir: data_dir.to_path_buf(), log_level: "debug".into(), ..Config::default() };
+    config.http.workers = 1;
+    config.argon2.workers = 2;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.listen = addr.to_string();
+    tweak(&mut config);
+    let core = Arc::new(Core::open(config).unwrap());
+    let server = gatehouse::start(Arc::clone(&core), listener).unwrap();
+    actix_web::rt::spawn(server);
+    TestApp { base: format!("http://{addr}"), core, http: awc::Client::default(), _dir: dir }
+}
+
+async fn read<S>(res: Result<awc::ClientResponse<S>, awc::error::SendRequestError>) -> Answer
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let mut res = res.expect("the request reached the server");
+    let body = res.body().limit(1 << 20).await.expect("a readable body");
+    let text = String::from_utf8(body.to_vec()).expect("a UTF-8 body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let content_type = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    Answer { status: res.status().as_u16(), content_type, headers: res.headers().clone(), text, json }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        read(self.http.post(self.url(path)).send_json(body).await).await
+    }
+
+    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Answer {
+        read(self.http.post(self.url(path)).send_form(&pairs).await).await
+    }
+
+    /// A POST with exactly this body and, when given, this Content-Type.
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> Answer {
+        let mut req = self.http.post(self.url(path));
+        if let Some(ct) = content_type {
+            req = req.insert_header(("Content-Type", ct));
+        }
+        read(req.send_body(body.into()).await).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        read(self.http.get(self.url(path)).send().await).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        read(self.http.delete(self.url(path)).send().await).await
+    }
+
+    /// Adds a user with a password, a member of `apps`.
+    pub fn add_user(&self, login: &str, password: &str, apps: &[&str]) -> User {
+        self.core
+            .add_user(NewUser {
+                login: login.into(),
+                password: Some(Secret::new(password)),
+                email: Some(format!("{}@example.com", login.replace(' ', "_"))),
+                first_name: "John".into(),
+                last_name: "Doe".into(),
+                civility: "M.".into(),
+                user_type: "USER".into(),
+                apps: apps.iter().map(|a| a.to_string()).collect(),
+            })
+            .unwrap()
+    }
+
+    /// A direct connection to the same SQLite file, for looking at what was stored.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.core.config.db_path()).unwrap()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+/// The compiled gatehouse binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gatehouse"))
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the gatehouse command line in `cwd` with `env`, feeding `stdin`.
+pub fn gatehouse_cli(cwd: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A `gatehouse serve` child process; killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `gatehouse serve` in `cwd` and waits until /healthz answers.
+pub fn serve(cwd: &Path, env: &[(&str, &str)], port: u16, stderr: Stdio) -> Served {
+    let child = Command::new(binary())
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let served = Served { child, base: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return served;
+            }
+        }
+        assert!(Instant::now() < deadline, "gatehouse did not become healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An awc client against a served child.
+pub async fn call(method: &str, url: &str, body: Option<Value>) -> Answer {
+    let client = awc::Client::default();
+    let req = match method {
+        "GET" => client.get(url),
+        "DELETE" => client.delete(url),
+        _ => client.post(url),
+    };
+    match body {
+        Some(b) => read(req.send_json(&b).await).await,
+        None => read(req.send().await).await,
+    }
+}

@@ -1,0 +1,115 @@
+//! gatehouse as a user runs it: the binary, started in a directory, killed and started again.
+
+use std::io::Read;
+use std::process::Stdio;
+
+use serde_json::json;
+
+use crate::helpers::{call, free_port, gatehouse_cli, serve};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn login_body(login: &str, password: &str) -> serde_json::Value {
+    json!({"login": login, "password": password, "app_id": "forepaas", "auth_mode": "forepaas_id_resource_owner"})
+}
+
+#[actix_web::test]
+async fn a_bare_gatehouse_in_an_empty_directory_serves_on_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = serve(dir.path(), &[], port, Stdio::null());
+    assert!(dir.path().join("data/gatehouse.db").is_file());
+    assert!(dir.path().join("data/master.key").is_file());
+    let a = call("GET", &format!("{}/healthz", server.base), None).await;
+    assert_eq!(a.status, 200);
+    let a = call("POST", &format!("{}/iam/login", server.base), Some(login_body("nobody", PASSWORD))).await;
+    assert_eq!(a.status, 401);
+}
+
+#[actix_web::test]
+async fn a_restart_keeps_users_and_live_tokens_even_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = serve(dir.path(), &[], port, Stdio::null());
+    // The command line works on the data directory while the server runs.
+    let out =
+        gatehouse_cli(dir.path(), &[], &["user", "add", "john.doe", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = call("POST", &format!("{}/iam/login", server.base), Some(login_body("john.doe", PASSWORD))).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let token = a.json["token"].as_str().unwrap().to_string();
+
+    // SIGKILL: no chance to flush anything that was not already durable.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = serve(dir.path(), &[], port, Stdio::null());
+    let a = call("GET", &format!("{}/iam/checkSession?token={token}", server.base), None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["login"], json!("john.doe"));
+    let a = call("POST", &format!("{}/iam/login", server.base), Some(login_body("john.doe", PASSWORD))).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
+#[actix_web::test]
+async fn the_most_verbose_log_holds_no_password_secret_or_token() {
+    logs_hold_no_secret(&[("GATEHOUSE_LOG_LEVEL", "trace")]).await;
+}
+
+#[actix_web::test]
+async fn even_rust_log_trace_for_every_crate_holds_no_secret() {
+    logs_hold_no_secret(&[("RUST_LOG", "trace")]).await;
+}
+
+async fn logs_hold_no_secret(env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let app = gatehouse_cli(d, env, &["app", "add", "partner"], "");
+    let app_secret = String::from_utf8(app.stdout).unwrap().split_whitespace().last().unwrap().to_string();
+    let mut cli_stderr = String::from_utf8(app.stderr).unwrap();
+    let out = gatehouse_cli(d, env, &["user", "add", "john.doe", "--password-stdin"], &format!("{PASSWORD}\n"));
+    cli_stderr += &String::from_utf8(out.stderr).unwrap();
+    let out = gatehouse_cli(d, env, &["apikey", "add", "john.doe"], "");
+    cli_stderr += &String::from_utf8(out.stderr).unwrap();
+    let pair = String::from_utf8(out.stdout).unwrap();
+    let (apikey, secretkey) = pair.trim().split_once(' ').unwrap();
+
+    let port = free_port();
+    let mut server = serve(d, env, port, Stdio::piped());
+    let base = server.base.clone();
+    let a = call("POST", &format!("{base}/iam/login"), Some(login_body("john.doe", PASSWORD))).await;
+    assert_eq!(a.status, 200);
+    let password_token = a.json["token"].as_str().unwrap().to_string();
+    let body = json!({"apikey": apikey, "secretkey": secretkey, "app_id": "forepaas", "auth_mode": "apikey"});
+    let a = call("POST", &format!("{base}/iam/login"), Some(body)).await;
+    assert_eq!(a.status, 200);
+    let key_token = a.json["token"].as_str().unwrap().to_string();
+    let wrong = "a-wrong-password-attempt";
+    assert_eq!(call("POST", &format!("{base}/iam/login"), Some(login_body("john.doe", wrong))).await.status, 401);
+    for t in [&password_token, &key_token] {
+        assert_eq!(call("GET", &format!("{base}/iam/checkSession?token={t}"), None).await.status, 200);
+        assert_eq!(call("DELETE", &format!("{base}/iam/logout?app_id=forepaas&token={t}"), None).await.status, 200);
+        assert_eq!(call("DELETE", &format!("{base}/iam/logout?app_id=forepaas&token={t}"), None).await.status, 401);
+    }
+
+    server.child.kill().unwrap();
+    let mut log = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    log += &cli_stderr;
+    assert!(log.contains("gatehouse::access"), "the access log is there: {log}");
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log is at its most verbose: {log}");
+    assert!(log.contains("POST /iam/login 200") && log.contains("GET /iam/checkSession 200"), "{log}");
+    for (what, secret) in [
+        ("password", PASSWORD),
+        ("wrong password", wrong),
+        ("application secret", app_secret.as_str()),
+        ("API secret", secretkey),
+        ("password token", password_token.as_str()),
+        ("API-key token", key_token.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the log holds the {what}");
+        // Not even half of one.
+        assert!(!log.contains(&secret[..secret.len() / 2]), "the log holds part of the {what}");
+    }
+}
