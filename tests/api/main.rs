@@ -4,3 +4,4 @@ mod cli;
 mod forepaas;
 mod helpers;
 mod process;
+mod readme;
