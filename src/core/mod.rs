@@ -36,6 +36,9 @@ pub enum Error {
     BadCredentials,
     #[error("invalid token")]
     BadToken,
+    /// The current password given to change it is wrong (the session itself is fine).
+    #[error("wrong password")]
+    WrongPassword,
     #[error("user is blocked")]
     Blocked,
     #[error("user is not a member of this application")]

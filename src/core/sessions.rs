@@ -135,6 +135,24 @@ impl Core {
         })
     }
 
+    /// A signed-in user changes their own password: the old one must match. Every other session of
+    /// the user ends; this one lives on.
+    pub fn change_password(
+        &self,
+        kind: TokenKind,
+        token: &Secret,
+        app_id: Option<&str>,
+        old: &Secret,
+        new: &Secret,
+    ) -> Result<(), Error> {
+        let info = self.check_token(kind, token, app_id)?;
+        let hash = self.store.with(|c| users::by_login(c, &info.user.login))?.and_then(|(_, h)| h);
+        if !self.hasher.verify(old, hash.as_deref())? {
+            return Err(Error::WrongPassword);
+        }
+        self.replace_password(info.user.id, new, Some(&digest(token)))
+    }
+
     /// Ends a live token. `app_id`, when given, must be the token's.
     pub fn logout(&self, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<(), Error> {
         let now = now_ms();

@@ -178,15 +178,26 @@ impl Core {
     /// Sets a new password (checked against the policy) and ends every session of the user.
     pub fn set_password(&self, login: &str, password: &Secret) -> Result<(), Error> {
         let user = self.user_by_login(login)?;
+        self.replace_password(user.id, password, None)
+    }
+
+    /// The one way a password changes: policy, hash, store, and every session of the user revoked
+    /// but `keep` (the token of a user who changed their own password).
+    pub(crate) fn replace_password(
+        &self,
+        user_id: i64,
+        password: &Secret,
+        keep: Option<&[u8; 32]>,
+    ) -> Result<(), Error> {
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;
         let now = now_ms();
         self.store.write(|tx| {
-            users::set_password(tx, user.id, &hash, self.password_expiry(now))?;
-            tokens::revoke_for_user(tx, user.id, None, now)?;
+            users::set_password(tx, user_id, &hash, self.password_expiry(now))?;
+            tokens::revoke_for_user_except(tx, user_id, keep, now)?;
             Ok(())
         })?;
-        log::info!("user {} password changed, sessions revoked", user.id);
+        log::info!("user {user_id} password changed, other sessions revoked");
         Ok(())
     }
 }

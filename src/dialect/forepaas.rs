@@ -4,6 +4,7 @@
 //!   `apikey` (apikey, secretkey, app_id optional), as JSON or form-encoded.
 //! - `DELETE /iam/logout?app_id=&token=` → `{"success":true,"status":200,"duration":0.02}`.
 //! - `GET /iam/checkSession?token=[&app_id=]` → the session; counts as a use.
+//! - `POST /iam/passwordChange?app_id=&token=` `{password, oldpassword}` (field notes).
 //! - Errors: `{"error":"...","success":false,"status":N,"duration":...}`, always
 //!   `application/json; charset=utf-8`.
 
@@ -25,6 +26,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/iam")
             .service(web::resource("/login").route(web::post().to(login)).default_service(web::to(wrong_method)))
             .service(web::resource("/logout").route(web::delete().to(logout)).default_service(web::to(wrong_method)))
+            .service(
+                web::resource("/passwordChange")
+                    .route(web::post().to(password_change))
+                    .default_service(web::to(wrong_method)),
+            )
             .service(
                 web::resource("/checkSession")
                     .route(web::get().to(check_session))
@@ -75,6 +81,8 @@ fn error(e: &Error, started: Instant) -> HttpResponse {
         Error::Invalid { .. } => (StatusCode::BAD_REQUEST, format!("Invalid parameter {e}")),
         Error::BadCredentials => (StatusCode::UNAUTHORIZED, "Unauthorized".into()),
         Error::BadToken => (StatusCode::UNAUTHORIZED, "Invalid token".into()),
+        // Not 401: clients log the user out on 401, and the session is fine.
+        Error::WrongPassword => (StatusCode::FORBIDDEN, "Wrong password".into()),
         Error::Blocked => (StatusCode::FORBIDDEN, "User is blocked".into()),
         Error::NotMember => (StatusCode::FORBIDDEN, "User is not allowed to access this application".into()),
         Error::UnknownApp(_) | Error::UnknownUser(_) | Error::UnknownApiKey => {
@@ -202,18 +210,28 @@ impl LoginAnswer {
 const MAX_ID: usize = 255;
 const MAX_SECRET: usize = 1024;
 
-async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let started = Instant::now();
-    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+/// The body's parameters, or the answer that refuses them.
+async fn body_params(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    started: Instant,
+) -> Result<HashMap<String, String>, HttpResponse> {
+    let body = match read_body(payload, limit).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(n)) => {
-            return failure(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"), started)
+            return Err(failure(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"), started))
         }
-        Err(BodyError::Broken) => return bad_request("Incomplete request body", started),
+        Err(BodyError::Broken) => return Err(bad_request("Incomplete request body", started)),
     };
-    let params = match parse_params(&req, &body) {
+    parse_params(req, &body).map_err(|text| bad_request(&text, started))
+}
+
+async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let started = Instant::now();
+    let params = match body_params(&req, payload, core.config.http.max_body_bytes, started).await {
         Ok(p) => p,
-        Err(text) => return bad_request(&text, started),
+        Err(res) => return res,
     };
     let core = core.into_inner();
     let result = match params.get("auth_mode").map(String::as_str) {
@@ -320,6 +338,32 @@ async fn check_session(req: HttpRequest, core: web::Data<Core>) -> HttpResponse 
     };
     match core.into_inner().call(move |c| c.check_token(TokenKind::Iam, &token, app_id.as_deref())).await {
         Ok(info) => answer(StatusCode::OK, &SessionAnswer::new(&info, started)),
+        Err(e) => error(&e, started),
+    }
+}
+
+/// `POST /iam/passwordChange?app_id=&token=` with `{password, oldpassword}` (JSON or form): the
+/// field notes' password change. Other sessions of the user end; this one lives on.
+async fn password_change(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let started = Instant::now();
+    let (token, app_id) = match token_params(&req) {
+        Ok(p) => p,
+        Err(text) => return bad_request(&text, started),
+    };
+    let params = match body_params(&req, payload, core.config.http.max_body_bytes, started).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let (new, old) = match (required(&params, "password", MAX_SECRET), required(&params, "oldpassword", MAX_SECRET)) {
+        (Ok(n), Ok(o)) => (Secret::new(n), Secret::new(o)),
+        (Err(t), _) | (_, Err(t)) => return bad_request(&t, started),
+    };
+    let result =
+        core.into_inner().call(move |c| c.change_password(TokenKind::Iam, &token, app_id.as_deref(), &old, &new)).await;
+    match result {
+        Ok(()) => {
+            answer(StatusCode::OK, &Envelope { error: None, success: true, status: 200, duration: duration(started) })
+        }
         Err(e) => error(&e, started),
     }
 }

@@ -96,6 +96,20 @@ pub fn revoke_for_user(conn: &Connection, user_id: i64, app_id: Option<&str>, no
     )?)
 }
 
+/// Revokes every live token of a user but `keep`.
+pub fn revoke_for_user_except(
+    conn: &Connection,
+    user_id: i64,
+    keep: Option<&[u8; 32]>,
+    now: i64,
+) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked_at = ?3
+         WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR digest <> ?2)",
+        params![user_id, keep.map(|k| &k[..]), now],
+    )?)
+}
+
 pub fn revoke_for_api_key(conn: &Connection, api_key_id: &str, now: i64) -> Result<usize, Error> {
     Ok(conn.execute(
         "UPDATE tokens SET revoked_at = ?2 WHERE api_key_id = ?1 AND revoked_at IS NULL",

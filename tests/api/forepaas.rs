@@ -429,3 +429,38 @@ async fn healthz_answers_when_the_database_does() {
     assert_eq!(a.status, 200);
     assert_eq!(a.text, "ok\n");
 }
+
+#[actix_web::test]
+async fn password_change_needs_the_old_password_and_ends_the_other_sessions() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    let other = login_token(&app, "john.doe", "forepaas").await;
+    let path = format!("/iam/passwordChange?app_id=forepaas&token={token}");
+
+    let wrong = app.post_json(&path, &json!({"password": "a brand new password", "oldpassword": "not it"})).await;
+    assert_envelope(&wrong, 403, "Wrong password");
+    let weak = app.post_json(&path, &json!({"password": "short", "oldpassword": PASSWORD})).await;
+    assert_envelope(&weak, 400, "Invalid parameter password: must be at least 8 characters");
+    let missing = app.post_json(&path, &json!({"password": "a brand new password"})).await;
+    assert_envelope(&missing, 400, "Missing parameter oldpassword");
+    let bad_token = app
+        .post_json(
+            "/iam/passwordChange?token=00",
+            &json!({"password": "a brand new password", "oldpassword": PASSWORD}),
+        )
+        .await;
+    assert_envelope(&bad_token, 401, "Invalid token");
+    // Nothing above changed anything.
+    assert_eq!(app.get(&format!("/iam/checkSession?token={other}")).await.status, 200);
+
+    let ok = app.post_form(&path, &[("password", "a brand new password"), ("oldpassword", PASSWORD)]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.json, json!({"success": true, "status": 200, "duration": ok.json["duration"]}));
+    assert_eq!(app.get(&format!("/iam/checkSession?token={token}")).await.status, 200, "this session lives on");
+    assert_envelope(&app.get(&format!("/iam/checkSession?token={other}")).await, 401, "Invalid token");
+    let old = app.post_json("/iam/login", &password_login("john.doe", PASSWORD, "forepaas")).await;
+    assert_envelope(&old, 401, "Unauthorized");
+    let new = app.post_json("/iam/login", &password_login("john.doe", "a brand new password", "forepaas")).await;
+    assert_eq!(new.status, 200);
+}
