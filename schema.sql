@@ -78,3 +78,20 @@ CREATE TABLE tokens (
 CREATE INDEX tokens_user ON tokens(user_id, app_id);
 CREATE INDEX tokens_api_key ON tokens(api_key_id) WHERE api_key_id IS NOT NULL;
 CREATE INDEX tokens_expires ON tokens(expires_at);
+
+-- version 2
+-- Single-use links (password reset, device registration), stored as digests of their codes.
+CREATE TABLE links (
+    digest        BLOB PRIMARY KEY,
+    -- reset | register
+    purpose       TEXT NOT NULL,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_id        TEXT REFERENCES applications(id) ON DELETE CASCADE,
+    display_name  TEXT,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    used_at       INTEGER,
+    voided_at     INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX links_user ON links(user_id, purpose);
+CREATE INDEX links_expires ON links(expires_at);

@@ -32,6 +32,9 @@ pub struct Config {
     pub passwords: Passwords,
     pub store: Store,
     pub http: Http,
+    pub cms: Cms,
+    pub links: Links,
+    pub mail: Mail,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +96,91 @@ pub struct Http {
     pub workers: usize,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cms {
+    /// A CMS session unused this long ends; `sessionTimeout` reports it in milliseconds.
+    pub session_timeout: Seconds,
+    /// A CMS session ends this long after login, however much it is used.
+    pub session_lifetime: Seconds,
+    /// Mark the cmsSID cookie Secure even when gatehouse itself serves plain HTTP (behind a TLS proxy).
+    pub secure_cookie: bool,
+    /// `demoMode` of users whose record has none.
+    pub demo_mode: String,
+    /// `googleApiKey` in user objects; empty answers null.
+    pub google_api_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Links {
+    /// A password-reset link is good this long.
+    pub reset_lifetime: Seconds,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mail {
+    /// Sender address of every message.
+    pub from: String,
+    /// SMTP server; empty = messages stay as files in `<data_dir>/outbox/`.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// "starttls", "tls" (implicit TLS) or "none" (plain, to a loopback host only).
+    pub smtp_security: String,
+    pub smtp_username: String,
+    pub smtp_password: String,
+    /// First wait after a failed send; doubles on each failure up to `retry_max`.
+    pub retry_initial: Seconds,
+    pub retry_max: Seconds,
+}
+
+impl fmt::Debug for Mail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mail")
+            .field("from", &self.from)
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_security", &self.smtp_security)
+            .field("smtp_username", &self.smtp_username)
+            .field("smtp_password", &if self.smtp_password.is_empty() { "" } else { "***" })
+            .finish()
+    }
+}
+
+impl Default for Cms {
+    fn default() -> Self {
+        Cms {
+            session_timeout: Seconds::secs(86_400),
+            session_lifetime: Seconds::secs(7 * 86_400),
+            secure_cookie: false,
+            demo_mode: "NO".into(),
+            google_api_key: String::new(),
+        }
+    }
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Links { reset_lifetime: Seconds::secs(3600) }
+    }
+}
+
+impl Default for Mail {
+    fn default() -> Self {
+        Mail {
+            from: "gatehouse@localhost".into(),
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: "starttls".into(),
+            smtp_username: String::new(),
+            smtp_password: String::new(),
+            retry_initial: Seconds::secs(1),
+            retry_max: Seconds::secs(300),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -107,6 +195,9 @@ impl Default for Config {
             passwords: Passwords::default(),
             store: Store::default(),
             http: Http::default(),
+            cms: Cms::default(),
+            links: Links::default(),
+            mail: Mail::default(),
         }
     }
 }
@@ -232,6 +323,28 @@ impl Config {
         }
         if !matches!(self.store.synchronous.as_str(), "full" | "normal") {
             return bad("store.synchronous", format!("{:?} is not \"full\" or \"normal\"", self.store.synchronous));
+        }
+        if self.cms.session_timeout.0.is_zero() {
+            return bad("cms.session_timeout", "must be more than 0".into());
+        }
+        if self.cms.session_lifetime.0 < self.cms.session_timeout.0 {
+            return bad("cms.session_lifetime", "must be at least cms.session_timeout".into());
+        }
+        if self.links.reset_lifetime.0.is_zero() {
+            return bad("links.reset_lifetime", "must be more than 0".into());
+        }
+        if !self.mail.from.contains('@') || self.mail.from.chars().any(char::is_control) {
+            return bad("mail.from", format!("{:?} is not an email address", self.mail.from));
+        }
+        if !matches!(self.mail.smtp_security.as_str(), "starttls" | "tls" | "none") {
+            return bad("mail.smtp_security", "must be \"starttls\", \"tls\" or \"none\"".into());
+        }
+        let loopback = matches!(self.mail.smtp_host.as_str(), "localhost" | "127.0.0.1" | "::1");
+        if self.mail.smtp_security == "none" && !self.mail.smtp_host.is_empty() && !loopback {
+            return bad("mail.smtp_security", "\"none\" (no TLS) is allowed only to a loopback smtp_host".into());
+        }
+        if self.mail.retry_initial.0.is_zero() || self.mail.retry_max.0 < self.mail.retry_initial.0 {
+            return bad("mail.retry_max", "retry_initial must be more than 0 and retry_max at least retry_initial".into());
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024".into());

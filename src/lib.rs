@@ -25,6 +25,7 @@ use crate::core::Core;
 pub fn routes(cfg: &mut aweb::ServiceConfig) {
     web::routes(cfg);
     dialect::forepaas::routes(cfg);
+    dialect::smartserver::routes(cfg);
 }
 
 /// Starts the HTTP server on `listener` and the reaper beside it. Must run inside an actix system.
@@ -35,6 +36,7 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
         .workers(workers)
         .listen(listener)?
         .run();
+    core::mail::start_sender(&core.outbox, &core.config.mail);
     actix_web::rt::spawn(web::reaper(core));
     Ok(server)
 }

@@ -7,8 +7,11 @@
 pub mod apikeys;
 pub mod apps;
 pub mod crypto;
+pub mod links;
+pub mod mail;
 pub mod password;
 pub mod reaper;
+pub mod reset;
 pub mod sessions;
 pub mod users;
 
@@ -47,6 +50,9 @@ pub enum Error {
     UnknownApp(String),
     #[error("unknown user {0}")]
     UnknownUser(String),
+    /// A single-use link that was used, voided, has expired, or never existed.
+    #[error("the link is no longer valid")]
+    Gone,
     #[error("unknown API key")]
     UnknownApiKey,
     #[error("{0} already exists")]
@@ -135,6 +141,7 @@ pub struct Core {
     pub store: Store,
     key: MasterKey,
     hasher: Hasher,
+    pub outbox: Arc<mail::Outbox>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +183,8 @@ impl Core {
             key
         };
         let hasher = Hasher::new(&config.argon2, config.hash_workers()).map_err(|e| OpenError::Other(e.to_string()))?;
-        let core = Core { config: Arc::new(config), store, key, hasher };
+        let outbox = mail::Outbox::open(config.data_dir.join("outbox"), &config.mail.from).map_err(OpenError::Other)?;
+        let core = Core { config: Arc::new(config), store, key, hasher, outbox: Arc::new(outbox) };
         core.store
             .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS], now_ms()))
             .map_err(|e| OpenError::Other(e.to_string()))?;

@@ -1,20 +1,21 @@
 //! The reaper: deletes what has expired or been revoked, on an interval.
 
 use super::{now_ms, Core, Error};
-use crate::store::tokens;
+use crate::store::{links, tokens};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
     pub tokens: usize,
+    pub links: usize,
 }
 
 impl Core {
     /// One sweep.
     pub fn reap(&self) -> Result<Reaped, Error> {
         let now = now_ms();
-        let reaped = self.store.write(|tx| Ok(Reaped { tokens: tokens::reap(tx, now)? }))?;
+        let reaped = self.store.write(|tx| Ok(Reaped { tokens: tokens::reap(tx, now)?, links: links::reap(tx, now)? }))?;
         if reaped != Reaped::default() {
-            log::info!("reaper removed {} tokens", reaped.tokens);
+            log::info!("reaper removed {} tokens and {} links", reaped.tokens, reaped.links);
         } else {
             log::debug!("reaper removed nothing");
         }

@@ -9,12 +9,26 @@ use crate::store::{apikeys, tokens, users};
 pub enum TokenKind {
     /// A ForePaaS IAM token: idle timeout and lifetime from `[tokens]`.
     Iam,
+    /// A SmartServer CMS session (the cmsSID cookie): idle timeout and cap from `[cms]`.
+    CmsSession,
 }
 
 impl TokenKind {
     fn as_str(self) -> &'static str {
         match self {
             TokenKind::Iam => "iam",
+            TokenKind::CmsSession => "cms",
+        }
+    }
+}
+
+impl Core {
+    /// (idle timeout, lifetime) in milliseconds for a kind of token.
+    fn lifetimes(&self, kind: TokenKind) -> (i64, i64) {
+        let c = &self.config;
+        match kind {
+            TokenKind::Iam => (c.tokens.idle_timeout.millis(), c.tokens.lifetime.millis()),
+            TokenKind::CmsSession => (c.cms.session_timeout.millis(), c.cms.session_lifetime.millis()),
         }
     }
 }
@@ -46,7 +60,13 @@ impl Core {
     /// Login with a password to `app_id`. An unknown login and a wrong password fail alike, in the
     /// same time (a dummy hash is verified). Blocked and non-member are told only to the holder of
     /// the right password.
-    pub fn login_password(&self, app_id: &str, login: &str, password: &Secret) -> Result<SignedIn, Error> {
+    pub fn login_password(
+        &self,
+        kind: TokenKind,
+        app_id: &str,
+        login: &str,
+        password: &Secret,
+    ) -> Result<SignedIn, Error> {
         let found = self.store.with(|c| users::by_login(c, login))?;
         let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
         let verified = self.hasher.verify(password, hash)?;
@@ -54,7 +74,7 @@ impl Core {
             Some((user, _)) if verified => user,
             _ => return Err(Error::BadCredentials),
         };
-        self.sign_in(user, app_id, None)
+        self.sign_in(kind, user, app_id, None)
     }
 
     /// Login with an API key. Without `app_id` the key's own application applies; with one, it must
@@ -77,17 +97,17 @@ impl Core {
             _ => return Err(Error::BadCredentials),
         };
         let user = self.store.with(|c| users::by_id(c, key.user_id))?.ok_or(Error::BadCredentials)?;
-        self.sign_in(user, &key.app_id, Some(key.id))
+        self.sign_in(TokenKind::Iam, user, &key.app_id, Some(key.id))
     }
 
-    fn sign_in(&self, user: User, app_id: &str, api_key: Option<String>) -> Result<SignedIn, Error> {
+    fn sign_in(&self, kind: TokenKind, user: User, app_id: &str, api_key: Option<String>) -> Result<SignedIn, Error> {
         if user.blocked {
             return Err(Error::Blocked);
         }
         let now = now_ms();
         let token = random_token();
-        let cfg = &self.config.tokens;
-        let expires_at = now.saturating_add(cfg.lifetime.millis());
+        let (idle_ms, lifetime_ms) = self.lifetimes(kind);
+        let expires_at = now.saturating_add(lifetime_ms);
         self.store.write(|tx| {
             if !users::is_member(tx, user.id, app_id)? {
                 return Err(Error::NotMember);
@@ -96,13 +116,13 @@ impl Core {
                 tx,
                 &tokens::TokenRow {
                     digest: digest(&token),
-                    kind: TokenKind::Iam.as_str(),
+                    kind: kind.as_str(),
                     user_id: user.id,
                     app_id: app_id.to_string(),
                     api_key_id: api_key,
                     created_at: now,
                     last_used_at: now,
-                    idle_ms: Some(cfg.idle_timeout.millis()),
+                    idle_ms: Some(idle_ms),
                     expires_at,
                 },
             )

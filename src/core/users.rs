@@ -68,7 +68,7 @@ impl Core {
         Ok(())
     }
 
-    fn password_expiry(&self, now: i64) -> Option<i64> {
+    pub(crate) fn password_expiry(&self, now: i64) -> Option<i64> {
         let max_age = self.config.passwords.max_age.millis();
         (max_age > 0).then(|| now.saturating_add(max_age))
     }

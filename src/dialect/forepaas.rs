@@ -89,6 +89,7 @@ fn error(e: &Error, started: Instant) -> HttpResponse {
             (StatusCode::UNAUTHORIZED, "Unauthorized".into())
         }
         Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),
+        Error::Gone => (StatusCode::GONE, "Gone".into()),
         Error::Busy => {
             let mut res = failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later", started);
             res.headers_mut()
@@ -244,7 +245,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Ok(l), Ok(p), Ok(a)) => (l.to_string(), Secret::new(p), a.to_string()),
                 (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
             };
-            core.call(move |c| c.login_password(&app_id, &login, &password)).await
+            core.call(move |c| c.login_password(TokenKind::Iam, &app_id, &login, &password)).await
         }
         Some("apikey") => {
             let (apikey, secretkey, app_id) = match (

@@ -2,3 +2,4 @@
 //! its wire format, status codes and error envelope included. It never touches SQL or Argon2.
 
 pub mod forepaas;
+pub mod smartserver;

@@ -87,6 +87,42 @@ impl TestApp {
         read(req.send_body(body.into()).await).await
     }
 
+    /// Any request, with extra headers and an optional (content type, body).
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<(&str, Vec<u8>)>) -> Answer {
+        let mut req = self.http.request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), self.url(path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        match body {
+            Some((ct, bytes)) => read(req.insert_header(("Content-Type", ct)).send_body(bytes).await).await,
+            None => read(req.send().await).await,
+        }
+    }
+
+    /// The messages in the outbox, oldest first, as text.
+    pub fn outbox(&self) -> Vec<String> {
+        let dir = self.core.config.data_dir.join("outbox");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort();
+        files.into_iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    }
+
+    /// Waits up to 10 s for the outbox to hold `n` messages.
+    pub async fn wait_outbox(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mail = self.outbox();
+            if mail.len() >= n || Instant::now() > deadline {
+                return mail;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         read(self.http.get(self.url(path)).send().await).await
     }
@@ -202,4 +238,31 @@ pub async fn call(method: &str, url: &str, body: Option<Value>) -> Answer {
         Some(b) => read(req.send_json(&b).await).await,
         None => read(req.send().await).await,
     }
+}
+
+/// The first `{base}/{kind}/<64 hex>` link in a text, as a path (`/reset/...`).
+pub fn link_in(text: &str, kind: &str) -> Option<String> {
+    let marker = format!("/{kind}/");
+    let start = text.find(&marker)? + marker.len();
+    let code: String = text[start..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    (code.len() == 64).then(|| format!("/{kind}/{code}"))
+}
+
+/// The value of a Set-Cookie header for `name`, whole (with its attributes).
+pub fn set_cookie(a: &Answer, name: &str) -> Option<String> {
+    a.headers
+        .get_all("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// True when a tool the test needs is here. Missing on CI is a failure; missing on a developer's
+/// machine skips the test with a note (`.ci/run` installs everything).
+pub fn have(tool: &str, probe: &mut Command) -> bool {
+    let ok = probe.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is missing on CI: .ci/run must install it");
+        eprintln!("SKIPPED: {tool} is not installed here (.ci/run installs it)");
+    }
+    ok
 }

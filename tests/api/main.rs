@@ -5,3 +5,4 @@ mod forepaas;
 mod helpers;
 mod process;
 mod readme;
+mod smartserver;

@@ -1,0 +1,56 @@
+//! Single-use links: a code of 256 random bits, stored as its digest, good once until it expires.
+//! A new link for a user voids that user's older unused links of the same purpose.
+
+use rusqlite::Transaction;
+
+use super::crypto::{random_token, sha256, Secret};
+use super::{Error, User};
+use crate::store::links::{self, LinkRow, NewLink};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Reset,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Reset => "reset",
+        }
+    }
+}
+
+pub fn digest(code: &Secret) -> [u8; 32] {
+    sha256(code.expose().as_bytes())
+}
+
+/// Makes a new link in `tx`; returns its code (the only time it exists in the clear).
+pub fn create(
+    tx: &Transaction<'_>,
+    purpose: Purpose,
+    user: &User,
+    app_id: Option<&str>,
+    display_name: Option<&str>,
+    now: i64,
+    lifetime_ms: i64,
+) -> Result<Secret, Error> {
+    let code = random_token();
+    links::insert_voiding_older(
+        tx,
+        &NewLink {
+            digest: digest(&code),
+            purpose: purpose.as_str(),
+            user_id: user.id,
+            app_id,
+            display_name,
+            created_at: now,
+            expires_at: now.saturating_add(lifetime_ms),
+        },
+    )?;
+    Ok(code)
+}
+
+/// Uses a link up in `tx`; `Error::Gone` when it was used, voided, expired or never existed.
+pub fn consume(tx: &Transaction<'_>, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
+    links::consume(tx, &digest(code), purpose.as_str(), now)?.ok_or(Error::Gone)
+}

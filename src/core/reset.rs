@@ -1,0 +1,72 @@
+//! Password reset by mail: a request that answers the same whether or not it matched, a link in
+//! the mail, and the link's use that sets the password and ends every session in every dialect.
+
+use super::crypto::Secret;
+use super::links::{self, Purpose};
+use super::{now_ms, Core, Error};
+use crate::store::{tokens, users};
+
+/// What the reset mail says; each dialect has its own wording.
+pub struct ResetMail {
+    pub subject: &'static str,
+    /// `{login}`, `{url}` and `{minutes}` are filled in.
+    pub body: &'static str,
+}
+
+pub const CMS_RESET_MAIL: ResetMail = ResetMail {
+    subject: "Reset your SmartServer CMS password",
+    body: "Someone (you, we hope) asked to reset the password of the CMS account {login}.\n\n\
+           To choose a new password, open this link within {minutes} minutes:\n\n{url}\n\n\
+           The link works once. If you did not ask for this, ignore this message: your password stays as it is.\n",
+};
+
+impl Core {
+    /// Mails a reset link when `login` and `email` name one user who may use `app_id`. Says nothing
+    /// about whether they did: the caller answers the same either way, and should call this off
+    /// the request path so that the time taken tells nothing either.
+    pub fn request_password_reset(&self, login: &str, email: &str, app_id: &str, mail: &ResetMail) -> Result<(), Error> {
+        let now = now_ms();
+        let Some((user, _)) = self.store.with(|c| users::by_login(c, login))? else { return Ok(()) };
+        let matches = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email.trim()));
+        if !matches || user.blocked || !self.store.with(|c| users::is_member(c, user.id, app_id))? {
+            log::debug!("password reset asked for an account that does not match; nothing sent");
+            return Ok(());
+        }
+        let lifetime = self.config.links.reset_lifetime.millis();
+        let code = self.store.write(|tx| links::create(tx, Purpose::Reset, &user, None, None, now, lifetime))?;
+        let url = format!("{}/reset/{}", self.config.public_url(), code.expose());
+        let body = mail
+            .body
+            .replace("{login}", &user.login)
+            .replace("{minutes}", &(lifetime / 60_000).max(1).to_string())
+            .replace("{url}", &url);
+        let to = user.email.unwrap_or_default();
+        self.outbox.enqueue(&to, mail.subject, &body)?;
+        log::info!("password reset link mailed to user {}", user.id);
+        Ok(())
+    }
+
+    /// The reset link is live (for showing its page).
+    pub fn reset_link_live(&self, code: &Secret) -> Result<(), Error> {
+        let d = links::digest(code);
+        let live = self.store.with(|c| crate::store::links::live(c, &d, Purpose::Reset.as_str(), now_ms()))?;
+        live.map(|_| ()).ok_or(Error::Gone)
+    }
+
+    /// Uses a reset link: sets the password (checked against the policy), voids the link, and
+    /// ends every session and token of the user, in every dialect. All or nothing.
+    pub fn reset_password(&self, code: &Secret, password: &Secret) -> Result<(), Error> {
+        self.reset_link_live(code)?;
+        self.check_password_policy(password)?;
+        let hash = self.hasher.hash(password)?;
+        let now = now_ms();
+        let user_id = self.store.write(|tx| {
+            let link = links::consume(tx, Purpose::Reset, code, now)?;
+            users::set_password(tx, link.user_id, &hash, self.password_expiry(now))?;
+            tokens::revoke_for_user(tx, link.user_id, None, now)?;
+            Ok(link.user_id)
+        })?;
+        log::info!("user {user_id} reset their password; every session ended");
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! The built-in pages and their assets, embedded from `static/`: no external asset, no inline
+//! script, so the Content-Security-Policy can forbid both.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde::Serialize;
+
+use crate::core::{Core, Error, Secret};
+use crate::web::{media_type, read_body};
+
+const RESET_HTML: &str = include_str!("../../static/reset.html");
+const GONE_HTML: &str = include_str!("../../static/gone.html");
+const CSS: &str = include_str!("../../static/gatehouse.css");
+const RESET_JS: &str = include_str!("../../static/reset.js");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+                   form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/static/gatehouse.css", web::get().to(|| async { asset("text/css; charset=utf-8", CSS) }))
+        .route("/static/reset.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", RESET_JS) }))
+        .service(web::resource("/reset/{code}").route(web::get().to(reset_page)).route(web::post().to(reset_post)));
+}
+
+/// Headers every page and page answer carries.
+fn guarded(status: StatusCode) -> HttpResponseBuilder {
+    let mut res = HttpResponse::build(status);
+    res.insert_header(("Content-Security-Policy", CSP))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header(("Cache-Control", "no-store"));
+    res
+}
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type.to_string())
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(body)
+}
+
+fn html(status: StatusCode, body: &'static str) -> HttpResponse {
+    guarded(status).content_type("text/html; charset=utf-8").body(body)
+}
+
+/// A link code as it appears in a path: 64 hex characters. Anything else cannot be a live link.
+fn code(req: &HttpRequest) -> Option<Secret> {
+    let c = req.match_info().get("code")?;
+    (c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Secret::new(c))
+}
+
+async fn reset_page(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    // Showing the page does not use the link: mail scanners that open links cannot burn it.
+    let Some(code) = code(&req) else { return html(StatusCode::GONE, GONE_HTML) };
+    match core.into_inner().call(move |c| c.reset_link_live(&code)).await {
+        Ok(()) => html(StatusCode::OK, RESET_HTML),
+        Err(Error::Gone) => html(StatusCode::GONE, GONE_HTML),
+        Err(_) => html(StatusCode::INTERNAL_SERVER_ERROR, GONE_HTML),
+    }
+}
+
+#[derive(Serialize)]
+struct PageAnswer<'a> {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn page_json(status: StatusCode, error: Option<&str>) -> HttpResponse {
+    let body = serde_json::to_string(&PageAnswer { success: error.is_none(), error }).unwrap_or_default();
+    guarded(status).content_type("application/json").body(body)
+}
+
+async fn reset_post(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    if media_type(&req).as_deref() != Some("application/json") {
+        return page_json(StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("Content-Type must be application/json"));
+    }
+    let Ok(body) = read_body(payload, core.config.http.max_body_bytes).await else {
+        return page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large"));
+    };
+    let password = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => match v.get("password") {
+            Some(serde_json::Value::String(p)) => Secret::new(p.as_str()),
+            _ => return page_json(StatusCode::BAD_REQUEST, Some("password is required")),
+        },
+        Err(_) => return page_json(StatusCode::BAD_REQUEST, Some("Malformed JSON")),
+    };
+    let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
+    match core.into_inner().call(move |c| c.reset_password(&code, &password)).await {
+        Ok(()) => page_json(StatusCode::OK, None),
+        Err(Error::Gone) => page_json(StatusCode::GONE, Some("This link no longer works")),
+        Err(e @ Error::Invalid { .. }) => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+        Err(Error::Internal(id)) => page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})"))),
+        Err(e) => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+    }
+}
