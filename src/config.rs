@@ -344,7 +344,10 @@ impl Config {
             return bad("mail.smtp_security", "\"none\" (no TLS) is allowed only to a loopback smtp_host".into());
         }
         if self.mail.retry_initial.0.is_zero() || self.mail.retry_max.0 < self.mail.retry_initial.0 {
-            return bad("mail.retry_max", "retry_initial must be more than 0 and retry_max at least retry_initial".into());
+            return bad(
+                "mail.retry_max",
+                "retry_initial must be more than 0 and retry_max at least retry_initial".into(),
+            );
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024".into());

@@ -13,7 +13,8 @@ impl Core {
     /// One sweep.
     pub fn reap(&self) -> Result<Reaped, Error> {
         let now = now_ms();
-        let reaped = self.store.write(|tx| Ok(Reaped { tokens: tokens::reap(tx, now)?, links: links::reap(tx, now)? }))?;
+        let reaped =
+            self.store.write(|tx| Ok(Reaped { tokens: tokens::reap(tx, now)?, links: links::reap(tx, now)? }))?;
         if reaped != Reaped::default() {
             log::info!("reaper removed {} tokens and {} links", reaped.tokens, reaped.links);
         } else {

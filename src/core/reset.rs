@@ -24,7 +24,13 @@ impl Core {
     /// Mails a reset link when `login` and `email` name one user who may use `app_id`. Says nothing
     /// about whether they did: the caller answers the same either way, and should call this off
     /// the request path so that the time taken tells nothing either.
-    pub fn request_password_reset(&self, login: &str, email: &str, app_id: &str, mail: &ResetMail) -> Result<(), Error> {
+    pub fn request_password_reset(
+        &self,
+        login: &str,
+        email: &str,
+        app_id: &str,
+        mail: &ResetMail,
+    ) -> Result<(), Error> {
         let now = now_ms();
         let Some((user, _)) = self.store.with(|c| users::by_login(c, login))? else { return Ok(()) };
         let matches = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email.trim()));

@@ -27,10 +27,14 @@ pub const COOKIE: &str = "cmsSID";
 const JSON: &str = "application/json";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let wrong = || web::to(|req: HttpRequest| async move { failure(&req, StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") });
+    let wrong = || {
+        web::to(|req: HttpRequest| async move { failure(&req, StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+    };
     cfg.service(
         web::scope("/cms/iap")
-            .service(web::resource("/auth/sessionTimeout").route(web::get().to(session_timeout)).default_service(wrong()))
+            .service(
+                web::resource("/auth/sessionTimeout").route(web::get().to(session_timeout)).default_service(wrong()),
+            )
             .service(web::resource("/auth/login").route(web::post().to(login)).default_service(wrong()))
             .service(web::resource("/auth/logout").route(web::put().to(logout)).default_service(wrong()))
             .service(
@@ -40,7 +44,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(wrong()),
             )
             .service(web::resource("/users/current").route(web::get().to(current_user)).default_service(wrong()))
-            .default_service(web::to(|req: HttpRequest| async move { failure(&req, StatusCode::NOT_FOUND, "Not found") })),
+            .default_service(web::to(
+                |req: HttpRequest| async move { failure(&req, StatusCode::NOT_FOUND, "Not found") },
+            )),
     );
 }
 
@@ -81,10 +87,8 @@ fn error(req: &HttpRequest, e: &Error) -> HttpResponse {
         Error::Gone => (StatusCode::GONE, e.to_string()),
         Error::Busy => {
             let mut res = failure(req, StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later");
-            res.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static("1"),
-            );
+            res.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
             return res;
         }
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
@@ -237,7 +241,8 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
 }
 
 async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let fields = match json_fields(&req, payload, core.config.http.max_body_bytes, &["userName", "emailAddress"]).await {
+    let fields = match json_fields(&req, payload, core.config.http.max_body_bytes, &["userName", "emailAddress"]).await
+    {
         Ok(f) => f,
         Err(res) => return res,
     };

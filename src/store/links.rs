@@ -52,12 +52,19 @@ pub fn live(conn: &Connection, digest: &[u8; 32], purpose: &str, now: i64) -> Re
 /// Marks a live link used; None when it was not live (used, voided, expired or unknown).
 pub fn consume(conn: &Connection, digest: &[u8; 32], purpose: &str, now: i64) -> Result<Option<LinkRow>, Error> {
     let Some(row) = live(conn, digest, purpose, now)? else { return Ok(None) };
-    let n = conn.execute("UPDATE links SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL", params![&digest[..], now])?;
+    let n =
+        conn.execute("UPDATE links SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL", params![&digest[..], now])?;
     Ok((n == 1).then_some(row))
 }
 
 /// Voids every unused link of a user for a purpose (and application).
-pub fn void_for_user(conn: &Connection, user_id: i64, purpose: &str, app_id: Option<&str>, now: i64) -> Result<usize, Error> {
+pub fn void_for_user(
+    conn: &Connection,
+    user_id: i64,
+    purpose: &str,
+    app_id: Option<&str>,
+    now: i64,
+) -> Result<usize, Error> {
     Ok(conn.execute(
         "UPDATE links SET voided_at = ?4
          WHERE user_id = ?1 AND purpose = ?2 AND app_id IS ?3 AND used_at IS NULL AND voided_at IS NULL",

@@ -92,7 +92,9 @@ async fn reset_post(req: HttpRequest, payload: web::Payload, core: web::Data<Cor
         Ok(()) => page_json(StatusCode::OK, None),
         Err(Error::Gone) => page_json(StatusCode::GONE, Some("This link no longer works")),
         Err(e @ Error::Invalid { .. }) => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
-        Err(Error::Internal(id)) => page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})"))),
+        Err(Error::Internal(id)) => {
+            page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})")))
+        }
         Err(e) => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
     }
 }

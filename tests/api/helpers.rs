@@ -42,9 +42,15 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    spawn_app_in(dir, &data, tweak).await
+}
+
+/// A server on the data directory `data` (which another TestApp may be using too).
+pub async fn spawn_app_in(dir: tempfile::TempDir, data: &Path, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut config = test_config(&dir.path().join("data"));
+    let mut config = test_config(data);
     config.listen = addr.to_string();
     tweak(&mut config);
     let core = Arc::new(Core::open(config).unwrap());
@@ -88,7 +94,13 @@ impl TestApp {
     }
 
     /// Any request, with extra headers and an optional (content type, body).
-    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<(&str, Vec<u8>)>) -> Answer {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Answer {
         let mut req = self.http.request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), self.url(path));
         for (k, v) in headers {
             req = req.insert_header((*k, *v));

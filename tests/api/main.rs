@@ -1,8 +1,10 @@
 //! Every integration test builds into this one binary (one link instead of one per file).
 
+mod browser;
 mod cli;
 mod forepaas;
 mod helpers;
+mod mail;
 mod process;
 mod readme;
 mod smartserver;

@@ -68,7 +68,12 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
     let app = gatehouse_cli(d, env, &["app", "add", "partner"], "");
     let app_secret = String::from_utf8(app.stdout).unwrap().split_whitespace().last().unwrap().to_string();
     let mut cli_stderr = String::from_utf8(app.stderr).unwrap();
-    let out = gatehouse_cli(d, env, &["user", "add", "john.doe", "--password-stdin"], &format!("{PASSWORD}\n"));
+    let out = gatehouse_cli(
+        d,
+        env,
+        &["user", "add", "john.doe", "--password-stdin", "--email", "john.doe@example.com"],
+        &format!("{PASSWORD}\n"),
+    );
     cli_stderr += &String::from_utf8(out.stderr).unwrap();
     let out = gatehouse_cli(d, env, &["apikey", "add", "john.doe"], "");
     cli_stderr += &String::from_utf8(out.stderr).unwrap();
@@ -93,6 +98,36 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
         assert_eq!(call("DELETE", &format!("{base}/iam/logout?app_id=forepaas&token={t}"), None).await.status, 401);
     }
 
+    // A CMS session and a password reset through its link.
+    let cms = call(
+        "POST",
+        &format!("{base}/cms/iap/auth/login"),
+        Some(json!({"username": "john.doe", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(cms.status, 200);
+    let cms_sid = crate::helpers::set_cookie(&cms, "cmsSID").unwrap().split(';').next().unwrap().to_string();
+    let reset = json!({"userName": "john.doe", "emailAddress": "john.doe@example.com"});
+    assert_eq!(call("POST", &format!("{base}/cms/iap/auth/resetPwd"), Some(reset)).await.status, 200);
+    let outbox = d.join("data/outbox");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mail = loop {
+        let found = std::fs::read_dir(&outbox)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.path().extension().is_some_and(|x| x == "eml"));
+        if let Some(e) = found {
+            break std::fs::read_to_string(e.path()).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no reset mail");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let link = crate::helpers::link_in(&mail, "reset").unwrap();
+    let new_password = "the new password after reset";
+    assert_eq!(call("GET", &format!("{base}{link}"), None).await.status, 200);
+    assert_eq!(call("POST", &format!("{base}{link}"), Some(json!({"password": new_password}))).await.status, 200);
+    let code = link.trim_start_matches("/reset/").to_string();
+
     server.child.kill().unwrap();
     let mut log = String::new();
     server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
@@ -100,6 +135,7 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
     assert!(log.contains("gatehouse::access"), "the access log is there: {log}");
     assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log is at its most verbose: {log}");
     assert!(log.contains("POST /iam/login 200") && log.contains("GET /iam/checkSession 200"), "{log}");
+    assert!(log.contains("POST /reset/{code} 200"), "the access log names the route, not the link: {log}");
     for (what, secret) in [
         ("password", PASSWORD),
         ("wrong password", wrong),
@@ -107,6 +143,9 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
         ("API secret", secretkey),
         ("password token", password_token.as_str()),
         ("API-key token", key_token.as_str()),
+        ("CMS session", cms_sid.trim_start_matches("cmsSID=")),
+        ("reset code", code.as_str()),
+        ("new password", new_password),
     ] {
         assert!(!log.contains(secret), "the log holds the {what}");
         // Not even half of one.

@@ -1,19 +1,24 @@
-//! The README's ForePaaS walk-through, run as printed against a server started the way it says.
+//! The README's walk-throughs (ForePaaS, then the CMS), run as printed against a server started the way it says.
 
 use std::process::{Command, Stdio};
 
 use crate::helpers::{binary, free_port, serve};
 
-#[test]
-fn the_readme_walkthrough_works_as_printed() {
+/// The shell lines between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+fn block(name: &str) -> String {
     let readme = include_str!("../../README.md");
-    let start = readme.find("<!-- walkthrough:begin -->").expect("the walk-through is marked");
-    let end = readme.find("<!-- walkthrough:end -->").expect("the walk-through is marked");
-    let script: String = readme[start..end]
+    let start = readme.find(&format!("<!-- {name}:begin -->")).expect("the block is marked");
+    let end = readme.find(&format!("<!-- {name}:end -->")).expect("the block is marked");
+    readme[start..end]
         .lines()
         .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+}
+
+#[test]
+fn the_readme_walkthroughs_work_as_printed() {
+    let script = format!("{}\n{}", block("walkthrough"), block("walkthrough-cms"));
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -35,4 +40,12 @@ fn the_readme_walkthrough_works_as_printed() {
     assert!(stdout.contains("\"app_id\":\"forepaas\""), "{stdout}");
     assert!(stdout.contains("{\"success\":true,\"status\":200,"), "{stdout}");
     assert!(stdout.contains("\"error\":\"Invalid token\""), "{stdout}");
+    // The CMS part: the timeout, the user object twice (login, current), the reset mail listed.
+    assert!(stdout.contains("86400000"), "{stdout}");
+    assert_eq!(stdout.matches("\"userName\":\"john.doe\"").count(), 2, "{stdout}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_dir(dir.path().join("data/outbox")).unwrap().count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the reset mail reaches the outbox");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -278,11 +278,15 @@ async fn the_whole_reset_path_through_the_outbox_and_the_link() {
     assert!(page.content_type.starts_with("text/html"));
     assert!(page.text.contains("Choose a new password"));
     let csp = page.headers.get("content-security-policy").unwrap().to_str().unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline")
+    );
     assert_eq!(page.headers.get("cache-control").unwrap(), "no-store");
     assert!(!page.text.contains("<script>"), "no inline script");
 
-    let post = |p: &str| app.send("POST", &link, &[], Some(("application/json", json!({"password": p}).to_string().into_bytes())));
+    let post = |p: &str| {
+        app.send("POST", &link, &[], Some(("application/json", json!({"password": p}).to_string().into_bytes())))
+    };
     let weak = post("short").await;
     assert_eq!(weak.status, 400);
     assert_eq!(weak.json["success"], json!(false));
@@ -323,4 +327,39 @@ async fn expired_voided_and_malformed_codes_are_gone() {
     assert_eq!(app.get("/reset/not-a-code").await.status, 410);
     assert_eq!(app.send("POST", &format!("/reset/{}", "ab".repeat(32)), &[], body).await.status, 410);
     assert_eq!(login(&app, "mark", PASSWORD).await.status, 200, "nothing changed");
+}
+
+#[actix_web::test]
+async fn the_reset_page_works_in_a_real_browser() {
+    use crate::browser::{browser_here, Browser};
+    if !browser_here() {
+        return;
+    }
+    let app = spawn_app().await;
+    add_mark(&app);
+    app.send("POST", "/cms/iap/auth/resetPwd", &[], reset_body("mark", "mark@example.com")).await;
+    let link = link_in(&app.wait_outbox(1).await[0], "reset").unwrap();
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url(&link)).await;
+    // A mismatch is caught on the page and changes nothing.
+    browser.type_into("#password", "a browser-chosen password").await;
+    browser.type_into("#confirm", "something else entirely").await;
+    browser.click("#submit").await;
+    assert!(browser.wait_text("#result", "differ").await.contains("differ"));
+    assert_eq!(login(&app, "mark", PASSWORD).await.status, 200);
+
+    browser.goto(&app.url(&link)).await;
+    browser.type_into("#password", "a browser-chosen password").await;
+    browser.type_into("#confirm", "a browser-chosen password").await;
+    browser.click("#submit").await;
+    let text = browser.wait_text("#result", "has been changed").await;
+    assert!(text.contains("has been changed"), "{text}");
+    assert_eq!(login(&app, "mark", "a browser-chosen password").await.status, 200);
+    assert_eq!(login(&app, "mark", PASSWORD).await.status, 401);
+
+    // Opened again, the used link says so plainly.
+    browser.goto(&app.url(&link)).await;
+    assert!(browser.wait_text("h1", "no longer works").await.contains("no longer works"));
+    assert!(browser.text("#gone").await.contains("used already"));
 }
