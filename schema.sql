@@ -95,3 +95,25 @@ CREATE TABLE links (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX links_user ON links(user_id, purpose);
 CREATE INDEX links_expires ON links(expires_at);
+
+-- version 3
+-- Devices registered through a registration link, each with the API key it was handed.
+CREATE TABLE devices (
+    id          INTEGER PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_id      TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    api_key_id  TEXT REFERENCES api_keys(id) ON DELETE SET NULL,
+    created_at  INTEGER NOT NULL,
+    lost_at     INTEGER
+) STRICT;
+CREATE INDEX devices_user ON devices(user_id, app_id);
+
+-- Nonces of signed requests, kept for the timestamp window to refuse replays.
+CREATE TABLE nonces (
+    app_id      TEXT NOT NULL,
+    nonce       TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, nonce)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX nonces_expires ON nonces(expires_at);

@@ -35,6 +35,7 @@ pub struct Config {
     pub cms: Cms,
     pub links: Links,
     pub mail: Mail,
+    pub iampass: Iampass,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +117,22 @@ pub struct Cms {
 pub struct Links {
     /// A password-reset link is good this long.
     pub reset_lifetime: Seconds,
+    /// A device-registration link is good this long.
+    pub register_lifetime: Seconds,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Iampass {
+    /// A signed request's timestamp may differ from the server's clock by at most this much; its
+    /// nonce is remembered this long.
+    pub timestamp_window: Seconds,
+}
+
+impl Default for Iampass {
+    fn default() -> Self {
+        Iampass { timestamp_window: Seconds::secs(300) }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -162,7 +179,7 @@ impl Default for Cms {
 
 impl Default for Links {
     fn default() -> Self {
-        Links { reset_lifetime: Seconds::secs(3600) }
+        Links { reset_lifetime: Seconds::secs(3600), register_lifetime: Seconds::secs(86_400) }
     }
 }
 
@@ -198,6 +215,7 @@ impl Default for Config {
             cms: Cms::default(),
             links: Links::default(),
             mail: Mail::default(),
+            iampass: Iampass::default(),
         }
     }
 }
@@ -332,6 +350,12 @@ impl Config {
         }
         if self.links.reset_lifetime.0.is_zero() {
             return bad("links.reset_lifetime", "must be more than 0".into());
+        }
+        if self.links.register_lifetime.0.is_zero() {
+            return bad("links.register_lifetime", "must be more than 0".into());
+        }
+        if self.iampass.timestamp_window.0 < Duration::from_secs(1) {
+            return bad("iampass.timestamp_window", "must be at least 1s".into());
         }
         if !self.mail.from.contains('@') || self.mail.from.chars().any(char::is_control) {
             return bad("mail.from", format!("{:?} is not an email address", self.mail.from));

@@ -26,6 +26,7 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
     web::routes(cfg);
     dialect::forepaas::routes(cfg);
     dialect::smartserver::routes(cfg);
+    dialect::iampass::routes(cfg);
 }
 
 /// Starts the HTTP server on `listener` and the reaper beside it. Must run inside an actix system.

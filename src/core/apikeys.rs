@@ -5,6 +5,7 @@ use super::{now_ms, Core, Error};
 use crate::store::apikeys::{self, ApiKeyRow};
 use crate::store::{tokens, users};
 
+#[derive(Debug)]
 pub struct NewApiKey {
     pub apikey: String,
     pub secretkey: Secret,

@@ -10,12 +10,15 @@ use crate::store::links::{self, LinkRow, NewLink};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Reset,
+    /// Registers a device for an application and hands it an API key.
+    Register,
 }
 
 impl Purpose {
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Reset => "reset",
+            Purpose::Register => "register",
         }
     }
 }
@@ -53,4 +56,9 @@ pub fn create(
 /// Uses a link up in `tx`; `Error::Gone` when it was used, voided, expired or never existed.
 pub fn consume(tx: &Transaction<'_>, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
     links::consume(tx, &digest(code), purpose.as_str(), now)?.ok_or(Error::Gone)
+}
+
+/// The link if it is live, without using it.
+pub fn peek(conn: &rusqlite::Connection, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
+    links::live(conn, &digest(code), purpose.as_str(), now)?.ok_or(Error::Gone)
 }

@@ -58,6 +58,19 @@ impl Outbox {
         Ok(path)
     }
 
+    /// Writes a text message for a phone number to `<outbox>/sms/`, for an operator or an SMS
+    /// gateway to pick up (no gateway is embedded; the mail sender leaves these alone).
+    pub fn enqueue_sms(&self, number: &str, text: &str) -> Result<PathBuf, Error> {
+        let sms =
+            Outbox { dir: self.dir.join("sms"), from: self.from.clone(), wake: (Mutex::new(false), Condvar::new()) };
+        crate::store::ensure_dir(&sms.dir).map_err(|e| internal(format!("outbox sms: {e}")))?;
+        let date = super::iso8601(now_ms());
+        let content =
+            format!("To: {number}\r\nDate: {date}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n");
+        let name = format!("{:013}-{}", now_ms(), hex(&random_bytes::<8>()));
+        sms.write_atomically(&name, "sms", content.as_bytes())
+    }
+
     /// Writes `<dir>/<name>.<ext>` whole or not at all, readable by its owner only.
     pub(crate) fn write_atomically(&self, name: &str, ext: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
         let tmp = self.dir.join(format!(".{name}.tmp"));

@@ -7,6 +7,7 @@
 pub mod apikeys;
 pub mod apps;
 pub mod crypto;
+pub mod devices;
 pub mod links;
 pub mod mail;
 pub mod password;

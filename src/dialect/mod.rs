@@ -2,4 +2,5 @@
 //! its wire format, status codes and error envelope included. It never touches SQL or Argon2.
 
 pub mod forepaas;
+pub mod iampass;
 pub mod smartserver;

@@ -131,3 +131,13 @@ pub fn remove_membership(conn: &Connection, user_id: i64, app_id: &str) -> Resul
     let n = conn.execute("DELETE FROM memberships WHERE user_id = ?1 AND app_id = ?2", params![user_id, app_id])?;
     Ok(n == 1)
 }
+
+/// The applications a user belongs to.
+pub fn membership_count(conn: &Connection, user_id: i64) -> Result<i64, Error> {
+    Ok(conn.query_row("SELECT count(*) FROM memberships WHERE user_id = ?1", [user_id], |r| r.get(0))?)
+}
+
+pub fn delete(conn: &Connection, user_id: i64) -> Result<(), Error> {
+    conn.execute("DELETE FROM users WHERE id = ?1", [user_id])?;
+    Ok(())
+}

@@ -12,6 +12,8 @@ const RESET_HTML: &str = include_str!("../../static/reset.html");
 const GONE_HTML: &str = include_str!("../../static/gone.html");
 const CSS: &str = include_str!("../../static/gatehouse.css");
 const RESET_JS: &str = include_str!("../../static/reset.js");
+const REGISTER_HTML: &str = include_str!("../../static/register.html");
+const REGISTER_JS: &str = include_str!("../../static/register.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -19,7 +21,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/static/gatehouse.css", web::get().to(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/static/reset.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", RESET_JS) }))
-        .service(web::resource("/reset/{code}").route(web::get().to(reset_page)).route(web::post().to(reset_post)));
+        .route("/static/register.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", REGISTER_JS) }))
+        .service(web::resource("/reset/{code}").route(web::get().to(reset_page)).route(web::post().to(reset_post)))
+        .service(
+            web::resource("/register/{code}").route(web::get().to(register_page)).route(web::post().to(register_post)),
+        );
 }
 
 /// Headers every page and page answer carries.
@@ -41,8 +47,24 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-fn html(status: StatusCode, body: &'static str) -> HttpResponse {
-    guarded(status).content_type("text/html; charset=utf-8").body(body)
+fn html(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+    guarded(status).content_type("text/html; charset=utf-8").body(body.into())
+}
+
+/// Text made safe to put in HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A link code as it appears in a path: 64 hex characters. Anything else cannot be a live link.
@@ -73,28 +95,95 @@ fn page_json(status: StatusCode, error: Option<&str>) -> HttpResponse {
     guarded(status).content_type("application/json").body(body)
 }
 
-async fn reset_post(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    if media_type(&req).as_deref() != Some("application/json") {
-        return page_json(StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("Content-Type must be application/json"));
+/// A JSON body of the pages, or the answer that refuses it.
+async fn page_body(req: &HttpRequest, payload: web::Payload, core: &Core) -> Result<serde_json::Value, HttpResponse> {
+    if media_type(req).as_deref() != Some("application/json") {
+        return Err(page_json(StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("Content-Type must be application/json")));
     }
-    let Ok(body) = read_body(payload, core.config.http.max_body_bytes).await else {
-        return page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large"));
+    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(crate::web::BodyError::TooLarge(_)) => {
+            return Err(page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large")))
+        }
+        Err(crate::web::BodyError::Broken) => return Err(page_json(StatusCode::BAD_REQUEST, Some("Incomplete body"))),
     };
-    let password = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => match v.get("password") {
-            Some(serde_json::Value::String(p)) => Secret::new(p.as_str()),
-            _ => return page_json(StatusCode::BAD_REQUEST, Some("password is required")),
-        },
-        Err(_) => return page_json(StatusCode::BAD_REQUEST, Some("Malformed JSON")),
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        _ => Err(page_json(StatusCode::BAD_REQUEST, Some("The body must be a JSON object"))),
+    }
+}
+
+fn page_error(e: &Error) -> HttpResponse {
+    match e {
+        Error::Gone => page_json(StatusCode::GONE, Some("This link no longer works")),
+        Error::Invalid { .. } => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+        Error::Internal(id) => page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})"))),
+        e => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+    }
+}
+
+async fn register_page(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let Some(code) = code(&req) else { return html(StatusCode::GONE, GONE_HTML) };
+    match core.into_inner().call(move |c| c.registration_info(&code)).await {
+        Ok(info) => html(
+            StatusCode::OK,
+            REGISTER_HTML
+                .replace("{{display_name}}", &escape(&info.display_name))
+                .replace("{{app_id}}", &escape(&info.app_id)),
+        ),
+        Err(Error::Gone) => html(StatusCode::GONE, GONE_HTML),
+        Err(_) => html(StatusCode::INTERNAL_SERVER_ERROR, GONE_HTML),
+    }
+}
+
+#[derive(Serialize)]
+struct RegisteredAnswer<'a> {
+    app_id: &'a str,
+    user_id: &'a str,
+    device_id: i64,
+    apikey: &'a str,
+    secretkey: &'a str,
+}
+
+async fn register_post(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let body = match page_body(&req, payload, &core).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Some(name) = body.get("device_name").and_then(|v| v.as_str()).map(str::to_string) else {
+        return page_json(StatusCode::BAD_REQUEST, Some("device_name is required"));
     };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
-    match core.into_inner().call(move |c| c.reset_password(&code, &password)).await {
-        Ok(()) => page_json(StatusCode::OK, None),
-        Err(Error::Gone) => page_json(StatusCode::GONE, Some("This link no longer works")),
-        Err(e @ Error::Invalid { .. }) => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
-        Err(Error::Internal(id)) => {
-            page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})")))
+    match core.call(move |c| c.register_device(&code, &name)).await {
+        Ok(r) => {
+            let answer = RegisteredAnswer {
+                app_id: &r.app_id,
+                user_id: &r.login,
+                device_id: r.device_id,
+                apikey: &r.key.apikey,
+                secretkey: r.key.secretkey.expose(),
+            };
+            guarded(StatusCode::CREATED)
+                .content_type("application/json")
+                .body(serde_json::to_string(&answer).unwrap_or_default())
         }
-        Err(e) => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+        Err(e) => page_error(&e),
+    }
+}
+
+async fn reset_post(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let body = match page_body(&req, payload, &core).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Some(password) = body.get("password").and_then(|v| v.as_str()).map(Secret::new) else {
+        return page_json(StatusCode::BAD_REQUEST, Some("password is required"));
+    };
+    let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
+    match core.call(move |c| c.reset_password(&code, &password)).await {
+        Ok(()) => page_json(StatusCode::OK, None),
+        Err(e) => page_error(&e),
     }
 }

@@ -1,0 +1,275 @@
+//! Users an application manages itself, and their registered devices.
+//!
+//! An application owns the users it added: it can never add, link, query or delete a user it does
+//! not own, and a login that exists outside it is neither "existing" to it nor adopted. A device
+//! registers through a single-use link and is handed an API key for that application; a lost
+//! device is disabled with its key and every token issued through it.
+
+use std::collections::BTreeSet;
+
+use super::apikeys::NewApiKey;
+use super::crypto::{hex, random_bytes, random_token, sha256, Secret};
+use super::links::{self, Purpose};
+use super::users::validate_login;
+use super::{now_ms, Core, Error, User};
+use crate::store::apikeys::{self, ApiKeyRow};
+use crate::store::{apps, devices, tokens, users};
+
+/// What `add_app_users` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AddedUsers {
+    pub created: Vec<String>,
+    pub existing: Vec<String>,
+}
+
+/// A device just registered, with its API key (the secret shown this once).
+#[derive(Debug)]
+pub struct Registered {
+    pub app_id: String,
+    pub login: String,
+    pub device_id: i64,
+    pub key: NewApiKey,
+}
+
+/// What a registration link's page shows.
+#[derive(Debug)]
+pub struct LinkInfo {
+    pub app_id: String,
+    pub display_name: String,
+}
+
+pub const MAX_USERS_PER_CALL: usize = 1000;
+
+/// A list of logins as the management API takes it: 1 to 1000 valid logins, each once
+/// (compared case-insensitively; the first spelling is kept).
+pub fn validate_logins(logins: &[String]) -> Result<Vec<String>, Error> {
+    if logins.is_empty() || logins.len() > MAX_USERS_PER_CALL {
+        return Err(Error::invalid("users", format!("must list 1 to {MAX_USERS_PER_CALL} users")));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for login in logins {
+        validate_login(login).map_err(|_| {
+            Error::invalid("users", "each user must be a non-empty string of at most 255 bytes, with no control characters or surrounding spaces")
+        })?;
+        if seen.insert(users::login_key(login)) {
+            out.push(login.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A display name: at most 255 bytes, no control characters.
+pub fn validate_display_name(name: &str) -> Result<(), Error> {
+    if name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(Error::invalid("display_name", "must be at most 255 bytes with no control characters"));
+    }
+    Ok(())
+}
+
+impl Core {
+    pub fn app_exists(&self, app_id: &str) -> Result<bool, Error> {
+        self.store.with(|c| apps::exists(c, app_id))
+    }
+
+    /// Remembers a signed request's nonce for `window_ms`; false when the application used it already.
+    pub fn use_nonce(&self, app_id: &str, nonce: &str, window_ms: i64) -> Result<bool, Error> {
+        let expires = now_ms().saturating_add(window_ms);
+        self.store.with(|c| devices::use_nonce(c, app_id, nonce, expires))
+    }
+
+    /// Adds users owned by `app_id` (no password: they sign in with devices). All or nothing: a
+    /// login that exists outside the application stops the whole call.
+    pub fn add_app_users(&self, app_id: &str, logins: &[String]) -> Result<AddedUsers, Error> {
+        let logins = validate_logins(logins)?;
+        let now = now_ms();
+        let added = self.store.write(|tx| {
+            let mut added = AddedUsers::default();
+            for login in &logins {
+                match users::by_login(tx, login)? {
+                    Some((u, _)) if users::is_member(tx, u.id, app_id)? => added.existing.push(login.clone()),
+                    Some(_) => {
+                        return Err(Error::invalid(
+                            "users",
+                            format!("user {login} exists outside application {app_id}; nothing was changed"),
+                        ))
+                    }
+                    None => {
+                        let id = users::insert(
+                            tx,
+                            &users::NewUser {
+                                login,
+                                email: None,
+                                first_name: "",
+                                last_name: "",
+                                civility: "",
+                                user_type: "USER",
+                                password_hash: None,
+                                password_expires_at: None,
+                            },
+                            now,
+                        )?;
+                        users::add_membership(tx, id, app_id, now)?;
+                        added.created.push(login.clone());
+                    }
+                }
+            }
+            Ok(added)
+        })?;
+        log::info!("application {app_id}: {} users created, {} existing", added.created.len(), added.existing.len());
+        Ok(added)
+    }
+
+    /// Removes users from `app_id`: the membership, their devices, API keys and tokens for it, and
+    /// the user altogether when no application is left. Users it does not own are left alone.
+    pub fn remove_app_users(&self, app_id: &str, logins: &[String]) -> Result<usize, Error> {
+        let logins = validate_logins(logins)?;
+        let now = now_ms();
+        let removed = self.store.write(|tx| {
+            let mut removed = 0;
+            for login in &logins {
+                let Some((u, _)) = users::by_login(tx, login)? else { continue };
+                if !users::remove_membership(tx, u.id, app_id)? {
+                    continue;
+                }
+                devices::delete_for(tx, u.id, app_id)?;
+                apikeys::revoke_for_user(tx, u.id, Some(app_id), now)?;
+                tokens::revoke_for_user(tx, u.id, Some(app_id), now)?;
+                crate::store::links::void_for_user(tx, u.id, Purpose::Register.as_str(), Some(app_id), now)?;
+                if users::membership_count(tx, u.id)? == 0 {
+                    users::delete(tx, u.id)?;
+                }
+                removed += 1;
+            }
+            Ok(removed)
+        })?;
+        log::info!("application {app_id}: {removed} users removed");
+        Ok(removed)
+    }
+
+    /// A user owned by `app_id`; `UnknownUser` for anyone else.
+    pub fn app_user(&self, app_id: &str, login: &str) -> Result<User, Error> {
+        self.store.with(|c| match users::by_login(c, login)? {
+            Some((u, _)) if users::is_member(c, u.id, app_id)? => Ok(u),
+            _ => Err(Error::UnknownUser(login.to_string())),
+        })
+    }
+
+    fn new_registration_link(&self, app_id: &str, user: &User, display_name: Option<&str>) -> Result<String, Error> {
+        let display = display_name.filter(|d| !d.is_empty()).unwrap_or(&user.login);
+        validate_display_name(display)?;
+        let lifetime = self.config.links.register_lifetime.millis();
+        let code = self
+            .store
+            .write(|tx| links::create(tx, Purpose::Register, user, Some(app_id), Some(display), now_ms(), lifetime))?;
+        Ok(format!("{}/register/{}", self.config.public_url(), code.expose()))
+    }
+
+    /// A fresh registration link (voiding the user's older unused ones).
+    pub fn registration_link(&self, app_id: &str, login: &str, display_name: Option<&str>) -> Result<String, Error> {
+        let user = self.app_user(app_id, login)?;
+        let url = self.new_registration_link(app_id, &user, display_name)?;
+        log::info!("application {app_id}: registration link made for user {}", user.id);
+        Ok(url)
+    }
+
+    pub fn has_device(&self, app_id: &str, login: &str) -> Result<bool, Error> {
+        let user = self.app_user(app_id, login)?;
+        self.store.with(|c| devices::has_live(c, user.id, app_id))
+    }
+
+    /// Disables the user's devices for `app_id`, revokes their API keys and every token issued
+    /// through them, and answers a fresh registration link.
+    pub fn lose_devices(&self, app_id: &str, login: &str, display_name: Option<&str>) -> Result<String, Error> {
+        let user = self.app_user(app_id, login)?;
+        let now = now_ms();
+        let lost = self.store.write(|tx| {
+            let keys = devices::mark_lost(tx, user.id, app_id, now)?;
+            for k in &keys {
+                apikeys::revoke(tx, k, now)?;
+                tokens::revoke_for_api_key(tx, k, now)?;
+            }
+            Ok(keys.len())
+        })?;
+        log::info!("application {app_id}: {lost} devices of user {} marked lost", user.id);
+        self.new_registration_link(app_id, &user, display_name)
+    }
+
+    /// Puts a text message with a fresh registration link in the outbox, addressed to `phone`.
+    pub fn send_registration_sms(
+        &self,
+        app_id: &str,
+        login: &str,
+        phone: &str,
+        display_name: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<(), Error> {
+        let ok_phone = {
+            let digits = phone.chars().filter(char::is_ascii_digit).count();
+            (5..=20).contains(&digits)
+                && phone.len() <= 32
+                && phone
+                    .chars()
+                    .enumerate()
+                    .all(|(i, c)| c.is_ascii_digit() || " -().".contains(c) || (i == 0 && c == '+'))
+        };
+        if !ok_phone {
+            return Err(Error::invalid("phone_number", "is not a phone number"));
+        }
+        if let Some(m) = message {
+            if m.len() > 640 || m.chars().any(|c| c.is_control() && c != '\n') {
+                return Err(Error::invalid("message", "must be at most 640 bytes of text"));
+            }
+        }
+        let user = self.app_user(app_id, login)?;
+        let url = self.new_registration_link(app_id, &user, display_name)?;
+        let text = match message.map(str::trim).filter(|m| !m.is_empty()) {
+            Some(m) => format!("{m} {url}"),
+            None => format!("Register your device: {url}"),
+        };
+        self.outbox.enqueue_sms(phone, &text)?;
+        log::info!("application {app_id}: registration SMS for user {} put in the outbox", user.id);
+        Ok(())
+    }
+
+    /// What a live registration link's page shows.
+    pub fn registration_info(&self, code: &Secret) -> Result<LinkInfo, Error> {
+        let link = self.store.with(|c| links::peek(c, Purpose::Register, code, now_ms()))?;
+        Ok(LinkInfo { app_id: link.app_id.unwrap_or_default(), display_name: link.display_name.unwrap_or_default() })
+    }
+
+    /// Uses a registration link: the device is recorded and handed an API key for the link's
+    /// application. All or nothing.
+    pub fn register_device(&self, code: &Secret, device_name: &str) -> Result<Registered, Error> {
+        if device_name.trim().is_empty() || device_name.len() > 255 || device_name.chars().any(char::is_control) {
+            return Err(Error::invalid("device_name", "must be 1 to 255 bytes with no control characters"));
+        }
+        let now = now_ms();
+        let apikey = hex(&random_bytes::<16>());
+        let secretkey = random_token();
+        let (app_id, user_id, device_id) = self.store.write(|tx| {
+            let link = links::consume(tx, Purpose::Register, code, now)?;
+            let app_id = link.app_id.ok_or(Error::Gone)?;
+            if !users::is_member(tx, link.user_id, &app_id)? {
+                return Err(Error::Gone);
+            }
+            apikeys::insert(
+                tx,
+                &ApiKeyRow {
+                    id: apikey.clone(),
+                    secret_digest: sha256(secretkey.expose().as_bytes()).to_vec(),
+                    user_id: link.user_id,
+                    app_id: app_id.clone(),
+                    created_at: now,
+                    expires_at: None,
+                    revoked_at: None,
+                },
+            )?;
+            let device_id = devices::insert(tx, link.user_id, &app_id, device_name.trim(), &apikey, now)?;
+            Ok((app_id, link.user_id, device_id))
+        })?;
+        let user = self.user_by_id(user_id)?;
+        log::info!("application {app_id}: device {device_id} registered for user {user_id}");
+        Ok(Registered { app_id, login: user.login, device_id, key: NewApiKey { apikey, secretkey, expires_at: None } })
+    }
+}

@@ -1,0 +1,368 @@
+//! IAMPASS Management API (`/management`, and the same paths without it), as seed 001,
+//! iampass-hmac.md and the field notes show it.
+//!
+//! Every call is signed: `Authentication: hmac <app>:<nonce>:<signature>` with
+//! `X-IAMPASS-Authentication-Timestamp` (or the documentation's `...-Authentiaction-...`). The
+//! signature is base64 of the first 16 bytes of HMAC-SHA256 keyed by the first 16 bytes of
+//! SHA-256(nonce + secret), over nonce + url + timestamp, where url is the request as sent without
+//! its scheme (the documentation's form with `http://` or `https://` is accepted too).
+//!
+//! - `POST add_users/{app}` `{"users":[...]}` → 201 `{"status":true,"users":{"created":[...],"existing":[...]}}`
+//! - `POST delete_users/{app}` → 200 `{"status":true}`
+//! - `GET device_registration_link/{app}/{user}?display_name=` → 200 `{"register_url":"...","status":true}`
+//! - `GET has_registered_mobile_device/{app}/{user}` → 200 `{"device_registered":bool,"status":true}`
+//! - `GET lost_user_mobile_device/{app}/{user}` → 200 `{"register_url":"...","status":true}`
+//! - `POST send_registration_sms/{app}/{user}` `{"phone_number","display_name"?,"message"?}` → `{"status":true}`
+//! - unknown application → 404 `Client Application <app> not found` (text); unknown user → 404
+//!   `Client Application <app> or User <user> not found.`; a refused body → 200
+//!   `{"status":false,"reason":"..."}`; a refused signature → 401 `{"status":false,"reason":"..."}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::core::crypto::{ct_eq, hmac_sha256, sha256};
+use crate::core::{now_ms, Core, Error};
+use crate::web::{read_body, BodyError};
+
+const JSON: &str = "application/json";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for prefix in ["/management", ""] {
+        cfg.route(&format!("{prefix}/add_users/{{app}}"), web::post().to(add_users))
+            .route(&format!("{prefix}/delete_users/{{app}}"), web::post().to(delete_users))
+            .route(&format!("{prefix}/device_registration_link/{{app}}/{{user}}"), web::get().to(registration_link))
+            .route(&format!("{prefix}/has_registered_mobile_device/{{app}}/{{user}}"), web::get().to(has_device))
+            .route(&format!("{prefix}/lost_user_mobile_device/{{app}}/{{user}}"), web::get().to(lost_device))
+            .route(&format!("{prefix}/send_registration_sms/{{app}}/{{user}}"), web::post().to(send_sms));
+    }
+}
+
+/// The signature of iampass-hmac.md: base64 of the first 16 bytes of
+/// HMAC-SHA256(key = SHA-256(nonce + secret)[..16], nonce + url + timestamp).
+pub fn signature(secret: &str, nonce: &str, url: &str, timestamp: &str) -> [u8; 16] {
+    let key = sha256(format!("{nonce}{secret}").as_bytes());
+    let mac = hmac_sha256(&key[..16], &[nonce.as_bytes(), url.as_bytes(), timestamp.as_bytes()]);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&mac[..16]);
+    out
+}
+
+/// Form decoding of one path segment: `+` is a space, `%XX` a byte; None when not UTF-8.
+fn form_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `{app}` and, for the per-user calls, `{user}` of the path, decoded from the raw request
+/// target (actix's own decoding leaves `+` alone).
+fn path_parts(req: &HttpRequest, with_user: bool) -> Option<(String, Option<String>)> {
+    let mut segs = req.uri().path().rsplit('/');
+    let user = if with_user { Some(form_decode(segs.next()?)?) } else { None };
+    let app = form_decode(segs.next()?)?;
+    Some((app, user))
+}
+
+#[derive(Serialize)]
+struct Refusal<'a> {
+    status: bool,
+    reason: &'a str,
+}
+
+fn json_answer(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status).content_type(JSON).insert_header(("Cache-Control", "no-store")).body(body.to_string())
+}
+
+fn refused(status: StatusCode, reason: &str) -> HttpResponse {
+    let body = serde_json::to_string(&Refusal { status: false, reason }).unwrap_or_default();
+    HttpResponse::build(status).content_type(JSON).body(body)
+}
+
+fn unauthorized(reason: &str) -> HttpResponse {
+    refused(StatusCode::UNAUTHORIZED, reason)
+}
+
+fn app_not_found(app: &str) -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("Client Application {app} not found"))
+}
+
+/// The one mapping from the core's errors to this dialect's answers.
+fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
+    match e {
+        Error::UnknownApp(_) => app_not_found(app),
+        Error::UnknownUser(_) => HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("Client Application {app} or User {} not found.", user.unwrap_or(""))),
+        Error::Invalid { .. } => refused(StatusCode::OK, &e.to_string()),
+        Error::Busy => {
+            let mut res = refused(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later");
+            res.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+            res
+        }
+        Error::Internal(id) => refused(StatusCode::INTERNAL_SERVER_ERROR, &format!("internal error (id {id})")),
+        other => refused(StatusCode::BAD_REQUEST, &other.to_string()),
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| req.headers().get(*n)).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the request's signature for the application named in the path.
+async fn authenticate(req: &HttpRequest, core: &std::sync::Arc<Core>, path_app: &str) -> Result<(), HttpResponse> {
+    let malformed = || unauthorized("missing or malformed Authentication header");
+    let value = header(req, &["Authentication", "Authorization"]).ok_or_else(malformed)?;
+    let (scheme, rest) = value.trim().split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("hmac") {
+        return Err(malformed());
+    }
+    let mut parts = rest.trim().splitn(3, ':');
+    let (Some(app), Some(nonce), Some(presented)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed());
+    };
+    if nonce.is_empty() || nonce.len() > 20 || nonce.parse::<u64>().is_err() {
+        return Err(unauthorized("malformed nonce"));
+    }
+    let presented = base64::engine::general_purpose::STANDARD.decode(presented).map_err(|_| malformed())?;
+    if app != path_app {
+        return Err(unauthorized("the application of the signature is not the one in the path"));
+    }
+    let timestamp = header(req, &["X-IAMPASS-Authentication-Timestamp", "X-IAMPASS-Authentiaction-Timestamp"])
+        .ok_or_else(|| unauthorized("missing timestamp header"))?
+        .trim()
+        .to_string();
+    let ts: i64 = timestamp.parse().map_err(|_| unauthorized("malformed timestamp"))?;
+    let window = core.config.iampass.timestamp_window.millis();
+    let secret = {
+        let app = app.to_string();
+        match core.call(move |c| c.app_secret(&app)).await {
+            Ok(s) => s,
+            Err(Error::UnknownApp(_)) => return Err(app_not_found(path_app)),
+            Err(e) => return Err(error(&e, path_app, None)),
+        }
+    };
+    if (now_ms() - ts.saturating_mul(1000)).abs() > window {
+        return Err(unauthorized("stale timestamp"));
+    }
+    let host = header(req, &["Host"]).map(str::to_string).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let target = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    let Some(host) = host else { return Err(unauthorized("bad signature")) };
+    let url = format!("{host}{target}");
+    // Every form is computed, so the time taken does not tell which one matched.
+    let mut ok = false;
+    for candidate in [url.clone(), format!("http://{url}"), format!("https://{url}")] {
+        ok |= ct_eq(&signature(secret.expose(), nonce, &candidate, &timestamp), &presented);
+    }
+    if !ok {
+        return Err(unauthorized("bad signature"));
+    }
+    // Only a correctly signed request spends its nonce, so no one else can burn them.
+    let (app, nonce) = (app.to_string(), nonce.to_string());
+    match core.call(move |c| c.use_nonce(&app, &nonce, window)).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(unauthorized("replayed nonce")),
+        Err(e) => Err(error(&e, path_app, None)),
+    }
+}
+
+/// The body's `users` list, or the reason it is refused.
+fn users_of(body: &[u8]) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON".to_string())?;
+    let list = v.get("users").and_then(Value::as_array).ok_or("the body must be {\"users\": [...]}")?;
+    list.iter().map(|u| u.as_str().map(str::to_string).ok_or_else(|| "users must be strings".to_string())).collect()
+}
+
+async fn body(payload: web::Payload, core: &Core) -> Result<web::Bytes, HttpResponse> {
+    match read_body(payload, core.config.http.max_body_bytes).await {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge(n)) => {
+            Err(refused(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {n} bytes")))
+        }
+        Err(BodyError::Broken) => Err(refused(StatusCode::BAD_REQUEST, "incomplete body")),
+    }
+}
+
+/// The app of the path, authenticated, or the answer that refuses the request.
+async fn signed(
+    req: &HttpRequest,
+    core: &std::sync::Arc<Core>,
+    with_user: bool,
+) -> Result<(String, Option<String>), HttpResponse> {
+    let Some((app, user)) = path_parts(req, with_user) else {
+        return Err(refused(StatusCode::BAD_REQUEST, "the path is not UTF-8 form encoding"));
+    };
+    authenticate(req, core, &app).await?;
+    Ok((app, user))
+}
+
+async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (app, _) = match signed(&req, &core, false).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let users = match body(payload, &core).await.map(|b| users_of(&b)) {
+        Ok(Ok(u)) => u,
+        Ok(Err(reason)) => return refused(StatusCode::OK, &reason),
+        Err(res) => return res,
+    };
+    let a = app.clone();
+    match core.call(move |c| c.add_app_users(&a, &users)).await {
+        Ok(added) => json_answer(
+            StatusCode::CREATED,
+            &json!({"status": true, "users": {"created": added.created, "existing": added.existing}}),
+        ),
+        Err(e) => error(&e, &app, None),
+    }
+}
+
+async fn delete_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (app, _) = match signed(&req, &core, false).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let users = match body(payload, &core).await.map(|b| users_of(&b)) {
+        Ok(Ok(u)) => u,
+        Ok(Err(reason)) => return refused(StatusCode::OK, &reason),
+        Err(res) => return res,
+    };
+    let a = app.clone();
+    match core.call(move |c| c.remove_app_users(&a, &users)).await {
+        Ok(_) => json_answer(StatusCode::OK, &json!({"status": true})),
+        Err(e) => error(&e, &app, None),
+    }
+}
+
+/// `display_name` of the query string, form-decoded.
+fn display_name(req: &HttpRequest) -> Result<Option<String>, HttpResponse> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| refused(StatusCode::OK, "malformed query string"))?;
+    Ok(pairs.into_iter().find(|(k, _)| k == "display_name").map(|(_, v)| v))
+}
+
+async fn registration_link(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    per_user(req, core, |c, app, user, display| {
+        c.registration_link(app, user, display.as_deref()).map(|url| json!({"register_url": url, "status": true}))
+    })
+    .await
+}
+
+async fn has_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    per_user(req, core, |c, app, user, _| {
+        c.has_device(app, user).map(|has| json!({"device_registered": has, "status": true}))
+    })
+    .await
+}
+
+async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    per_user(req, core, |c, app, user, display| {
+        c.lose_devices(app, user, display.as_deref()).map(|url| json!({"register_url": url, "status": true}))
+    })
+    .await
+}
+
+/// The GET calls on one user: sign-checked, then one core call answered as JSON.
+async fn per_user<F>(req: HttpRequest, core: web::Data<Core>, f: F) -> HttpResponse
+where
+    F: FnOnce(&Core, &str, &str, Option<String>) -> Result<Value, Error> + Send + 'static,
+{
+    let core = core.into_inner();
+    let (app, user) = match signed(&req, &core, true).await {
+        Ok((app, Some(user))) => (app, user),
+        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
+        Err(res) => return res,
+    };
+    let display = match display_name(&req) {
+        Ok(d) => d,
+        Err(res) => return res,
+    };
+    let (a, u) = (app.clone(), user.clone());
+    match core.call(move |c| f(c, &a, &u, display)).await {
+        Ok(body) => json_answer(StatusCode::OK, &body),
+        Err(e) => error(&e, &app, Some(&user)),
+    }
+}
+
+async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (app, user) = match signed(&req, &core, true).await {
+        Ok((app, Some(user))) => (app, user),
+        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
+        Err(res) => return res,
+    };
+    let raw = match body(payload, &core).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&raw) else {
+        return refused(StatusCode::OK, "the body must be a JSON object");
+    };
+    let text = |k: &str| -> Result<Option<String>, HttpResponse> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(refused(StatusCode::OK, &format!("{k} must be a string"))),
+        }
+    };
+    let (phone, display, message) = match (text("phone_number"), text("display_name"), text("message")) {
+        (Ok(Some(p)), Ok(d), Ok(m)) => (p, d, m),
+        (Ok(None), _, _) => return refused(StatusCode::OK, "phone_number is required"),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
+    let (a, u) = (app.clone(), user.clone());
+    match core.call(move |c| c.send_registration_sms(&a, &u, &phone, display.as_deref(), message.as_deref())).await {
+        Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
+        Err(e) => error(&e, &app, Some(&user)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(mac: [u8; 16]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(mac)
+    }
+
+    #[test]
+    fn first_test_vector() {
+        let url = "localhost:8080/management/add_users/app-123";
+        assert_eq!(b64(signature("s3cr3t", "1234567890123456789", url, "1700000000")), "A/FhXuRyhShnRzPwvFXOcw==");
+    }
+
+    #[test]
+    fn second_test_vector() {
+        let url =
+            "127.0.0.1:8080/management/device_registration_link/app-123/alice%40example.com?display_name=Alice+Smith";
+        assert_eq!(b64(signature("s3cr3t", "42", url, "1700000000")), "iGxaM9p31dbGJYCQqVpG2w==");
+    }
+
+    #[test]
+    fn path_segments_are_form_decoded() {
+        assert_eq!(form_decode("MY+USER+1").unwrap(), "MY USER 1");
+        assert_eq!(form_decode("alice%40x.com").unwrap(), "alice@x.com");
+        assert_eq!(form_decode("a%2Bb").unwrap(), "a+b");
+        assert!(form_decode("%zz").is_none());
+        assert!(form_decode("%ff").is_none(), "not UTF-8");
+    }
+}
