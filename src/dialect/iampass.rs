@@ -254,9 +254,9 @@ async fn delete_users(req: HttpRequest, payload: web::Payload, core: web::Data<C
 }
 
 /// `display_name` of the query string, form-decoded.
-fn display_name(req: &HttpRequest) -> Result<Option<String>, HttpResponse> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|_| refused(StatusCode::OK, "malformed query string"))?;
+fn display_name(req: &HttpRequest) -> Result<Option<String>, &'static str> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).map_err(|_| "malformed query string")?;
     Ok(pairs.into_iter().find(|(k, _)| k == "display_name").map(|(_, v)| v))
 }
 
@@ -294,7 +294,7 @@ where
     };
     let display = match display_name(&req) {
         Ok(d) => d,
-        Err(res) => return res,
+        Err(reason) => return refused(StatusCode::OK, reason),
     };
     let (a, u) = (app.clone(), user.clone());
     match core.call(move |c| f(c, &a, &u, display)).await {
@@ -317,17 +317,17 @@ async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&raw) else {
         return refused(StatusCode::OK, "the body must be a JSON object");
     };
-    let text = |k: &str| -> Result<Option<String>, HttpResponse> {
+    let text = |k: &str| -> Result<Option<String>, String> {
         match v.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(refused(StatusCode::OK, &format!("{k} must be a string"))),
+            Some(_) => Err(format!("{k} must be a string")),
         }
     };
     let (phone, display, message) = match (text("phone_number"), text("display_name"), text("message")) {
         (Ok(Some(p)), Ok(d), Ok(m)) => (p, d, m),
         (Ok(None), _, _) => return refused(StatusCode::OK, "phone_number is required"),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return refused(StatusCode::OK, &r),
     };
     let (a, u) = (app.clone(), user.clone());
     match core.call(move |c| c.send_registration_sms(&a, &u, &phone, display.as_deref(), message.as_deref())).await {

@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod forepaas;
 mod helpers;
+mod iampass;
 mod mail;
 mod process;
 mod readme;

@@ -18,7 +18,7 @@ fn block(name: &str) -> String {
 
 #[test]
 fn the_readme_walkthroughs_work_as_printed() {
-    let script = format!("{}\n{}", block("walkthrough"), block("walkthrough-cms"));
+    let script = format!("{}\n{}\n{}", block("walkthrough"), block("walkthrough-cms"), block("walkthrough-iampass"));
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -43,6 +43,13 @@ fn the_readme_walkthroughs_work_as_printed() {
     // The CMS part: the timeout, the user object twice (login, current), the reset mail listed.
     assert!(stdout.contains("86400000"), "{stdout}");
     assert_eq!(stdout.matches("\"userName\":\"john.doe\"").count(), 2, "{stdout}");
+    // The IAMPASS part: the signed calls answer as printed.
+    assert!(
+        stdout.contains("201 {\"status\":true,\"users\":{\"created\":[\"alice@example.com\"],\"existing\":[]}}"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("200 {{\"register_url\":\"http://127.0.0.1:{port}/register/")), "{stdout}");
+    assert!(stdout.contains("200 {\"device_registered\":false,\"status\":true}"), "{stdout}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::fs::read_dir(dir.path().join("data/outbox")).unwrap().count() == 0 {
         assert!(std::time::Instant::now() < deadline, "the reset mail reaches the outbox");

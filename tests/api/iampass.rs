@@ -1,0 +1,494 @@
+//! IAMPASS Management API, as seed 001 and iampass-hmac.md show it, with requests signed by a
+//! signer written here from the document (not the server's code).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{link_in, spawn_app, spawn_app_with, Answer, TestApp};
+
+/// iampass-hmac.md, step by step.
+fn sign(secret: &str, nonce: &str, url: &str, timestamp: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(nonce.as_bytes());
+    h.update(secret.as_bytes());
+    let key = h.finalize();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key[..16]).unwrap();
+    mac.update(format!("{nonce}{url}{timestamp}").as_bytes());
+    let out = mac.finalize().into_bytes();
+    base64::engine::general_purpose::STANDARD.encode(&out[..16])
+}
+
+#[test]
+fn the_test_signer_meets_the_documents_vectors() {
+    let url = "localhost:8080/management/add_users/app-123";
+    assert_eq!(sign("s3cr3t", "1234567890123456789", url, "1700000000"), "A/FhXuRyhShnRzPwvFXOcw==");
+    let url = "127.0.0.1:8080/management/device_registration_link/app-123/alice%40example.com?display_name=Alice+Smith";
+    assert_eq!(sign("s3cr3t", "42", url, "1700000000"), "iGxaM9p31dbGJYCQqVpG2w==");
+}
+
+fn fresh_nonce() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    (seed ^ NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)).to_string()
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// How to sign one request; the defaults make a good one.
+struct Signing<'a> {
+    app: &'a str,
+    secret: &'a str,
+    nonce: String,
+    timestamp: i64,
+    url_prefix: &'a str,
+    timestamp_header: &'a str,
+}
+
+impl<'a> Signing<'a> {
+    fn new(app: &'a str, secret: &'a str) -> Self {
+        Signing {
+            app,
+            secret,
+            nonce: fresh_nonce(),
+            timestamp: now(),
+            url_prefix: "",
+            timestamp_header: "X-IAMPASS-Authentication-Timestamp",
+        }
+    }
+}
+
+struct Iampass {
+    app: TestApp,
+    id: String,
+    secret: String,
+}
+
+impl Iampass {
+    async fn new() -> Iampass {
+        Self::with(spawn_app().await, "partner-app")
+    }
+
+    fn with(app: TestApp, id: &str) -> Iampass {
+        let secret = app.core.add_app(id, None).unwrap().expose().to_string();
+        Iampass { app, id: id.into(), secret }
+    }
+
+    fn host(&self) -> String {
+        self.app.base.trim_start_matches("http://").to_string()
+    }
+
+    async fn call_signed(&self, method: &str, target: &str, body: Option<Value>, s: &Signing<'_>) -> Answer {
+        let url = format!("{}{}{}", s.url_prefix, self.host(), target);
+        let ts = s.timestamp.to_string();
+        let auth = format!("hmac {}:{}:{}", s.app, s.nonce, sign(s.secret, &s.nonce, &url, &ts));
+        let headers = [
+            ("Authentication", auth.as_str()),
+            (s.timestamp_header, ts.as_str()),
+            ("X-IAMOASS-Authentication-Version", "1"),
+        ];
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.app.send(method, target, &headers, body).await
+    }
+
+    async fn call(&self, method: &str, target: &str, body: Option<Value>) -> Answer {
+        self.call_signed(method, target, body, &Signing::new(&self.id, &self.secret)).await
+    }
+
+    async fn add(&self, prefix: &str, users: &[&str]) -> Answer {
+        self.call("POST", &format!("{prefix}/add_users/{}", self.id), Some(json!({"users": users}))).await
+    }
+
+    async fn link(&self, user_in_path: &str) -> String {
+        let a =
+            self.call("GET", &format!("/management/device_registration_link/{}/{user_in_path}", self.id), None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.json["register_url"].as_str().unwrap().to_string()
+    }
+
+    async fn has_device(&self, user_in_path: &str) -> bool {
+        let a = self
+            .call("GET", &format!("/management/has_registered_mobile_device/{}/{user_in_path}", self.id), None)
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.json["device_registered"].as_bool().unwrap()
+    }
+
+    fn path_of(&self, url: &str) -> String {
+        url.strip_prefix(&self.app.base).unwrap_or_else(|| panic!("{url} is not under {}", self.app.base)).to_string()
+    }
+
+    async fn register(&self, url: &str, device: &str) -> Answer {
+        let body = json!({"device_name": device}).to_string().into_bytes();
+        self.app.send("POST", &self.path_of(url), &[], Some(("application/json", body))).await
+    }
+}
+
+/// Another application's credentials on the same server.
+struct As<'a> {
+    ip: &'a Iampass,
+    id: &'a str,
+    secret: &'a str,
+}
+
+impl As<'_> {
+    async fn call(&self, method: &str, target: &str, body: Option<Value>) -> Answer {
+        self.ip.call_signed(method, target, body, &Signing::new(self.id, self.secret)).await
+    }
+
+    async fn add(&self, prefix: &str, users: &[&str]) -> Answer {
+        self.call("POST", &format!("{prefix}/add_users/{}", self.id), Some(json!({"users": users}))).await
+    }
+}
+
+fn assert_refused_401(a: &Answer, reason: &str) {
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert_eq!(a.json["status"], json!(false));
+    assert_eq!(a.json["reason"], json!(reason), "{}", a.text);
+}
+
+#[actix_web::test]
+async fn every_endpoint_answers_in_both_url_forms() {
+    let ip = Iampass::new().await;
+    let app = &ip.id;
+    for prefix in ["/management", ""] {
+        let user = format!("user{}", prefix.len());
+        let a = ip.add(prefix, &[&user]).await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        assert_eq!(a.content_type, "application/json");
+        assert_eq!(a.json, json!({"status": true, "users": {"created": [user], "existing": []}}));
+        let a = ip.add(prefix, &[&user]).await;
+        assert_eq!(a.json, json!({"status": true, "users": {"created": [], "existing": [user]}}));
+
+        let a = ip.call("GET", &format!("{prefix}/device_registration_link/{app}/{user}?display_name=Al"), None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.json["status"], json!(true));
+        assert!(a.json["register_url"].as_str().unwrap().starts_with(&format!("{}/register/", ip.app.base)));
+        assert_eq!(a.json.as_object().unwrap().len(), 2);
+
+        let a = ip.call("GET", &format!("{prefix}/has_registered_mobile_device/{app}/{user}"), None).await;
+        assert_eq!(a.json, json!({"device_registered": false, "status": true}));
+
+        let a = ip.call("GET", &format!("{prefix}/lost_user_mobile_device/{app}/{user}"), None).await;
+        assert_eq!(a.status, 200);
+        assert!(link_in(a.json["register_url"].as_str().unwrap(), "register").is_some());
+
+        let sms = json!({"phone_number": "+33 6 12 34 56 78", "display_name": "Al", "message": "Hello, register:"});
+        let a = ip.call("POST", &format!("{prefix}/send_registration_sms/{app}/{user}"), Some(sms)).await;
+        assert_eq!(a.json, json!({"status": true}), "{}", a.text);
+
+        let a = ip.call("POST", &format!("{prefix}/delete_users/{app}"), Some(json!({"users": [user]}))).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json, json!({"status": true}));
+        let a = ip.call("GET", &format!("{prefix}/has_registered_mobile_device/{app}/{user}"), None).await;
+        assert_eq!(a.status, 404);
+        assert_eq!(a.text, format!("Client Application {app} or User {user} not found."));
+    }
+}
+
+#[actix_web::test]
+async fn the_sms_waits_in_the_outbox_addressed_to_the_number() {
+    let ip = Iampass::new().await;
+    ip.add("/management", &["al"]).await;
+    let sms = json!({"phone_number": "+33612345678", "message": "Hello, register:"});
+    let a = ip.call("POST", &format!("/management/send_registration_sms/{}/al", ip.id), Some(sms)).await;
+    assert_eq!(a.json, json!({"status": true}));
+    let dir = ip.app.core.config.data_dir.join("outbox/sms");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.starts_with("To: +33612345678\r\n"), "{text}");
+    assert!(text.contains("Hello, register: http://"), "the link follows the message: {text}");
+    let link = link_in(&text, "register").unwrap();
+    assert_eq!(ip.app.get(&link).await.status, 200, "the texted link works");
+    assert!(ip.app.outbox().is_empty(), "an SMS is not a mail");
+
+    for bad in [json!({}), json!({"phone_number": "call me"}), json!({"phone_number": 33612345678u64})] {
+        let a = ip.call("POST", &format!("/management/send_registration_sms/{}/al", ip.id), Some(bad)).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json["status"], json!(false), "{}", a.text);
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+}
+
+#[actix_web::test]
+async fn signature_failures_are_401_and_say_which_check_failed() {
+    let ip = Iampass::new().await;
+    ip.add("/management", &["al"]).await;
+    let target = format!("/management/has_registered_mobile_device/{}/al", ip.id);
+
+    let wrong_secret = Signing::new(&ip.id, "not-the-secret");
+    assert_refused_401(&ip.call_signed("GET", &target, None, &wrong_secret).await, "bad signature");
+    let stale = Signing { timestamp: now() - 301, ..Signing::new(&ip.id, &ip.secret) };
+    assert_refused_401(&ip.call_signed("GET", &target, None, &stale).await, "stale timestamp");
+    let future = Signing { timestamp: now() + 301, ..Signing::new(&ip.id, &ip.secret) };
+    assert_refused_401(&ip.call_signed("GET", &target, None, &future).await, "stale timestamp");
+
+    let once = Signing::new(&ip.id, &ip.secret);
+    assert_eq!(ip.call_signed("GET", &target, None, &once).await.status, 200);
+    assert_refused_401(&ip.call_signed("GET", &target, None, &once).await, "replayed nonce");
+
+    let other = ip.app.core.add_app("other-app", None).unwrap();
+    let mismatch = Signing::new("other-app", other.expose());
+    assert_refused_401(
+        &ip.call_signed("GET", &target, None, &mismatch).await,
+        "the application of the signature is not the one in the path",
+    );
+
+    let none = ip.app.get(&target).await;
+    assert_refused_401(&none, "missing or malformed Authentication header");
+    let garbage = ip.app.send("GET", &target, &[("Authentication", "hmac nope")], None).await;
+    assert_refused_401(&garbage, "missing or malformed Authentication header");
+    for a in [&none, &garbage] {
+        assert!(!a.text.contains(&ip.secret));
+    }
+
+    // The documentation's spellings and URL form are accepted too.
+    let doc = Signing {
+        timestamp_header: "X-IAMPASS-Authentiaction-Timestamp",
+        url_prefix: "http://",
+        ..Signing::new(&ip.id, &ip.secret)
+    };
+    assert_eq!(ip.call_signed("GET", &target, None, &doc).await.status, 200);
+
+    // A refused request spends no nonce: the same nonce, signed right, still works once.
+    let mut retry = Signing::new(&ip.id, "not-the-secret");
+    assert_eq!(ip.call_signed("GET", &target, None, &retry).await.status, 401);
+    retry.secret = &ip.secret;
+    assert_eq!(ip.call_signed("GET", &target, None, &retry).await.status, 200);
+}
+
+#[actix_web::test]
+async fn unknown_applications_and_users_are_404_in_plain_text() {
+    let ip = Iampass::new().await;
+    let ghost = Signing::new("ghost-app", "whatever-secret-it-is");
+    let a = ip.call_signed("POST", "/management/add_users/ghost-app", Some(json!({"users": ["a"]})), &ghost).await;
+    assert_eq!(a.status, 404);
+    assert!(a.content_type.starts_with("text/plain"));
+    assert_eq!(a.text, "Client Application ghost-app not found");
+    let a = ip.call("GET", &format!("/management/device_registration_link/{}/nobody", ip.id), None).await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.text, format!("Client Application {} or User nobody not found.", ip.id));
+}
+
+#[actix_web::test]
+async fn users_arrive_form_encoded_in_the_path() {
+    let ip = Iampass::new().await;
+    let a = ip.add("/management", &["MY USER 1", "alice@x.com"]).await;
+    assert_eq!(a.json["users"]["created"], json!(["MY USER 1", "alice@x.com"]));
+    ip.link("MY+USER+1").await;
+    ip.link("alice%40x.com").await;
+    assert!(!ip.has_device("MY%20USER%201").await);
+}
+
+#[actix_web::test]
+async fn bodies_that_are_not_a_list_of_users_are_refused_and_change_nothing() {
+    let ip = Iampass::new().await;
+    let before = ip.app.count("SELECT count(*) FROM users");
+    let long = "x".repeat(256);
+    let many: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
+    for body in [
+        json!({}),
+        json!({"users": "al"}),
+        json!({"users": []}),
+        json!({"users": [""]}),
+        json!({"users": ["ok", 7]}),
+        json!({"users": ["ok", long]}),
+        json!({"users": many}),
+        json!(["al"]),
+    ] {
+        for path in [format!("/management/add_users/{}", ip.id), format!("/management/delete_users/{}", ip.id)] {
+            let a = ip.call("POST", &path, Some(body.clone())).await;
+            assert_eq!(a.status, 200, "{body}: {}", a.text);
+            assert_eq!(a.json["status"], json!(false), "{body}");
+            assert!(a.json["reason"].as_str().is_some_and(|r| !r.is_empty()));
+        }
+    }
+    let a = ip.app.send("POST", &format!("/add_users/{}", ip.id), &[], Some(("application/json", b"{".to_vec()))).await;
+    assert_eq!(a.status, 401, "unsigned first");
+    assert_eq!(ip.app.count("SELECT count(*) FROM users"), before);
+}
+
+#[actix_web::test]
+async fn an_application_reaches_only_the_users_it_owns() {
+    let a = Iampass::new().await;
+    let b_secret = a.app.core.add_app("b-app", None).unwrap().expose().to_string();
+    let b = As { ip: &a, id: "b-app", secret: &b_secret };
+
+    a.add("/management", &["alice"]).await;
+    a.app.add_user("carol", "carol's long password", &["forepaas"]);
+
+    // B cannot adopt alice (A's) nor carol (the administrator's), and nothing else in the call happens.
+    for taken in ["alice", "carol", "ALICE"] {
+        let r = b.add("/management", &["bob", taken]).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["status"], json!(false));
+        assert!(r.json["reason"].as_str().unwrap().contains("exists outside"), "{}", r.text);
+    }
+    assert_eq!(a.app.count("SELECT count(*) FROM users WHERE login = 'bob'"), 0);
+    let r = a.add("/management", &["carol"]).await;
+    assert_eq!(r.json["status"], json!(false));
+
+    // B cannot link, query, lose or text alice.
+    for path in [
+        "/management/device_registration_link/b-app/alice",
+        "/management/has_registered_mobile_device/b-app/alice",
+        "/management/lost_user_mobile_device/b-app/alice",
+    ] {
+        let r = b.call("GET", path, None).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.text, "Client Application b-app or User alice not found.");
+    }
+    let r = b
+        .call("POST", "/management/send_registration_sms/b-app/alice", Some(json!({"phone_number": "+15550100"})))
+        .await;
+    assert_eq!(r.status, 404);
+
+    // B deleting alice changes nothing; A deleting her removes her altogether.
+    assert_eq!(
+        b.call("POST", "/management/delete_users/b-app", Some(json!({"users": ["alice"]}))).await.json,
+        json!({"status": true})
+    );
+    assert_eq!(a.app.count("SELECT count(*) FROM users WHERE login = 'alice'"), 1);
+    a.call("POST", &format!("/management/delete_users/{}", a.id), Some(json!({"users": ["alice"]}))).await;
+    assert_eq!(a.app.count("SELECT count(*) FROM users WHERE login = 'alice'"), 0);
+
+    // A user A owns whom the administrator also granted forepaas keeps that membership.
+    a.add("/management", &["dave"]).await;
+    a.app.core.grant("dave", "forepaas").unwrap();
+    a.call("POST", &format!("/management/delete_users/{}", a.id), Some(json!({"users": ["dave"]}))).await;
+    let apps: Vec<String> = a.app.core.list_users().unwrap().into_iter().find(|(u, _)| u.login == "dave").unwrap().1;
+    assert_eq!(apps, ["forepaas"]);
+}
+
+async fn apikey_login(app: &TestApp, app_id: &str, apikey: &str, secretkey: &str) -> Answer {
+    app.post_json(
+        "/iam/login",
+        &json!({"apikey": apikey, "secretkey": secretkey, "app_id": app_id, "auth_mode": "apikey"}),
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn the_whole_device_life_cycle() {
+    let ip = Iampass::new().await;
+    ip.add("/management", &["alice@x.com"]).await;
+    let a = ip
+        .call(
+            "GET",
+            &format!(
+                "/management/device_registration_link/{}/alice%40x.com?display_name=%3Cb%3EAlice%3C%2Fb%3E+Smith",
+                ip.id
+            ),
+            None,
+        )
+        .await;
+    let url = a.json["register_url"].as_str().unwrap().to_string();
+
+    // The page shows who and what for, escaped, under the page headers.
+    let page = ip.app.get(&ip.path_of(&url)).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("&lt;b&gt;Alice&lt;/b&gt; Smith"), "{}", page.text);
+    assert!(!page.text.contains("<b>Alice"));
+    assert!(page.text.contains(&ip.id));
+    assert!(page.headers.get("content-security-policy").is_some());
+
+    let r = ip.register(&url, "Pixel 9").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mut keys: Vec<_> = r.json.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["apikey", "app_id", "device_id", "secretkey", "user_id"]);
+    assert_eq!(r.json["app_id"], json!(ip.id));
+    assert_eq!(r.json["user_id"], json!("alice@x.com"));
+    let (apikey, secret) =
+        (r.json["apikey"].as_str().unwrap().to_string(), r.json["secretkey"].as_str().unwrap().to_string());
+    assert!(ip.has_device("alice%40x.com").await);
+    assert_eq!(ip.register(&url, "again").await.status, 410, "the code is used");
+
+    // The key logs in through the ForePaaS dialect, for this application.
+    let login = apikey_login(&ip.app, &ip.id, &apikey, &secret).await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    assert_eq!(login.json["login"], json!("alice@x.com"));
+    let token = login.json["token"].as_str().unwrap().to_string();
+    assert_eq!(ip.app.get(&format!("/iam/checkSession?app_id={}&token={token}", ip.id)).await.status, 200);
+
+    // Lost: the device is off, its key and its tokens are refused, a new link comes back.
+    let lost = ip.call("GET", &format!("/management/lost_user_mobile_device/{}/alice%40x.com", ip.id), None).await;
+    assert_eq!(lost.status, 200);
+    let new_url = lost.json["register_url"].as_str().unwrap().to_string();
+    assert!(!ip.has_device("alice%40x.com").await);
+    assert_eq!(apikey_login(&ip.app, &ip.id, &apikey, &secret).await.status, 401);
+    assert_eq!(ip.app.get(&format!("/iam/checkSession?token={token}")).await.status, 401);
+
+    // Registered again, with a new key that works.
+    let r = ip.register(&new_url, "Pixel 10").await;
+    assert_eq!(r.status, 201);
+    assert_ne!(r.json["apikey"].as_str().unwrap(), apikey);
+    assert!(ip.has_device("alice%40x.com").await);
+    let again =
+        apikey_login(&ip.app, &ip.id, r.json["apikey"].as_str().unwrap(), r.json["secretkey"].as_str().unwrap()).await;
+    assert_eq!(again.status, 200);
+}
+
+#[actix_web::test]
+async fn used_voided_and_expired_codes_are_gone() {
+    let ip = Iampass::with(
+        spawn_app_with(|c| c.links.register_lifetime = gatehouse::config::Seconds(Duration::from_millis(700))).await,
+        "partner-app",
+    );
+    ip.add("/management", &["al"]).await;
+    let first = ip.link("al").await;
+    let second = ip.link("al").await;
+    assert_eq!(ip.register(&first, "phone").await.status, 410, "a newer link voids the older one");
+    let page = ip.app.get(&ip.path_of(&first)).await;
+    assert_eq!(page.status, 410);
+    assert!(page.text.contains("no longer works"));
+    actix_web::rt::time::sleep(Duration::from_millis(800)).await;
+    let r = ip.register(&second, "phone").await;
+    assert_eq!(r.status, 410, "expired");
+    assert_eq!(r.json["success"], json!(false));
+    assert!(!ip.has_device("al").await);
+
+    let fresh = ip.link("al").await;
+    for bad in [json!({}), json!({"device_name": ""}), json!({"device_name": "x".repeat(256)})] {
+        let body = bad.to_string().into_bytes();
+        let r = ip.app.send("POST", &ip.path_of(&fresh), &[], Some(("application/json", body))).await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    assert_eq!(ip.register(&fresh, "phone").await.status, 201, "refused bodies did not use the code");
+}
+
+#[actix_web::test]
+async fn the_registration_page_works_in_a_real_browser() {
+    use crate::browser::{browser_here, Browser};
+    if !browser_here() {
+        return;
+    }
+    let ip = Iampass::new().await;
+    ip.add("/management", &["alice"]).await;
+    let a = ip
+        .call("GET", &format!("/management/device_registration_link/{}/alice?display_name=Alice+Smith", ip.id), None)
+        .await;
+    let url = a.json["register_url"].as_str().unwrap().to_string();
+
+    let browser = Browser::start().await;
+    browser.goto(&url).await;
+    assert_eq!(browser.text("#display-name").await, "Alice Smith");
+    assert_eq!(browser.text("#app-id").await, ip.id);
+    browser.click("#register").await;
+    assert!(browser.wait_text("#result", "registered").await.contains("This device is registered"));
+    let (apikey, secret) = (browser.text("#apikey").await, browser.text("#secretkey").await);
+    assert_eq!(secret.len(), 64, "the secret key is on the page");
+    assert!(ip.has_device("alice").await);
+    let login = apikey_login(&ip.app, &ip.id, &apikey, &secret).await;
+    assert_eq!(login.status, 200, "the keys read off the page log in: {}", login.text);
+
+    browser.goto(&url).await;
+    assert!(browser.wait_text("h1", "no longer works").await.contains("no longer works"));
+}
