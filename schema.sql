@@ -117,3 +117,10 @@ CREATE TABLE nonces (
     PRIMARY KEY (app_id, nonce)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX nonces_expires ON nonces(expires_at);
+
+-- version 4
+-- Refresh-token rotation: every token of one sign-in shares a family; a rotated refresh token is
+-- marked used (kept until it expires, so that a second presentation is recognised as reuse).
+ALTER TABLE tokens ADD COLUMN family BLOB;
+ALTER TABLE tokens ADD COLUMN used_at INTEGER;
+CREATE INDEX tokens_family ON tokens(family) WHERE family IS NOT NULL;

@@ -36,6 +36,7 @@ pub struct Config {
     pub links: Links,
     pub mail: Mail,
     pub iampass: Iampass,
+    pub iqm: Iqm,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +130,31 @@ pub struct Iampass {
     pub timestamp_window: Seconds,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Iqm {
+    /// An IQM access token lives this long (`expires_in`).
+    pub access_lifetime: Seconds,
+    /// An IQM refresh token lives this long.
+    pub refresh_lifetime: Seconds,
+    /// A refresh token presented again within this long after its rotation is refused without
+    /// revoking its family (two tabs refreshing at once); later, reuse revokes the family.
+    pub refresh_reuse_grace: Seconds,
+    /// `supportEmail` in the answer to a blocked user.
+    pub support_email: String,
+}
+
+impl Default for Iqm {
+    fn default() -> Self {
+        Iqm {
+            access_lifetime: Seconds::secs(86_400),
+            refresh_lifetime: Seconds::secs(30 * 86_400),
+            refresh_reuse_grace: Seconds::secs(0),
+            support_email: "support@localhost".into(),
+        }
+    }
+}
+
 impl Default for Iampass {
     fn default() -> Self {
         Iampass { timestamp_window: Seconds::secs(300) }
@@ -216,6 +242,7 @@ impl Default for Config {
             links: Links::default(),
             mail: Mail::default(),
             iampass: Iampass::default(),
+            iqm: Iqm::default(),
         }
     }
 }
@@ -353,6 +380,12 @@ impl Config {
         }
         if self.links.register_lifetime.0.is_zero() {
             return bad("links.register_lifetime", "must be more than 0".into());
+        }
+        if self.iqm.access_lifetime.0 < Duration::from_secs(1) {
+            return bad("iqm.access_lifetime", "must be at least 1s".into());
+        }
+        if self.iqm.refresh_lifetime.0 < self.iqm.access_lifetime.0 {
+            return bad("iqm.refresh_lifetime", "must be at least iqm.access_lifetime".into());
         }
         if self.iampass.timestamp_window.0 < Duration::from_secs(1) {
             return bad("iampass.timestamp_window", "must be at least 1s".into());

@@ -27,6 +27,7 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
     dialect::forepaas::routes(cfg);
     dialect::smartserver::routes(cfg);
     dialect::iampass::routes(cfg);
+    dialect::iqm::routes(cfg);
 }
 
 /// Starts the HTTP server on `listener` and the reaper beside it. Must run inside an actix system.

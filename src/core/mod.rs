@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod devices;
 pub mod links;
 pub mod mail;
+pub mod oauth;
 pub mod password;
 pub mod reaper;
 pub mod reset;
@@ -38,6 +39,9 @@ pub enum Error {
     Invalid { field: String, reason: String },
     #[error("invalid credentials")]
     BadCredentials,
+    /// A client application's id and secret do not match.
+    #[error("invalid client credentials")]
+    BadClient,
     #[error("invalid token")]
     BadToken,
     /// The current password given to change it is wrong (the session itself is fine).

@@ -13,6 +13,14 @@ pub struct ResetMail {
     pub body: &'static str,
 }
 
+pub const IQM_RESET_MAIL: ResetMail = ResetMail {
+    subject: "Reset your password",
+    body: "We received a request to reset the password of {login}.\n\n\
+           Open this link within {minutes} minutes to choose a new one:\n\n{url}\n\n\
+           (An application can instead send the token at the end of the link to /api/v3/ua/user/update-password.)\n\n\
+           The link works once. If you did not ask for this, ignore this message: your password stays as it is.\n",
+};
+
 pub const CMS_RESET_MAIL: ResetMail = ResetMail {
     subject: "Reset your SmartServer CMS password",
     body: "Someone (you, we hope) asked to reset the password of the CMS account {login}.\n\n\
@@ -23,18 +31,23 @@ pub const CMS_RESET_MAIL: ResetMail = ResetMail {
 impl Core {
     /// Mails a reset link when `login` and `email` name one user who may use `app_id`. Says nothing
     /// about whether they did: the caller answers the same either way, and should call this off
-    /// the request path so that the time taken tells nothing either.
+    /// the request path so that the time taken tells nothing either. With `app_id`, only a member
+    /// of that application gets a link.
     pub fn request_password_reset(
         &self,
         login: &str,
         email: &str,
-        app_id: &str,
+        app_id: Option<&str>,
         mail: &ResetMail,
     ) -> Result<(), Error> {
         let now = now_ms();
         let Some((user, _)) = self.store.with(|c| users::by_login(c, login))? else { return Ok(()) };
         let matches = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email.trim()));
-        if !matches || user.blocked || !self.store.with(|c| users::is_member(c, user.id, app_id))? {
+        let member = match app_id {
+            Some(app) => self.store.with(|c| users::is_member(c, user.id, app))?,
+            None => true,
+        };
+        if !matches || user.blocked || !member {
             log::debug!("password reset asked for an account that does not match; nothing sent");
             return Ok(());
         }
@@ -62,11 +75,24 @@ impl Core {
     /// Uses a reset link: sets the password (checked against the policy), voids the link, and
     /// ends every session and token of the user, in every dialect. All or nothing.
     pub fn reset_password(&self, code: &Secret, password: &Secret) -> Result<(), Error> {
+        self.reset_password_of(code, None, password)
+    }
+
+    /// `reset_password`, for a link that must belong to the user with this login (an API client
+    /// sends the email beside the token). A link of someone else is `Gone`, and stays usable.
+    pub fn reset_password_of(&self, code: &Secret, login: Option<&str>, password: &Secret) -> Result<(), Error> {
         self.reset_link_live(code)?;
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;
         let now = now_ms();
         let user_id = self.store.write(|tx| {
+            if let Some(login) = login {
+                let owner = links::peek(tx, Purpose::Reset, code, now)?;
+                let user = users::by_id(tx, owner.user_id)?.ok_or(Error::Gone)?;
+                if users::login_key(&user.login) != users::login_key(login) {
+                    return Err(Error::Gone);
+                }
+            }
             let link = links::consume(tx, Purpose::Reset, code, now)?;
             users::set_password(tx, link.user_id, &hash, self.password_expiry(now))?;
             tokens::revoke_for_user(tx, link.user_id, None, now)?;

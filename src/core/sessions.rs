@@ -11,25 +11,63 @@ pub enum TokenKind {
     Iam,
     /// A SmartServer CMS session (the cmsSID cookie): idle timeout and cap from `[cms]`.
     CmsSession,
+    /// An IQM bearer access token: lifetime from `[iqm]`, no idle timeout.
+    IqmAccess,
+    /// An IQM refresh token: rotates, one family per sign-in.
+    IqmRefresh,
 }
 
 impl TokenKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenKind::Iam => "iam",
             TokenKind::CmsSession => "cms",
+            TokenKind::IqmAccess => "iqm_access",
+            TokenKind::IqmRefresh => "iqm_refresh",
         }
     }
 }
 
 impl Core {
     /// (idle timeout, lifetime) in milliseconds for a kind of token.
-    fn lifetimes(&self, kind: TokenKind) -> (i64, i64) {
+    pub(crate) fn lifetimes(&self, kind: TokenKind) -> (Option<i64>, i64) {
         let c = &self.config;
         match kind {
-            TokenKind::Iam => (c.tokens.idle_timeout.millis(), c.tokens.lifetime.millis()),
-            TokenKind::CmsSession => (c.cms.session_timeout.millis(), c.cms.session_lifetime.millis()),
+            TokenKind::Iam => (Some(c.tokens.idle_timeout.millis()), c.tokens.lifetime.millis()),
+            TokenKind::CmsSession => (Some(c.cms.session_timeout.millis()), c.cms.session_lifetime.millis()),
+            TokenKind::IqmAccess => (None, c.iqm.access_lifetime.millis()),
+            TokenKind::IqmRefresh => (None, c.iqm.refresh_lifetime.millis()),
         }
+    }
+
+    /// Writes a new token of `kind` in `tx`; the token itself is returned, never stored.
+    pub(crate) fn issue_token(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        kind: TokenKind,
+        (user_id, app_id): (i64, &str),
+        (api_key, family): (Option<String>, Option<[u8; 16]>),
+        now: i64,
+    ) -> Result<(Secret, i64), Error> {
+        let token = random_token();
+        let (idle_ms, lifetime_ms) = self.lifetimes(kind);
+        let expires_at = now.saturating_add(lifetime_ms);
+        tokens::insert(
+            tx,
+            &tokens::TokenRow {
+                digest: digest(&token),
+                kind: kind.as_str(),
+                user_id,
+                app_id: app_id.to_string(),
+                api_key_id: api_key,
+                created_at: now,
+                last_used_at: now,
+                idle_ms,
+                expires_at,
+                family,
+            },
+        )?;
+        Ok((token, expires_at))
     }
 }
 
@@ -46,13 +84,15 @@ pub struct SignedIn {
 #[derive(Debug)]
 pub struct TokenInfo {
     pub user: User,
+    /// The sign-in family (IQM tokens).
+    pub family: Option<Vec<u8>>,
     pub app_id: String,
     pub created_at: i64,
     /// When the token dies if it is not used again: the earlier of its lifetime and its idle timeout.
     pub expires_at: i64,
 }
 
-fn digest(token: &Secret) -> [u8; 32] {
+pub(crate) fn digest(token: &Secret) -> [u8; 32] {
     sha256(token.expose().as_bytes())
 }
 
@@ -105,27 +145,11 @@ impl Core {
             return Err(Error::Blocked);
         }
         let now = now_ms();
-        let token = random_token();
-        let (idle_ms, lifetime_ms) = self.lifetimes(kind);
-        let expires_at = now.saturating_add(lifetime_ms);
-        self.store.write(|tx| {
+        let (token, expires_at) = self.store.write(|tx| {
             if !users::is_member(tx, user.id, app_id)? {
                 return Err(Error::NotMember);
             }
-            tokens::insert(
-                tx,
-                &tokens::TokenRow {
-                    digest: digest(&token),
-                    kind: kind.as_str(),
-                    user_id: user.id,
-                    app_id: app_id.to_string(),
-                    api_key_id: api_key,
-                    created_at: now,
-                    last_used_at: now,
-                    idle_ms: Some(idle_ms),
-                    expires_at,
-                },
-            )
+            self.issue_token(tx, kind, (user.id, app_id), (api_key, None), now)
         })?;
         log::debug!("user {} signed in to {app_id}", user.id);
         Ok(SignedIn { token, user, app_id: app_id.to_string(), expires_at })
@@ -142,13 +166,17 @@ impl Core {
             if app_id.is_some_and(|a| a != live.app_id) {
                 return Err(Error::BadToken);
             }
-            tokens::touch(c, &d, now)?;
+            // Only a token with an idle timeout needs to remember its last use.
+            if live.idle_ms.is_some() {
+                tokens::touch(c, &d, now)?;
+            }
             let user = users::by_id(c, live.user_id)?.ok_or(Error::BadToken)?;
             Ok((live, user))
         })?;
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
         Ok(TokenInfo {
             user,
+            family: live.family,
             app_id: live.app_id,
             created_at: live.created_at,
             expires_at: live.expires_at.min(idle_end),

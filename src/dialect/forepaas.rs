@@ -79,7 +79,7 @@ fn failure(status: StatusCode, error: &str, started: Instant) -> HttpResponse {
 fn error(e: &Error, started: Instant) -> HttpResponse {
     let (status, text) = match e {
         Error::Invalid { .. } => (StatusCode::BAD_REQUEST, format!("Invalid parameter {e}")),
-        Error::BadCredentials => (StatusCode::UNAUTHORIZED, "Unauthorized".into()),
+        Error::BadCredentials | Error::BadClient => (StatusCode::UNAUTHORIZED, "Unauthorized".into()),
         Error::BadToken => (StatusCode::UNAUTHORIZED, "Invalid token".into()),
         // Not 401: clients log the user out on 401, and the session is fine.
         Error::WrongPassword => (StatusCode::FORBIDDEN, "Wrong password".into()),

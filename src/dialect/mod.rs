@@ -3,4 +3,5 @@
 
 pub mod forepaas;
 pub mod iampass;
+pub mod iqm;
 pub mod smartserver;

@@ -77,7 +77,9 @@ fn failure(req: &HttpRequest, status: StatusCode, message: &str) -> HttpResponse
 fn error(req: &HttpRequest, e: &Error) -> HttpResponse {
     let (status, message) = match e {
         Error::Invalid { .. } => (StatusCode::BAD_REQUEST, e.to_string()),
-        Error::BadCredentials | Error::UnknownUser(_) => (StatusCode::UNAUTHORIZED, "Bad credentials".into()),
+        Error::BadCredentials | Error::BadClient | Error::UnknownUser(_) => {
+            (StatusCode::UNAUTHORIZED, "Bad credentials".into())
+        }
         Error::BadToken => (StatusCode::UNAUTHORIZED, "No valid session".into()),
         Error::WrongPassword => (StatusCode::FORBIDDEN, "Wrong password".into()),
         Error::Blocked => (StatusCode::FORBIDDEN, "User is blocked".into()),
@@ -254,7 +256,7 @@ async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core
     // whether the two matched.
     let core = core.into_inner();
     actix_web::rt::spawn(async move {
-        let _ = core.call(move |c| c.request_password_reset(&user_name, &email, APP_CMS, &CMS_RESET_MAIL)).await;
+        let _ = core.call(move |c| c.request_password_reset(&user_name, &email, Some(APP_CMS), &CMS_RESET_MAIL)).await;
     });
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish()
 }

@@ -14,12 +14,14 @@ pub struct TokenRow {
     pub last_used_at: i64,
     pub idle_ms: Option<i64>,
     pub expires_at: i64,
+    /// The tokens of one sign-in (IQM): rotated together, revoked together.
+    pub family: Option<[u8; 16]>,
 }
 
 pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), Error> {
     conn.prepare_cached(
-        "INSERT INTO tokens (digest, kind, user_id, app_id, api_key_id, created_at, last_used_at, idle_ms, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO tokens (digest, kind, user_id, app_id, api_key_id, created_at, last_used_at, idle_ms, expires_at, family)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         &t.digest[..],
@@ -30,7 +32,8 @@ pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), Error> {
         t.created_at,
         t.last_used_at,
         t.idle_ms,
-        t.expires_at
+        t.expires_at,
+        t.family.as_ref().map(|f| &f[..])
     ])?;
     Ok(())
 }
@@ -43,18 +46,19 @@ pub struct LiveToken {
     pub created_at: i64,
     pub expires_at: i64,
     pub idle_ms: Option<i64>,
+    pub family: Option<Vec<u8>>,
 }
 
 pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
     Ok(conn
         .prepare_cached(
-            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms
+            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family
              FROM tokens t
              JOIN users u ON u.id = t.user_id
              JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
              LEFT JOIN api_keys k ON k.id = t.api_key_id
              WHERE t.digest = ?1 AND t.kind = ?2
-               AND t.revoked_at IS NULL
+               AND t.revoked_at IS NULL AND t.used_at IS NULL
                AND t.expires_at > ?3
                AND (t.idle_ms IS NULL OR t.last_used_at + t.idle_ms > ?3)
                AND u.blocked = 0
@@ -68,6 +72,7 @@ pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Resul
                 created_at: r.get(2)?,
                 expires_at: r.get(3)?,
                 idle_ms: r.get(4)?,
+                family: r.get(5)?,
             })
         })
         .optional()?)
@@ -131,4 +136,47 @@ pub fn reap(conn: &Connection, now: i64) -> Result<usize, Error> {
 /// Number of token rows (for tests and `gatehouse` status output).
 pub fn count(conn: &Connection) -> Result<i64, Error> {
     Ok(conn.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0)).optional()?.unwrap_or(0))
+}
+
+/// A refresh token as rotation needs to see it, live or not.
+pub struct RefreshRow {
+    pub user_id: i64,
+    pub app_id: String,
+    pub family: Vec<u8>,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub used_at: Option<i64>,
+}
+
+pub fn refresh_row(conn: &Connection, digest: &[u8; 32], kind: &str) -> Result<Option<RefreshRow>, Error> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT user_id, app_id, family, expires_at, revoked_at, used_at FROM tokens
+             WHERE digest = ?1 AND kind = ?2 AND family IS NOT NULL",
+        )?
+        .query_row(params![&digest[..], kind], |r| {
+            Ok(RefreshRow {
+                user_id: r.get(0)?,
+                app_id: r.get(1)?,
+                family: r.get(2)?,
+                expires_at: r.get(3)?,
+                revoked_at: r.get(4)?,
+                used_at: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Marks a refresh token used; false when it was used or revoked already (the race was lost).
+pub fn mark_used(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<bool, Error> {
+    let n = conn
+        .prepare_cached("UPDATE tokens SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL AND revoked_at IS NULL")?
+        .execute(params![&digest[..], now])?;
+    Ok(n == 1)
+}
+
+pub fn revoke_family(conn: &Connection, family: &[u8], now: i64) -> Result<usize, Error> {
+    Ok(conn
+        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL")?
+        .execute(params![family, now])?)
 }

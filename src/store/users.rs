@@ -141,3 +141,16 @@ pub fn delete(conn: &Connection, user_id: i64) -> Result<(), Error> {
     conn.execute("DELETE FROM users WHERE id = ?1", [user_id])?;
     Ok(())
 }
+
+/// Gives a user the next free workspace id (from 200001 up) if they have none; returns theirs.
+/// Call inside a write transaction, so that two callers never take the same id.
+pub fn ensure_workspace(conn: &Connection, user_id: i64) -> Result<i64, Error> {
+    let current: Option<i64> =
+        conn.query_row("SELECT workspace_id FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
+    if let Some(ws) = current {
+        return Ok(ws);
+    }
+    let next: i64 = conn.query_row("SELECT COALESCE(MAX(workspace_id), 200000) + 1 FROM users", [], |r| r.get(0))?;
+    conn.execute("UPDATE users SET workspace_id = ?2 WHERE id = ?1", params![user_id, next])?;
+    Ok(next)
+}

@@ -149,7 +149,11 @@ impl TestApp {
             .add_user(NewUser {
                 login: login.into(),
                 password: Some(Secret::new(password)),
-                email: Some(format!("{}@example.com", login.replace(' ', "_"))),
+                email: Some(if login.contains('@') {
+                    login.to_string()
+                } else {
+                    format!("{}@example.com", login.replace(' ', "_"))
+                }),
                 first_name: "John".into(),
                 last_name: "Doe".into(),
                 civility: "M.".into(),

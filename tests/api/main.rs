@@ -5,6 +5,7 @@ mod cli;
 mod forepaas;
 mod helpers;
 mod iampass;
+mod iqm;
 mod mail;
 mod process;
 mod readme;

@@ -1,0 +1,369 @@
+//! IQM user authentication (`/api/v3/ua`), as seed 003 and the field notes show it.
+//!
+//! - `POST /api/v3/ua/sign-up` `{"email","password"}`, client Basic auth → 200
+//!   `{"success":true,"data":{"access_token","refresh_token","scope","token_type","expires_in"}}`
+//! - `POST /api/v3/ua/login` and `/api/v3/ua/oauth/token` with `grantType` (or `grant_type`)
+//!   `password` → the same data plus `owId`
+//! - `POST /api/v3/ua/oauth/token` `{"grant_type":"refresh_token","refresh_token"}` → the bare token
+//!   object (Basic optional, checked when present)
+//! - `POST /api/v3/ua/logout` with `Authorization: Bearer` and `X-IAA-OW-ID` →
+//!   `{"success":true,"data":"User logged out successfully."}`
+//! - `GET /api/v3/ua/user/info` (gatehouse's addition) → the user and workspace of a live token
+//! - `POST /api/v3/ua/user/reset-password` `{email}` and `POST /api/v3/ua/user/update-password`
+//!   `{email,password,token}`
+//! - Errors: `{"success":false,"errorObjects":[{"error":"...","reason":"..."}]}`; a blocked user is
+//!   400 with `data` `{status, reason, supportEmail}`.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::core::oauth::Grant;
+use crate::core::reset::IQM_RESET_MAIL;
+use crate::core::{iso8601, Core, Error, Secret};
+use crate::web::{read_body, BodyError};
+
+const JSON: &str = "application/json";
+const NO_USER: &str = "User doesn't exist or user is not allowed to provided workspace.";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v3/ua")
+            .route("/sign-up", web::post().to(sign_up))
+            .route("/login", web::post().to(token))
+            .route("/oauth/token", web::post().to(token))
+            .route("/logout", web::post().to(logout))
+            .route("/user/info", web::get().to(user_info))
+            .route("/user/reset-password", web::post().to(reset_password))
+            .route("/user/update-password", web::post().to(update_password))
+            .default_service(web::to(|| async {
+                failure(StatusCode::NOT_FOUND, "Not found", Some("No such endpoint."))
+            })),
+    );
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+fn answer(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status).content_type(JSON).insert_header(("Cache-Control", "no-store")).body(body.to_string())
+}
+
+fn failure(status: StatusCode, error: &str, reason: Option<&str>) -> HttpResponse {
+    answer(status, &json!({"success": false, "errorObjects": [ErrorObject { error, reason }]}))
+}
+
+/// The one mapping from the core's errors to this dialect's answers.
+fn error(e: &Error, core: &Core) -> HttpResponse {
+    match e {
+        Error::Invalid { field, reason } => {
+            failure(StatusCode::FORBIDDEN, &format!("Invalid {field}"), Some(&format!("The {field} {reason}.")))
+        }
+        Error::Exists(_) => {
+            failure(StatusCode::FORBIDDEN, "User already exists", Some("An account with this email already exists."))
+        }
+        Error::BadClient => failure(
+            StatusCode::FORBIDDEN,
+            "Invalid client credentials",
+            Some("The client id and secret of the Authorization header do not match."),
+        ),
+        Error::BadCredentials | Error::NotMember | Error::UnknownUser(_) | Error::UnknownApp(_) => {
+            failure(StatusCode::FORBIDDEN, NO_USER, None)
+        }
+        Error::Blocked => answer(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "success": false,
+                "data": {"status": "On Hold", "reason": "The account is blocked.", "supportEmail": core.config.iqm.support_email},
+                "errorObjects": [ErrorObject {
+                    error: "User is not allowed to access provided customer",
+                    reason: Some("User is not associated with any active organization."),
+                }],
+            }),
+        ),
+        Error::BadToken | Error::UnknownApiKey | Error::WrongPassword => {
+            failure(StatusCode::UNAUTHORIZED, "Unauthorized", Some("The token is invalid, expired or revoked."))
+        }
+        Error::Gone => {
+            failure(StatusCode::GONE, "Invalid reset token", Some("The reset link was used, replaced or has expired."))
+        }
+        Error::Busy => {
+            let mut res = failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy", Some("Retry later."));
+            res.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+            res
+        }
+        Error::Internal(id) => failure(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", Some(&format!("id {id}"))),
+    }
+}
+
+fn bad_request(reason: &str) -> HttpResponse {
+    failure(StatusCode::BAD_REQUEST, "Invalid request", Some(reason))
+}
+
+/// `client_id:client_secret` of an `Authorization: Basic` header: None when absent, Err when
+/// present but not Basic credentials.
+fn basic(req: &HttpRequest) -> Result<Option<(String, Secret)>, ()> {
+    let Some(value) = req.headers().get("Authorization") else { return Ok(None) };
+    let value = value.to_str().map_err(|_| ())?.trim();
+    let (scheme, b64) = value.split_once(' ').ok_or(())?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(());
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| ())?;
+    let text = String::from_utf8(raw).map_err(|_| ())?;
+    let (id, secret) = text.split_once(':').ok_or(())?;
+    if id.is_empty() || id.len() > 64 || secret.is_empty() || secret.len() > 1024 {
+        return Err(());
+    }
+    Ok(Some((id.to_string(), Secret::new(secret))))
+}
+
+/// The authenticated client of the request, or the 403 that refuses it.
+async fn client(
+    req: &HttpRequest,
+    core: &std::sync::Arc<Core>,
+    required: bool,
+) -> Result<Option<String>, HttpResponse> {
+    let refuse = |reason: &str| failure(StatusCode::FORBIDDEN, "Invalid client credentials", Some(reason));
+    match basic(req) {
+        Ok(None) if required => Err(refuse("The Authorization header with the client id and secret is missing.")),
+        Ok(None) => Ok(None),
+        Err(()) => Err(refuse("The Authorization header is not Basic base64(client_id:client_secret).")),
+        Ok(Some((id, secret))) => {
+            let cid = id.clone();
+            match core.call(move |c| c.authenticate_client(&cid, &secret)).await {
+                Ok(()) => Ok(Some(id)),
+                Err(e) => Err(error(&e, core)),
+            }
+        }
+    }
+}
+
+/// A JSON object body's string fields (`null` counts as absent).
+async fn fields(payload: web::Payload, core: &Core) -> Result<HashMap<String, String>, HttpResponse> {
+    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(n)) => {
+            return Err(failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Invalid request",
+                Some(&format!("The body is larger than {n} bytes.")),
+            ))
+        }
+        Err(BodyError::Broken) => return Err(bad_request("The body is incomplete.")),
+    };
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
+        return Err(bad_request("The body must be a JSON object."));
+    };
+    let mut out = HashMap::new();
+    for (k, v) in map {
+        match v {
+            Value::String(s) if s.len() <= 1024 => {
+                out.insert(k, s);
+            }
+            Value::String(_) => return Err(bad_request(&format!("{k} is longer than 1024 bytes."))),
+            Value::Null => {}
+            _ => return Err(bad_request(&format!("{k} must be a string."))),
+        }
+    }
+    Ok(out)
+}
+
+/// A required field, or the reason for a 400.
+fn required<'a>(f: &'a HashMap<String, String>, key: &str) -> Result<&'a str, String> {
+    f.get(key).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| format!("{key} is required."))
+}
+
+/// The token object of the document.
+fn token_object(g: &Grant) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("access_token".into(), json!(g.access_token.expose()));
+    m.insert("refresh_token".into(), json!(g.refresh_token.expose()));
+    m.insert("scope".into(), json!("read write"));
+    m.insert("token_type".into(), json!("bearer"));
+    m.insert("expires_in".into(), json!(g.expires_in));
+    m
+}
+
+async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let client_id = match client(&req, &core, true).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return failure(StatusCode::FORBIDDEN, "Invalid client credentials", None),
+        Err(res) => return res,
+    };
+    let f = match fields(payload, &core).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let (email, password) = match (required(&f, "email"), required(&f, "password")) {
+        (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
+        (Err(r), _) | (_, Err(r)) => return bad_request(&r),
+    };
+    match core.call(move |c| c.sign_up(&client_id, &email, &password)).await {
+        Ok(g) => answer(StatusCode::OK, &json!({"success": true, "data": token_object(&g)})),
+        Err(e) => error(&e, &core),
+    }
+}
+
+/// `/login` and `/oauth/token`: the password grant, or the refresh grant.
+async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let f = match fields(payload, &core).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let grant_type = f.get("grantType").or_else(|| f.get("grant_type")).map(String::as_str);
+    // /login is the password grant when grantType is left out; /oauth/token needs it.
+    match (grant_type, req.path().ends_with("/login")) {
+        (Some("password"), _) | (None, true) => {
+            let client_id = match client(&req, &core, true).await {
+                Ok(Some(id)) => id,
+                Ok(None) => return failure(StatusCode::FORBIDDEN, "Invalid client credentials", None),
+                Err(res) => return res,
+            };
+            let (email, password) = match (required(&f, "email"), required(&f, "password")) {
+                (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
+                (Err(r), _) | (_, Err(r)) => return bad_request(&r),
+            };
+            match core.call(move |c| c.password_grant(&client_id, &email, &password)).await {
+                Ok(g) => {
+                    let mut data = token_object(&g);
+                    data.insert("owId".into(), json!(g.workspace_id));
+                    answer(StatusCode::OK, &json!({"success": true, "data": data}))
+                }
+                Err(e) => error(&e, &core),
+            }
+        }
+        (Some("refresh_token"), _) => {
+            let client_id = match client(&req, &core, false).await {
+                Ok(id) => id,
+                Err(res) => return res,
+            };
+            let refresh = match required(&f, "refresh_token").or_else(|_| required(&f, "refreshToken")) {
+                Ok(r) => Secret::new(r),
+                Err(r) => return bad_request(&r),
+            };
+            match core.call(move |c| c.refresh_grant(client_id.as_deref(), &refresh)).await {
+                Ok(g) => answer(StatusCode::OK, &Value::Object(token_object(&g))),
+                Err(e) => error(&e, &core),
+            }
+        }
+        (None, false) => bad_request("grantType is required."),
+        (Some(_), _) => failure(
+            StatusCode::BAD_REQUEST,
+            "Unsupported grant type",
+            Some("grantType must be password or refresh_token."),
+        ),
+    }
+}
+
+fn unauthorized(reason: &str) -> HttpResponse {
+    failure(StatusCode::UNAUTHORIZED, "Unauthorized", Some(reason))
+}
+
+/// The bearer token and workspace of a request, or the reason for a 401.
+fn bearer(req: &HttpRequest) -> Result<(Secret, i64), &'static str> {
+    let auth = req.headers().get("Authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = match auth.trim().split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() && t.len() <= 1024 => {
+            t.trim()
+        }
+        _ => return Err("The Authorization header must carry a Bearer token."),
+    };
+    let ow = req
+        .headers()
+        .get("X-IAA-OW-ID")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .ok_or("The X-IAA-OW-ID header must carry the workspace id.")?;
+    Ok((Secret::new(token), ow))
+}
+
+async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let (token, ow) = match bearer(&req) {
+        Ok(b) => b,
+        Err(reason) => return unauthorized(reason),
+    };
+    let core = core.into_inner();
+    match core.call(move |c| c.logout_family(&token, ow)).await {
+        Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "User logged out successfully."})),
+        Err(e) => error(&e, &core),
+    }
+}
+
+async fn user_info(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let (token, ow) = match bearer(&req) {
+        Ok(b) => b,
+        Err(reason) => return unauthorized(reason),
+    };
+    let core = core.into_inner();
+    match core.call(move |c| c.check_bearer(&token, ow)).await {
+        Ok(b) => answer(
+            StatusCode::OK,
+            &json!({"success": true, "data": {
+                "uid": b.user.id,
+                "email": b.user.email,
+                "firstName": b.user.first_name,
+                "lastName": b.user.last_name,
+                "owId": b.workspace_id,
+                "clientId": b.client_id,
+                "expiresAt": iso8601(b.expires_at),
+            }}),
+        ),
+        Err(e) => error(&e, &core),
+    }
+}
+
+async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let client_id = match client(&req, &core, false).await {
+        Ok(id) => id,
+        Err(res) => return res,
+    };
+    let f = match fields(payload, &core).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let email = match required(&f, "email") {
+        Ok(e) => e.trim().to_string(),
+        Err(r) => return bad_request(&r),
+    };
+    // The lookup and the mail happen after the answer: its bytes and its time are the same whether
+    // or not the email names a user.
+    let background = std::sync::Arc::clone(&core);
+    actix_web::rt::spawn(async move {
+        let _ = background
+            .call(move |c| c.request_password_reset(&email, &email, client_id.as_deref(), &IQM_RESET_MAIL))
+            .await;
+    });
+    answer(StatusCode::OK, &json!({"success": true, "data": "Email with reset password link sent successfully."}))
+}
+
+async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let f = match fields(payload, &core).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let query: HashMap<String, String> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let code = f.get("token").or_else(|| query.get("token")).map(|t| t.trim().to_string());
+    let (email, password, code) = match (required(&f, "email"), required(&f, "password"), code) {
+        (Ok(e), Ok(p), Some(c)) if !c.is_empty() => (e.trim().to_string(), Secret::new(p), Secret::new(c)),
+        (Err(r), _, _) | (_, Err(r), _) => return bad_request(&r),
+        _ => return bad_request("token (from the reset link) is required."),
+    };
+    match core.call(move |c| c.reset_password_of(&code, Some(&email), &password)).await {
+        Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "Password changed successfully."})),
+        Err(e) => error(&e, &core),
+    }
+}
