@@ -18,7 +18,13 @@ fn block(name: &str) -> String {
 
 #[test]
 fn the_readme_walkthroughs_work_as_printed() {
-    let script = format!("{}\n{}\n{}", block("walkthrough"), block("walkthrough-cms"), block("walkthrough-iampass"));
+    let script = format!(
+        "{}\n{}\n{}\n{}",
+        block("walkthrough"),
+        block("walkthrough-cms"),
+        block("walkthrough-iampass"),
+        block("walkthrough-iqm")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -50,6 +56,11 @@ fn the_readme_walkthroughs_work_as_printed() {
     );
     assert!(stdout.contains(&format!("200 {{\"register_url\":\"http://127.0.0.1:{port}/register/")), "{stdout}");
     assert!(stdout.contains("200 {\"device_registered\":false,\"status\":true}"), "{stdout}");
+    // The IQM part.
+    assert!(stdout.contains("\"scope\":\"read write\",\"token_type\":\"bearer\",\"expires_in\":86400}}"), "{stdout}");
+    assert!(stdout.contains("\"owId\":200001"), "{stdout}");
+    assert!(stdout.contains("\"clientId\":\"my-iqm-client\""), "{stdout}");
+    assert!(stdout.contains("{\"success\":true,\"data\":\"User logged out successfully.\"}"), "{stdout}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::fs::read_dir(dir.path().join("data/outbox")).unwrap().count() == 0 {
         assert!(std::time::Instant::now() < deadline, "the reset mail reaches the outbox");
