@@ -195,6 +195,8 @@ impl Core {
         self.store.write(|tx| {
             users::set_password(tx, user_id, &hash, self.password_expiry(now))?;
             tokens::revoke_for_user_except(tx, user_id, keep, now)?;
+            // A reset link asked for before the change must not undo it.
+            crate::store::links::void_for_user(tx, user_id, super::links::Purpose::Reset.as_str(), None, now)?;
             Ok(())
         })?;
         log::info!("user {user_id} password changed, other sessions revoked");

@@ -363,3 +363,13 @@ async fn the_reset_page_works_in_a_real_browser() {
     assert!(browser.wait_text("h1", "no longer works").await.contains("no longer works"));
     assert!(browser.text("#gone").await.contains("used already"));
 }
+
+#[actix_web::test]
+async fn a_password_change_voids_an_outstanding_reset_link() {
+    let app = spawn_app().await;
+    add_mark(&app);
+    app.send("POST", "/cms/iap/auth/resetPwd", &[], reset_body("mark", "mark@example.com")).await;
+    let link = link_in(&app.wait_outbox(1).await[0], "reset").unwrap();
+    app.core.set_password("mark", &gatehouse::core::Secret::new("the administrator's choice")).unwrap();
+    assert_eq!(app.get(&link).await.status, 410);
+}
