@@ -68,6 +68,11 @@ struct Envelope<'a> {
     duration: f64,
 }
 
+/// `{"success":true,"status":200,"duration":...}`, the answer of logout and passwordChange.
+fn success(started: Instant) -> HttpResponse {
+    answer(StatusCode::OK, &Envelope { error: None, success: true, status: 200, duration: duration(started) })
+}
+
 fn failure(status: StatusCode, error: &str, started: Instant) -> HttpResponse {
     answer(
         status,
@@ -282,9 +287,7 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Err(text) => return bad_request(&text, started),
     };
     match core.into_inner().call(move |c| c.logout(TokenKind::Iam, &token, app_id.as_deref())).await {
-        Ok(()) => {
-            answer(StatusCode::OK, &Envelope { error: None, success: true, status: 200, duration: duration(started) })
-        }
+        Ok(()) => success(started),
         Err(e) => error(&e, started),
     }
 }
@@ -362,9 +365,7 @@ async fn password_change(req: HttpRequest, payload: web::Payload, core: web::Dat
     let result =
         core.into_inner().call(move |c| c.change_password(TokenKind::Iam, &token, app_id.as_deref(), &old, &new)).await;
     match result {
-        Ok(()) => {
-            answer(StatusCode::OK, &Envelope { error: None, success: true, status: 200, duration: duration(started) })
-        }
+        Ok(()) => success(started),
         Err(e) => error(&e, started),
     }
 }

@@ -214,15 +214,24 @@ async fn signed(
     Ok((app, user))
 }
 
+/// The signed application and the body's `users` of add_users and delete_users, or the answer
+/// that refuses them.
+async fn signed_users(
+    req: &HttpRequest,
+    payload: web::Payload,
+    core: &std::sync::Arc<Core>,
+) -> Result<(String, Vec<String>), HttpResponse> {
+    let (app, _) = signed(req, core, false).await?;
+    match users_of(&body(payload, core).await?) {
+        Ok(users) => Ok((app, users)),
+        Err(reason) => Err(refused(StatusCode::OK, &reason)),
+    }
+}
+
 async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let (app, _) = match signed(&req, &core, false).await {
+    let (app, users) = match signed_users(&req, payload, &core).await {
         Ok(p) => p,
-        Err(res) => return res,
-    };
-    let users = match body(payload, &core).await.map(|b| users_of(&b)) {
-        Ok(Ok(u)) => u,
-        Ok(Err(reason)) => return refused(StatusCode::OK, &reason),
         Err(res) => return res,
     };
     let a = app.clone();
@@ -237,13 +246,8 @@ async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core
 
 async fn delete_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let (app, _) = match signed(&req, &core, false).await {
+    let (app, users) = match signed_users(&req, payload, &core).await {
         Ok(p) => p,
-        Err(res) => return res,
-    };
-    let users = match body(payload, &core).await.map(|b| users_of(&b)) {
-        Ok(Ok(u)) => u,
-        Ok(Err(reason)) => return refused(StatusCode::OK, &reason),
         Err(res) => return res,
     };
     let a = app.clone();
