@@ -37,6 +37,7 @@ pub struct Config {
     pub mail: Mail,
     pub iampass: Iampass,
     pub iqm: Iqm,
+    pub throttle: Throttle,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +67,8 @@ pub struct Argon2 {
     pub parallelism: u32,
     /// Password hashes computed at once; 0 = the number of cores.
     pub workers: usize,
+    /// Password hashes waiting for a worker; beyond this, sign-ins answer 503 with Retry-After.
+    pub queue: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +154,32 @@ impl Default for Iqm {
             refresh_lifetime: Seconds::secs(30 * 86_400),
             refresh_reuse_grace: Seconds::secs(0),
             support_email: "support@localhost".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Throttle {
+    /// Failed sign-ins of one account within `window` that lock it out.
+    pub account_failures: u32,
+    /// Failed sign-ins from one client address within `window` that lock it out.
+    pub address_failures: u32,
+    pub window: Seconds,
+    /// How long a lockout lasts.
+    pub lockout: Seconds,
+    /// Wait imposed on an account after its first failure; it doubles with each further one.
+    pub delay: Seconds,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            account_failures: 5,
+            address_failures: 50,
+            window: Seconds::secs(300),
+            lockout: Seconds::secs(300),
+            delay: Seconds::secs(1),
         }
     }
 }
@@ -243,6 +272,7 @@ impl Default for Config {
             mail: Mail::default(),
             iampass: Iampass::default(),
             iqm: Iqm::default(),
+            throttle: Throttle::default(),
         }
     }
 }
@@ -261,7 +291,7 @@ impl Default for Reaper {
 
 impl Default for Argon2 {
     fn default() -> Self {
-        Argon2 { memory_kib: 19_456, iterations: 2, parallelism: 1, workers: 0 }
+        Argon2 { memory_kib: 19_456, iterations: 2, parallelism: 1, workers: 0, queue: 64 }
     }
 }
 
@@ -386,6 +416,15 @@ impl Config {
         }
         if self.iqm.refresh_lifetime.0 < self.iqm.access_lifetime.0 {
             return bad("iqm.refresh_lifetime", "must be at least iqm.access_lifetime".into());
+        }
+        if self.throttle.account_failures == 0 || self.throttle.address_failures == 0 {
+            return bad("throttle", "account_failures and address_failures must be at least 1".into());
+        }
+        if self.throttle.window.0.is_zero() {
+            return bad("throttle.window", "must be more than 0".into());
+        }
+        if self.argon2.queue == 0 {
+            return bad("argon2.queue", "must be at least 1".into());
         }
         if self.iampass.timestamp_window.0 < Duration::from_secs(1) {
             return bad("iampass.timestamp_window", "must be at least 1s".into());

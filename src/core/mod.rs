@@ -8,6 +8,7 @@ pub mod apikeys;
 pub mod apps;
 pub mod crypto;
 pub mod devices;
+pub mod guard;
 pub mod links;
 pub mod mail;
 pub mod oauth;
@@ -64,12 +65,24 @@ pub enum Error {
     Exists(String),
     #[error("the server is busy")]
     Busy,
+    /// Too many failed sign-ins: wait this long.
+    #[error("too many failed attempts")]
+    Throttled { retry_after_ms: i64 },
     /// Logged once with this correlation id; clients see only the id.
     #[error("internal error (id {0})")]
     Internal(String),
 }
 
 impl Error {
+    /// Whole seconds to put in Retry-After, for the errors that have one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::Throttled { retry_after_ms } => Some(((*retry_after_ms).max(1) as u64).div_ceil(1000)),
+            Error::Busy => Some(1),
+            _ => None,
+        }
+    }
+
     pub fn invalid(field: &str, reason: impl Into<String>) -> Error {
         Error::Invalid { field: field.to_string(), reason: reason.into() }
     }
@@ -146,6 +159,7 @@ pub struct Core {
     pub store: Store,
     key: MasterKey,
     hasher: Hasher,
+    throttle: guard::Throttle,
     pub outbox: Arc<mail::Outbox>,
 }
 
@@ -187,9 +201,11 @@ impl Core {
             log::info!("created master key {}", key_path.display());
             key
         };
-        let hasher = Hasher::new(&config.argon2, config.hash_workers()).map_err(|e| OpenError::Other(e.to_string()))?;
+        let hasher = Hasher::new(&config.argon2, config.hash_workers(), config.argon2.queue)
+            .map_err(|e| OpenError::Other(e.to_string()))?;
         let outbox = mail::Outbox::open(config.data_dir.join("outbox"), &config.mail.from).map_err(OpenError::Other)?;
-        let core = Core { config: Arc::new(config), store, key, hasher, outbox: Arc::new(outbox) };
+        let throttle = guard::Throttle::new(config.throttle.clone());
+        let core = Core { config: Arc::new(config), store, key, hasher, throttle, outbox: Arc::new(outbox) };
         core.store
             .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS], now_ms()))
             .map_err(|e| OpenError::Other(e.to_string()))?;

@@ -7,6 +7,7 @@
 //! included (unless it comes within `iqm.refresh_reuse_grace` of the rotation, a benign race).
 
 use super::crypto::{ct_eq, random_bytes, Secret};
+use super::guard::Caller;
 use super::sessions::{digest, TokenKind};
 use super::users::validate_email;
 use super::{now_ms, Core, Error, User};
@@ -110,7 +111,17 @@ impl Core {
 
     /// The password grant: an unknown email and a wrong password fail alike (`BadCredentials`);
     /// blocked and non-member are told only to the holder of the right password.
-    pub fn password_grant(&self, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
+    pub fn password_grant(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+        email: &str,
+        password: &Secret,
+    ) -> Result<Grant, Error> {
+        self.throttled(caller, email, || self.password_grant_unthrottled(client_id, email, password))
+    }
+
+    fn password_grant_unthrottled(&self, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
         let found = self.store.with(|c| users::by_login(c, email))?;
         let verified = self.hasher.verify(password, found.as_ref().and_then(|(_, h)| h.as_deref()))?;
         let user = match found {

@@ -18,10 +18,10 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn new(cfg: &config::Argon2, workers: usize) -> Result<Hasher, argon2::Error> {
+    pub fn new(cfg: &config::Argon2, workers: usize, queue: usize) -> Result<Hasher, argon2::Error> {
         let params = Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let mut h = Hasher { argon, gate: Gate::new(workers.max(1)), dummy: String::new() };
+        let mut h = Hasher { argon, gate: Gate::new(workers.max(1), queue), dummy: String::new() };
         let random = Secret::new(super::crypto::hex(&random_bytes::<16>()));
         h.dummy = h.hash(&random).map_err(|_| argon2::Error::AlgorithmInvalid)?;
         Ok(h)
@@ -42,39 +42,53 @@ impl Hasher {
             None => (self.dummy.as_str(), false),
         };
         let parsed = PasswordHash::new(phc).map_err(|e| internal(format!("stored password hash: {e}")))?;
-        let _permit = self.gate.enter();
+        let _permit = self.gate.enter()?;
         let ok = self.argon.verify_password(password.expose().as_bytes(), &parsed).is_ok();
         Ok(ok && real)
     }
 }
 
-/// A counting semaphore for blocking threads.
+/// A counting semaphore for blocking threads, with a bounded number of waiters.
 struct Gate {
-    free: Mutex<usize>,
+    state: Mutex<GateState>,
     freed: Condvar,
+    max_waiting: usize,
+}
+
+struct GateState {
+    free: usize,
+    waiting: usize,
 }
 
 struct Permit<'a>(&'a Gate);
 
 impl Gate {
-    fn new(n: usize) -> Gate {
-        Gate { free: Mutex::new(n), freed: Condvar::new() }
+    fn new(n: usize, max_waiting: usize) -> Gate {
+        Gate { state: Mutex::new(GateState { free: n, waiting: 0 }), freed: Condvar::new(), max_waiting }
     }
 
-    fn enter(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+    /// A permit, waiting for one if need be; `Busy` when too many wait already.
+    fn enter(&self) -> Result<Permit<'_>, Error> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.free == 0 {
+            if st.waiting >= self.max_waiting {
+                return Err(Error::Busy);
+            }
+            st.waiting += 1;
+            while st.free == 0 {
+                st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            st.waiting -= 1;
         }
-        *free -= 1;
-        Permit(self)
+        st.free -= 1;
+        Ok(Permit(self))
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.free += 1;
         self.0.freed.notify_one();
     }
 }
@@ -86,7 +100,7 @@ mod tests {
     use std::sync::Arc;
 
     fn hasher() -> Hasher {
-        Hasher::new(&config::Argon2::default(), 2).unwrap()
+        Hasher::new(&config::Argon2::default(), 2, 8).unwrap()
     }
 
     #[test]
@@ -107,14 +121,14 @@ mod tests {
 
     #[test]
     fn the_gate_holds_concurrency_to_its_size() {
-        let gate = Arc::new(Gate::new(2));
+        let gate = Arc::new(Gate::new(2, 8));
         let inside = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let (gate, inside, most) = (gate.clone(), inside.clone(), most.clone());
                 std::thread::spawn(move || {
-                    let _p = gate.enter();
+                    let _p = gate.enter().unwrap();
                     let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(n, Ordering::SeqCst);
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -126,5 +140,20 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn beyond_its_queue_the_gate_answers_busy() {
+        let gate = Gate::new(1, 1);
+        let held = gate.enter().unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| gate.enter().map(|_| ()));
+            while gate.state.lock().unwrap().waiting == 0 {
+                std::thread::yield_now();
+            }
+            assert!(matches!(gate.enter(), Err(Error::Busy)), "one waits already: the next is turned away");
+            drop(held);
+            assert!(waiter.join().unwrap().is_ok());
+        });
     }
 }

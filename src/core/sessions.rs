@@ -1,6 +1,7 @@
 //! Signing in: passwords and API keys in, opaque tokens out; checking and ending tokens.
 
 use super::crypto::{ct_eq, random_token, sha256, Secret};
+use super::guard::{Caller, Outcome};
 use super::{now_ms, Core, Error, User};
 use crate::store::{apikeys, tokens, users};
 
@@ -29,6 +30,34 @@ impl TokenKind {
 }
 
 impl Core {
+    /// Runs a sign-in attempt for `account` under the throttle: refused while the account or the
+    /// caller's address must wait; a wrong credential counts against both, a success clears the
+    /// account.
+    pub(crate) fn throttled<T>(
+        &self,
+        caller: &Caller,
+        account: &str,
+        attempt: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let now = now_ms();
+        self.throttle.check(account, caller, now)?;
+        let result = attempt();
+        match &result {
+            Ok(_) => self.throttle.succeeded(account),
+            Err(Error::BadCredentials | Error::WrongPassword) => {
+                if self.throttle.failed(account, caller, now) == Outcome::LockedOut {
+                    log::warn!(
+                        "sign-in lockout after repeated failures (dialect {}, address {})",
+                        caller.dialect,
+                        caller.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
     /// (idle timeout, lifetime) in milliseconds for a kind of token.
     pub(crate) fn lifetimes(&self, kind: TokenKind) -> (Option<i64>, i64) {
         let c = &self.config;
@@ -102,6 +131,17 @@ impl Core {
     /// the right password.
     pub fn login_password(
         &self,
+        caller: &Caller,
+        kind: TokenKind,
+        app_id: &str,
+        login: &str,
+        password: &Secret,
+    ) -> Result<SignedIn, Error> {
+        self.throttled(caller, login, || self.login_password_unthrottled(kind, app_id, login, password))
+    }
+
+    fn login_password_unthrottled(
+        &self,
         kind: TokenKind,
         app_id: &str,
         login: &str,
@@ -119,7 +159,24 @@ impl Core {
 
     /// Login with an API key. Without `app_id` the key's own application applies; with one, it must
     /// be the key's.
-    pub fn login_api_key(&self, app_id: Option<&str>, apikey: &str, secretkey: &Secret) -> Result<SignedIn, Error> {
+    pub fn login_api_key(
+        &self,
+        caller: &Caller,
+        app_id: Option<&str>,
+        apikey: &str,
+        secretkey: &Secret,
+    ) -> Result<SignedIn, Error> {
+        self.throttled(caller, &format!("apikey:{apikey}"), || {
+            self.login_api_key_unthrottled(app_id, apikey, secretkey)
+        })
+    }
+
+    fn login_api_key_unthrottled(
+        &self,
+        app_id: Option<&str>,
+        apikey: &str,
+        secretkey: &Secret,
+    ) -> Result<SignedIn, Error> {
         let now = now_ms();
         let row = self.store.with(|c| apikeys::by_id(c, apikey))?;
         let presented = sha256(secretkey.expose().as_bytes());
@@ -187,6 +244,7 @@ impl Core {
     /// the user ends; this one lives on.
     pub fn change_password(
         &self,
+        caller: &Caller,
         kind: TokenKind,
         token: &Secret,
         app_id: Option<&str>,
@@ -194,10 +252,13 @@ impl Core {
         new: &Secret,
     ) -> Result<(), Error> {
         let info = self.check_token(kind, token, app_id)?;
-        let hash = self.store.with(|c| users::by_login(c, &info.user.login))?.and_then(|(_, h)| h);
-        if !self.hasher.verify(old, hash.as_deref())? {
-            return Err(Error::WrongPassword);
-        }
+        self.throttled(caller, &info.user.login, || {
+            let hash = self.store.with(|c| users::by_login(c, &info.user.login))?.and_then(|(_, h)| h);
+            if !self.hasher.verify(old, hash.as_deref())? {
+                return Err(Error::WrongPassword);
+            }
+            Ok(())
+        })?;
         self.replace_password(info.user.id, new, Some(&digest(token)))
     }
 

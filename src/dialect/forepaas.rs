@@ -15,6 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use crate::core::guard::Caller;
 use crate::core::sessions::{SignedIn, TokenInfo, TokenKind};
 use crate::core::{iso8601, now_ms, Core, Error, Secret, User};
 use crate::web::{media_type, read_body, BodyError};
@@ -95,15 +96,11 @@ fn error(e: &Error, started: Instant) -> HttpResponse {
         }
         Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),
         Error::Gone => (StatusCode::GONE, "Gone".into()),
-        Error::Busy => {
-            let mut res = failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later", started);
-            res.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
-            return res;
-        }
+        Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later".into()),
+        Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts, retry later".into()),
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
     };
-    failure(status, &text, started)
+    crate::web::with_retry_after(failure(status, &text, started), e)
 }
 
 fn bad_request(text: &str, started: Instant) -> HttpResponse {
@@ -240,6 +237,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
         Err(res) => return res,
     };
     let core = core.into_inner();
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "forepaas");
     let result = match params.get("auth_mode").map(String::as_str) {
         Some("forepaas_id_resource_owner") => {
             let (login, password, app_id) = match (
@@ -250,7 +248,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Ok(l), Ok(p), Ok(a)) => (l.to_string(), Secret::new(p), a.to_string()),
                 (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
             };
-            core.call(move |c| c.login_password(TokenKind::Iam, &app_id, &login, &password)).await
+            core.call(move |c| c.login_password(&caller, TokenKind::Iam, &app_id, &login, &password)).await
         }
         Some("apikey") => {
             let (apikey, secretkey, app_id) = match (
@@ -261,7 +259,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Ok(k), Ok(s), Ok(a)) => (k.to_string(), Secret::new(s), a.map(str::to_string)),
                 (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
             };
-            core.call(move |c| c.login_api_key(app_id.as_deref(), &apikey, &secretkey)).await
+            core.call(move |c| c.login_api_key(&caller, app_id.as_deref(), &apikey, &secretkey)).await
         }
         None | Some("") => return bad_request("Missing parameter auth_mode", started),
         Some(_) => return bad_request("Invalid parameter auth_mode: unknown authentication mode", started),
@@ -358,12 +356,15 @@ async fn password_change(req: HttpRequest, payload: web::Payload, core: web::Dat
         Ok(p) => p,
         Err(res) => return res,
     };
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "forepaas");
     let (new, old) = match (required(&params, "password", MAX_SECRET), required(&params, "oldpassword", MAX_SECRET)) {
         (Ok(n), Ok(o)) => (Secret::new(n), Secret::new(o)),
         (Err(t), _) | (_, Err(t)) => return bad_request(&t, started),
     };
-    let result =
-        core.into_inner().call(move |c| c.change_password(TokenKind::Iam, &token, app_id.as_deref(), &old, &new)).await;
+    let result = core
+        .into_inner()
+        .call(move |c| c.change_password(&caller, TokenKind::Iam, &token, app_id.as_deref(), &old, &new))
+        .await;
     match result {
         Ok(()) => success(started),
         Err(e) => error(&e, started),

@@ -22,6 +22,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::core::guard::Caller;
 use crate::core::oauth::Grant;
 use crate::core::reset::IQM_RESET_MAIL;
 use crate::core::{iso8601, Core, Error, Secret};
@@ -63,6 +64,10 @@ fn failure(status: StatusCode, error: &str, reason: Option<&str>) -> HttpRespons
 
 /// The one mapping from the core's errors to this dialect's answers.
 fn error(e: &Error, core: &Core) -> HttpResponse {
+    crate::web::with_retry_after(error_body(e, core), e)
+}
+
+fn error_body(e: &Error, core: &Core) -> HttpResponse {
     match e {
         Error::Invalid { field, reason } => {
             failure(StatusCode::FORBIDDEN, &format!("Invalid {field}"), Some(&format!("The {field} {reason}.")))
@@ -95,11 +100,9 @@ fn error(e: &Error, core: &Core) -> HttpResponse {
         Error::Gone => {
             failure(StatusCode::GONE, "Invalid reset token", Some("The reset link was used, replaced or has expired."))
         }
-        Error::Busy => {
-            let mut res = failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy", Some("Retry later."));
-            res.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
-            res
+        Error::Busy => failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy", Some("Retry later.")),
+        Error::Throttled { .. } => {
+            failure(StatusCode::TOO_MANY_REQUESTS, "Too many requests", Some("Too many failed attempts; retry later."))
         }
         Error::Internal(id) => failure(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", Some(&format!("id {id}"))),
     }
@@ -235,7 +238,8 @@ async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
                 (Err(r), _) | (_, Err(r)) => return bad_request(&r),
             };
-            match core.call(move |c| c.password_grant(&client_id, &email, &password)).await {
+            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+            match core.call(move |c| c.password_grant(&caller, &client_id, &email, &password)).await {
                 Ok(g) => {
                     let mut data = token_object(&g);
                     data.insert("owId".into(), json!(g.workspace_id));

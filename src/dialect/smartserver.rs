@@ -18,6 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use crate::core::guard::Caller;
 use crate::core::reset::CMS_RESET_MAIL;
 use crate::core::sessions::TokenKind;
 use crate::core::{iso8601, now_ms, Core, Error, Secret, User, APP_CMS};
@@ -87,15 +88,11 @@ fn error(req: &HttpRequest, e: &Error) -> HttpResponse {
         Error::UnknownApp(_) | Error::UnknownApiKey => (StatusCode::NOT_FOUND, "Not found".into()),
         Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),
         Error::Gone => (StatusCode::GONE, e.to_string()),
-        Error::Busy => {
-            let mut res = failure(req, StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later");
-            res.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
-            return res;
-        }
+        Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later".into()),
+        Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts, retry later".into()),
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
     };
-    failure(req, status, &message)
+    crate::web::with_retry_after(failure(req, status, &message), e)
 }
 
 /// The user object of the document and field notes, every field with its type.
@@ -203,8 +200,10 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
         Err(_) => return failure(&req, StatusCode::BAD_REQUEST, "username and password are required"),
     };
     let password = Secret::new(password);
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");
     let core = core.into_inner();
-    let result = core.call(move |c| c.login_password(TokenKind::CmsSession, APP_CMS, &username, &password)).await;
+    let result =
+        core.call(move |c| c.login_password(&caller, TokenKind::CmsSession, APP_CMS, &username, &password)).await;
     match result {
         Ok(signed_in) => {
             let cookie = session_cookie(&req, &core, signed_in.token.expose().to_string());

@@ -46,6 +46,16 @@ where
     }
 }
 
+/// Adds `Retry-After` to an error answer whose error has one (throttled, busy).
+pub fn with_retry_after(mut res: HttpResponse, e: &crate::core::Error) -> HttpResponse {
+    if let Some(secs) = e.retry_after_secs() {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+            res.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
+        }
+    }
+    res
+}
+
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {

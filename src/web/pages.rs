@@ -118,6 +118,10 @@ fn page_error(e: &Error) -> HttpResponse {
         Error::Gone => page_json(StatusCode::GONE, Some("This link no longer works")),
         Error::Invalid { .. } => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
         Error::Internal(id) => page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})"))),
+        Error::Busy => crate::web::with_retry_after(
+            page_json(StatusCode::SERVICE_UNAVAILABLE, Some("Server busy, retry later")),
+            e,
+        ),
         e => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
     }
 }

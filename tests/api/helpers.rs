@@ -33,6 +33,10 @@ pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config { data_dir: data_dir.to_path_buf(), log_level: "debug".into(), ..Config::default() };
     config.http.workers = 1;
     config.argon2.workers = 2;
+    // Tests fail sign-ins on purpose and often; the throttle has tests of its own (attacks.rs).
+    config.throttle.delay = gatehouse::config::Seconds(Duration::ZERO);
+    config.throttle.account_failures = 1000;
+    config.throttle.address_failures = 1000;
     config
 }
 

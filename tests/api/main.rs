@@ -1,5 +1,6 @@
 //! Every integration test builds into this one binary (one link instead of one per file).
 
+mod attacks;
 mod browser;
 mod cli;
 mod forepaas;

@@ -1,0 +1,189 @@
+//! Holding under attack: guessing is throttled across dialects, hashing is bounded.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, Answer, TestApp};
+
+const PASSWORD: &str = "the right password";
+
+fn throttled(c: &mut gatehouse::config::Config) {
+    c.throttle.account_failures = 3;
+    c.throttle.address_failures = 1000;
+    c.throttle.delay = gatehouse::config::Seconds(Duration::from_millis(300));
+    c.throttle.lockout = gatehouse::config::Seconds::secs(60);
+    c.throttle.window = gatehouse::config::Seconds::secs(60);
+}
+
+async fn iam(app: &TestApp, login: &str, password: &str) -> Answer {
+    app.post_json(
+        "/iam/login",
+        &json!({"login": login, "password": password, "app_id": "forepaas", "auth_mode": "forepaas_id_resource_owner"}),
+    )
+    .await
+}
+
+async fn cms(app: &TestApp, login: &str, password: &str) -> Answer {
+    let body = json!({"username": login, "password": password}).to_string().into_bytes();
+    app.send("POST", "/cms/iap/auth/login", &[], Some(("application/json", body))).await
+}
+
+async fn iqm(app: &TestApp, basic: &str, login: &str, password: &str) -> Answer {
+    let body = json!({"grantType": "password", "email": login, "password": password}).to_string().into_bytes();
+    app.send("POST", "/api/v3/ua/login", &[("Authorization", basic)], Some(("application/json", body))).await
+}
+
+fn retry_after(a: &Answer) -> u64 {
+    a.headers
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("no Retry-After: {}", a.text))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn sleep_ms(ms: u64) {
+    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// An app with mark@example.com a member of forepaas, cms and an IQM client; the client's Basic.
+async fn setup(tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String) {
+    let app = spawn_app_with(tweak).await;
+    let secret = app.core.add_app("iqm-client", None).unwrap();
+    app.add_user("mark@example.com", PASSWORD, &["forepaas", "cms", "iqm-client"]);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("iqm-client:{}", secret.expose()))
+    );
+    (app, basic)
+}
+
+#[actix_web::test]
+async fn guessing_is_throttled_across_dialects_then_locked_out() {
+    let (app, basic) = setup(throttled).await;
+    let who = "mark@example.com";
+    assert_eq!(iam(&app, who, "guess 1").await.status, 401);
+    // Switching dialects does not reset the count: the delay holds in the CMS too.
+    let a = cms(&app, who, "guess 2").await;
+    assert_eq!(a.status, 429, "{}", a.text);
+    assert_eq!(a.json["status"], json!(429), "the CMS envelope");
+    assert!(retry_after(&a) >= 1);
+    sleep_ms(350).await;
+    assert_eq!(cms(&app, who, "guess 2").await.status, 401);
+    // The delay doubles.
+    sleep_ms(350).await;
+    let a = iqm(&app, &basic, who, "guess 3").await;
+    assert_eq!(a.status, 429, "600 ms after the second failure: {}", a.text);
+    assert_eq!(a.json["success"], json!(false));
+    assert!(a.json["errorObjects"][0]["error"].is_string(), "the IQM envelope");
+    sleep_ms(300).await;
+    assert_eq!(iqm(&app, &basic, who, "guess 3").await.status, 403, "the third failure: locks out");
+
+    // Locked out: the right password fails everywhere, with Retry-After.
+    for a in [iam(&app, who, PASSWORD).await, cms(&app, who, PASSWORD).await, iqm(&app, &basic, who, PASSWORD).await] {
+        assert_eq!(a.status, 429, "{}", a.text);
+        assert!(retry_after(&a) > 30, "minutes of lockout");
+    }
+    let a = iam(&app, who, PASSWORD).await;
+    assert_eq!(a.json["error"], json!("Too many failed attempts, retry later"), "the ForePaaS envelope");
+    // Other accounts are not held up.
+    app.add_user("other@example.com", PASSWORD, &["forepaas"]);
+    assert_eq!(iam(&app, "other@example.com", PASSWORD).await.status, 200);
+}
+
+#[actix_web::test]
+async fn unknown_accounts_are_throttled_alike() {
+    let (app, _) = setup(throttled).await;
+    let (known, unknown) = ("mark@example.com", "nobody@example.com");
+    for who in [known, unknown] {
+        assert_eq!(iam(&app, who, "guess").await.status, 401);
+        let a = iam(&app, who, "guess").await;
+        assert_eq!(a.status, 429);
+        assert_eq!(retry_after(&a), 1);
+    }
+}
+
+#[actix_web::test]
+async fn a_success_resets_the_account() {
+    let (app, _) = setup(throttled).await;
+    let who = "mark@example.com";
+    assert_eq!(iam(&app, who, "guess").await.status, 401);
+    sleep_ms(350).await;
+    assert_eq!(iam(&app, who, "guess").await.status, 401);
+    sleep_ms(650).await;
+    assert_eq!(iam(&app, who, PASSWORD).await.status, 200);
+    assert_eq!(iam(&app, who, "guess").await.status, 401, "no wait carried over");
+    sleep_ms(350).await;
+    assert_eq!(iam(&app, who, "guess").await.status, 401, "and the count started again: no lockout yet");
+}
+
+#[actix_web::test]
+async fn one_address_guessing_many_accounts_is_locked_out() {
+    let (app, _) = setup(|c| {
+        throttled(c);
+        c.throttle.address_failures = 4;
+    })
+    .await;
+    for i in 0..4 {
+        assert_eq!(iam(&app, &format!("user{i}@example.com"), "guess").await.status, 401);
+    }
+    let a = iam(&app, "mark@example.com", PASSWORD).await;
+    assert_eq!(a.status, 429, "this address is locked out: {}", a.text);
+}
+
+#[actix_web::test]
+async fn api_key_guessing_is_throttled_too() {
+    let (app, _) = setup(throttled).await;
+    let key = app.core.add_api_key("mark@example.com", "forepaas", None).unwrap();
+    let body = |secret: &str| json!({"apikey": key.apikey, "secretkey": secret, "auth_mode": "apikey"});
+    assert_eq!(app.post_json("/iam/login", &body(&"0".repeat(64))).await.status, 401);
+    let right = body(key.secretkey.expose());
+    assert_eq!(app.post_json("/iam/login", &right).await.status, 429, "the right secret waits too");
+    sleep_ms(350).await;
+    assert_eq!(app.post_json("/iam/login", &right).await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_login_flood_beyond_the_hashing_queue_gets_503_while_token_checks_go_on() {
+    let (app, _) = setup(|c| {
+        c.argon2.workers = 1;
+        c.argon2.queue = 2;
+    })
+    .await;
+    let token = iam(&app, "mark@example.com", PASSWORD).await.json["token"].as_str().unwrap().to_string();
+    let handles: Vec<_> = (0..24)
+        .map(|_| {
+            let url = app.url("/iam/login");
+            actix_web::rt::spawn(async move {
+                let body = json!({"login": "mark@example.com", "password": PASSWORD, "app_id": "forepaas", "auth_mode": "forepaas_id_resource_owner"});
+                let mut res = awc::Client::default().post(url).send_json(&body).await.unwrap();
+                let retry = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                let json: Value = res.json().await.unwrap_or(Value::Null);
+                (res.status().as_u16(), retry, json)
+            })
+        })
+        .collect();
+    // Token checks answer while the flood is on.
+    for _ in 0..5 {
+        assert_eq!(app.get(&format!("/iam/checkSession?token={token}")).await.status, 200);
+    }
+    let mut busy = 0;
+    let mut ok = 0;
+    for h in handles {
+        let (status, retry, json) = h.await.unwrap();
+        match status {
+            200 => ok += 1,
+            503 => {
+                busy += 1;
+                assert_eq!(retry.as_deref(), Some("1"));
+                assert_eq!(json["error"], json!("Server busy, retry later"));
+            }
+            other => panic!("unexpected {other}: {json}"),
+        }
+    }
+    assert!(busy > 0, "some logins were turned away ({ok} ok)");
+    assert!(ok >= 3, "the queue's worth got through ({ok} ok, {busy} busy)");
+}
