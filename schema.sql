@@ -124,3 +124,18 @@ CREATE INDEX nonces_expires ON nonces(expires_at);
 ALTER TABLE tokens ADD COLUMN family BLOB;
 ALTER TABLE tokens ADD COLUMN used_at INTEGER;
 CREATE INDEX tokens_family ON tokens(family) WHERE family IS NOT NULL;
+
+-- version 5
+-- Security events. No foreign keys: the history outlives deleted users and applications.
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY,
+    at       INTEGER NOT NULL,
+    event    TEXT NOT NULL,
+    app_id   TEXT,
+    user_id  INTEGER,
+    login    TEXT,
+    client   TEXT,
+    dialect  TEXT
+) STRICT;
+CREATE INDEX audit_at ON audit(at);
+CREATE INDEX audit_login ON audit(login, at);

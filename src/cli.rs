@@ -35,6 +35,15 @@ enum Command {
     /// API keys for the ForePaaS `apikey` login
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Print security events (sign-ins, lockouts, users, devices, resets), oldest first
+    Audit {
+        /// Only events this recent, e.g. 1h or 7d (default: all that are kept)
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only events of this login
+        #[arg(long, value_name = "LOGIN")]
+        user: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,6 +216,33 @@ fn run(config: Config, command: Command) -> Result<(), String> {
                 other => other.to_string(),
             })?;
             println!("{} {}", key.apikey, key.secretkey.expose());
+            Ok(())
+        }
+        Command::Audit { since, user } => {
+            let since = match since {
+                Some(text) => {
+                    let d = humantime::parse_duration(&text).map_err(|err| format!("--since {text:?}: {err}"))?;
+                    crate::core::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                }
+                None => 0,
+            };
+            for ev in core.audit_events(since, user.as_deref()).map_err(e)? {
+                let who = match (&ev.login, ev.user_id) {
+                    (Some(l), Some(id)) => format!("{l} (id {id})"),
+                    (Some(l), None) => l.clone(),
+                    (None, Some(id)) => format!("id {id}"),
+                    (None, None) => "-".into(),
+                };
+                println!(
+                    "{}  {:<18} user={}  app={}  client={}  dialect={}",
+                    iso8601(ev.at),
+                    ev.event,
+                    who,
+                    ev.app_id.as_deref().unwrap_or("-"),
+                    ev.client.as_deref().unwrap_or("-"),
+                    ev.dialect.as_deref().unwrap_or("-")
+                );
+            }
             Ok(())
         }
         Command::Apikey(ApikeyCommand::Revoke { apikey }) => {

@@ -38,6 +38,7 @@ pub struct Config {
     pub iampass: Iampass,
     pub iqm: Iqm,
     pub throttle: Throttle,
+    pub audit: Audit,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +173,19 @@ pub struct Throttle {
     pub delay: Seconds,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Security events older than this are deleted by the reaper.
+    pub retention: Seconds,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit { retention: Seconds::secs(90 * 86_400) }
+    }
+}
+
 impl Default for Throttle {
     fn default() -> Self {
         Throttle {
@@ -273,6 +287,7 @@ impl Default for Config {
             iampass: Iampass::default(),
             iqm: Iqm::default(),
             throttle: Throttle::default(),
+            audit: Audit::default(),
         }
     }
 }

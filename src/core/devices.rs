@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use super::apikeys::NewApiKey;
 use super::crypto::{hex, random_bytes, random_token, sha256, Secret};
+use super::guard::Caller;
 use super::links::{self, Purpose};
 use super::users::validate_login;
 use super::{now_ms, Core, Error, User};
@@ -80,7 +81,7 @@ impl Core {
 
     /// Adds users owned by `app_id` (no password: they sign in with devices). All or nothing: a
     /// login that exists outside the application stops the whole call.
-    pub fn add_app_users(&self, app_id: &str, logins: &[String]) -> Result<AddedUsers, Error> {
+    pub fn add_app_users(&self, caller: &Caller, app_id: &str, logins: &[String]) -> Result<AddedUsers, Error> {
         let logins = validate_logins(logins)?;
         let now = now_ms();
         let added = self.store.write(|tx| {
@@ -117,16 +118,19 @@ impl Core {
             Ok(added)
         })?;
         log::info!("application {app_id}: {} users created, {} existing", added.created.len(), added.existing.len());
+        for login in &added.created {
+            self.audit(caller, "user_added", Some(app_id), None, Some(login));
+        }
         Ok(added)
     }
 
     /// Removes users from `app_id`: the membership, their devices, API keys and tokens for it, and
     /// the user altogether when no application is left. Users it does not own are left alone.
-    pub fn remove_app_users(&self, app_id: &str, logins: &[String]) -> Result<usize, Error> {
+    pub fn remove_app_users(&self, caller: &Caller, app_id: &str, logins: &[String]) -> Result<usize, Error> {
         let logins = validate_logins(logins)?;
         let now = now_ms();
         let removed = self.store.write(|tx| {
-            let mut removed = 0;
+            let mut removed = Vec::new();
             for login in &logins {
                 let Some((u, _)) = users::by_login(tx, login)? else { continue };
                 if !users::remove_membership(tx, u.id, app_id)? {
@@ -139,12 +143,15 @@ impl Core {
                 if users::membership_count(tx, u.id)? == 0 {
                     users::delete(tx, u.id)?;
                 }
-                removed += 1;
+                removed.push(u);
             }
             Ok(removed)
         })?;
-        log::info!("application {app_id}: {removed} users removed");
-        Ok(removed)
+        log::info!("application {app_id}: {} users removed", removed.len());
+        for u in &removed {
+            self.audit(caller, "user_deleted", Some(app_id), Some(u), None);
+        }
+        Ok(removed.len())
     }
 
     /// A user owned by `app_id`; `UnknownUser` for anyone else.
@@ -180,7 +187,13 @@ impl Core {
 
     /// Disables the user's devices for `app_id`, revokes their API keys and every token issued
     /// through them, and answers a fresh registration link.
-    pub fn lose_devices(&self, app_id: &str, login: &str, display_name: Option<&str>) -> Result<String, Error> {
+    pub fn lose_devices(
+        &self,
+        caller: &Caller,
+        app_id: &str,
+        login: &str,
+        display_name: Option<&str>,
+    ) -> Result<String, Error> {
         let user = self.app_user(app_id, login)?;
         let now = now_ms();
         let lost = self.store.write(|tx| {
@@ -192,6 +205,7 @@ impl Core {
             Ok(keys.len())
         })?;
         log::info!("application {app_id}: {lost} devices of user {} marked lost", user.id);
+        self.audit(caller, "device_lost", Some(app_id), Some(&user), None);
         self.new_registration_link(app_id, &user, display_name)
     }
 
@@ -240,7 +254,7 @@ impl Core {
 
     /// Uses a registration link: the device is recorded and handed an API key for the link's
     /// application. All or nothing.
-    pub fn register_device(&self, code: &Secret, device_name: &str) -> Result<Registered, Error> {
+    pub fn register_device(&self, caller: &Caller, code: &Secret, device_name: &str) -> Result<Registered, Error> {
         if device_name.trim().is_empty() || device_name.len() > 255 || device_name.chars().any(char::is_control) {
             return Err(Error::invalid("device_name", "must be 1 to 255 bytes with no control characters"));
         }
@@ -270,6 +284,7 @@ impl Core {
         })?;
         let user = self.user_by_id(user_id)?;
         log::info!("application {app_id}: device {device_id} registered for user {user_id}");
+        self.audit(caller, "device_registered", Some(&app_id), Some(&user), None);
         Ok(Registered { app_id, login: user.login, device_id, key: NewApiKey { apikey, secretkey, expires_at: None } })
     }
 }

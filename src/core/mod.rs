@@ -6,6 +6,7 @@
 
 pub mod apikeys;
 pub mod apps;
+pub mod audit;
 pub mod crypto;
 pub mod devices;
 pub mod guard;

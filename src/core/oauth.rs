@@ -77,7 +77,7 @@ impl Core {
 
     /// Creates a user (login = email) in a new workspace, a member of `client_id` only, and signs
     /// them in. One of any number of concurrent sign-ups of one email succeeds.
-    pub fn sign_up(&self, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
+    pub fn sign_up(&self, caller: &Caller, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
         validate_email(email)?;
         self.check_password_policy(password)?;
         if self.store.with(|c| users::by_login(c, email))?.is_some() {
@@ -106,6 +106,7 @@ impl Core {
             self.issue_grant(tx, user, client_id, random_bytes::<16>(), now)
         })?;
         log::info!("user {} signed up through client {client_id} into workspace {}", grant.user.id, grant.workspace_id);
+        self.audit(caller, "user_added", Some(client_id), Some(&grant.user), None);
         Ok(grant)
     }
 
@@ -118,7 +119,9 @@ impl Core {
         email: &str,
         password: &Secret,
     ) -> Result<Grant, Error> {
-        self.throttled(caller, email, || self.password_grant_unthrottled(client_id, email, password))
+        let grant = self.throttled(caller, email, || self.password_grant_unthrottled(client_id, email, password))?;
+        self.audit(caller, "login_ok", Some(client_id), Some(&grant.user), None);
+        Ok(grant)
     }
 
     fn password_grant_unthrottled(&self, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
@@ -185,7 +188,7 @@ impl Core {
     }
 
     /// Ends the sign-in a live access token belongs to: its whole family.
-    pub fn logout_family(&self, token: &Secret, workspace_id: i64) -> Result<(), Error> {
+    pub fn logout_family(&self, caller: &Caller, token: &Secret, workspace_id: i64) -> Result<(), Error> {
         let info = self.check_token(TokenKind::IqmAccess, token, None)?;
         if info.user.workspace_id != Some(workspace_id) {
             return Err(Error::BadToken);
@@ -194,6 +197,7 @@ impl Core {
         let now = now_ms();
         self.store.write(|tx| tokens::revoke_family(tx, &family, now))?;
         log::debug!("user {} signed out of client {}", info.user.id, info.app_id);
+        self.audit(caller, "logout", Some(&info.app_id), Some(&info.user), None);
         Ok(())
     }
 }

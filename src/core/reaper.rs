@@ -1,28 +1,37 @@
 //! The reaper: deletes what has expired or been revoked, on an interval.
 
 use super::{now_ms, Core, Error};
-use crate::store::{devices, links, tokens};
+use crate::store::{audit, devices, links, tokens};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
     pub tokens: usize,
     pub links: usize,
     pub nonces: usize,
+    pub audit: usize,
 }
 
 impl Core {
     /// One sweep.
     pub fn reap(&self) -> Result<Reaped, Error> {
         let now = now_ms();
+        let retention = self.config.audit.retention.millis();
         let reaped = self.store.write(|tx| {
             Ok(Reaped {
                 tokens: tokens::reap(tx, now)?,
                 links: links::reap(tx, now)?,
                 nonces: devices::reap_nonces(tx, now)?,
+                audit: audit::reap(tx, now.saturating_sub(retention))?,
             })
         })?;
         if reaped != Reaped::default() {
-            log::info!("reaper removed {} tokens, {} links, {} nonces", reaped.tokens, reaped.links, reaped.nonces);
+            log::info!(
+                "reaper removed {} tokens, {} links, {} nonces, {} audit events",
+                reaped.tokens,
+                reaped.links,
+                reaped.nonces,
+                reaped.audit
+            );
         } else {
             log::debug!("reaper removed nothing");
         }

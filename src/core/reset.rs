@@ -2,6 +2,7 @@
 //! the mail, and the link's use that sets the password and ends every session in every dialect.
 
 use super::crypto::Secret;
+use super::guard::Caller;
 use super::links::{self, Purpose};
 use super::{now_ms, Core, Error};
 use crate::store::{tokens, users};
@@ -35,6 +36,7 @@ impl Core {
     /// of that application gets a link.
     pub fn request_password_reset(
         &self,
+        caller: &Caller,
         login: &str,
         email: &str,
         app_id: Option<&str>,
@@ -59,9 +61,10 @@ impl Core {
             .replace("{login}", &user.login)
             .replace("{minutes}", &(lifetime / 60_000).max(1).to_string())
             .replace("{url}", &url);
-        let to = user.email.unwrap_or_default();
+        let to = user.email.clone().unwrap_or_default();
         self.outbox.enqueue(&to, mail.subject, &body)?;
         log::info!("password reset link mailed to user {}", user.id);
+        self.audit(caller, "reset_requested", app_id, Some(&user), None);
         Ok(())
     }
 
@@ -74,13 +77,19 @@ impl Core {
 
     /// Uses a reset link: sets the password (checked against the policy), voids the link, and
     /// ends every session and token of the user, in every dialect. All or nothing.
-    pub fn reset_password(&self, code: &Secret, password: &Secret) -> Result<(), Error> {
-        self.reset_password_of(code, None, password)
+    pub fn reset_password(&self, caller: &Caller, code: &Secret, password: &Secret) -> Result<(), Error> {
+        self.reset_password_of(caller, code, None, password)
     }
 
     /// `reset_password`, for a link that must belong to the user with this login (an API client
     /// sends the email beside the token). A link of someone else is `Gone`, and stays usable.
-    pub fn reset_password_of(&self, code: &Secret, login: Option<&str>, password: &Secret) -> Result<(), Error> {
+    pub fn reset_password_of(
+        &self,
+        caller: &Caller,
+        code: &Secret,
+        login: Option<&str>,
+        password: &Secret,
+    ) -> Result<(), Error> {
         self.reset_link_live(code)?;
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;
@@ -99,6 +108,8 @@ impl Core {
             Ok(link.user_id)
         })?;
         log::info!("user {user_id} reset their password; every session ended");
+        let user = self.user_by_id(user_id).ok();
+        self.audit(caller, "reset_done", None, user.as_ref(), None);
         Ok(())
     }
 }

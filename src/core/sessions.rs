@@ -45,7 +45,9 @@ impl Core {
         match &result {
             Ok(_) => self.throttle.succeeded(account),
             Err(Error::BadCredentials | Error::WrongPassword) => {
+                self.audit(caller, "login_failed", None, None, Some(account));
                 if self.throttle.failed(account, caller, now) == Outcome::LockedOut {
+                    self.audit(caller, "lockout", None, None, Some(account));
                     log::warn!(
                         "sign-in lockout after repeated failures (dialect {}, address {})",
                         caller.dialect,
@@ -137,11 +139,12 @@ impl Core {
         login: &str,
         password: &Secret,
     ) -> Result<SignedIn, Error> {
-        self.throttled(caller, login, || self.login_password_unthrottled(kind, app_id, login, password))
+        self.throttled(caller, login, || self.login_password_unthrottled(caller, kind, app_id, login, password))
     }
 
     fn login_password_unthrottled(
         &self,
+        caller: &Caller,
         kind: TokenKind,
         app_id: &str,
         login: &str,
@@ -154,7 +157,7 @@ impl Core {
             Some((user, _)) if verified => user,
             _ => return Err(Error::BadCredentials),
         };
-        self.sign_in(kind, user, app_id, None)
+        self.sign_in(caller, kind, user, app_id, None)
     }
 
     /// Login with an API key. Without `app_id` the key's own application applies; with one, it must
@@ -167,12 +170,13 @@ impl Core {
         secretkey: &Secret,
     ) -> Result<SignedIn, Error> {
         self.throttled(caller, &format!("apikey:{apikey}"), || {
-            self.login_api_key_unthrottled(app_id, apikey, secretkey)
+            self.login_api_key_unthrottled(caller, app_id, apikey, secretkey)
         })
     }
 
     fn login_api_key_unthrottled(
         &self,
+        caller: &Caller,
         app_id: Option<&str>,
         apikey: &str,
         secretkey: &Secret,
@@ -194,10 +198,17 @@ impl Core {
             _ => return Err(Error::BadCredentials),
         };
         let user = self.store.with(|c| users::by_id(c, key.user_id))?.ok_or(Error::BadCredentials)?;
-        self.sign_in(TokenKind::Iam, user, &key.app_id, Some(key.id))
+        self.sign_in(caller, TokenKind::Iam, user, &key.app_id, Some(key.id))
     }
 
-    fn sign_in(&self, kind: TokenKind, user: User, app_id: &str, api_key: Option<String>) -> Result<SignedIn, Error> {
+    fn sign_in(
+        &self,
+        caller: &Caller,
+        kind: TokenKind,
+        user: User,
+        app_id: &str,
+        api_key: Option<String>,
+    ) -> Result<SignedIn, Error> {
         if user.blocked {
             return Err(Error::Blocked);
         }
@@ -209,6 +220,7 @@ impl Core {
             self.issue_token(tx, kind, (user.id, app_id), (api_key, None), now)
         })?;
         log::debug!("user {} signed in to {app_id}", user.id);
+        self.audit(caller, "login_ok", Some(app_id), Some(&user), None);
         Ok(SignedIn { token, user, app_id: app_id.to_string(), expires_at })
     }
 
@@ -259,23 +271,30 @@ impl Core {
             }
             Ok(())
         })?;
-        self.replace_password(info.user.id, new, Some(&digest(token)))
+        self.replace_password(info.user.id, new, Some(&digest(token)))?;
+        self.audit(caller, "password_changed", Some(&info.app_id), Some(&info.user), None);
+        Ok(())
     }
 
     /// Ends a live token. `app_id`, when given, must be the token's.
-    pub fn logout(&self, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<(), Error> {
+    pub fn logout(&self, caller: &Caller, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<(), Error> {
         let now = now_ms();
         let d = digest(token);
-        self.store.write(|tx| {
-            let Some(live) = tokens::live(tx, &d, kind.as_str(), now)? else {
-                return Err(Error::BadToken);
-            };
-            if app_id.is_some_and(|a| a != live.app_id) {
-                return Err(Error::BadToken);
-            }
-            tokens::revoke(tx, &d, now)?;
-            log::debug!("user {} signed out of {}", live.user_id, live.app_id);
-            Ok(())
-        })
+        self.store
+            .write(|tx| {
+                let Some(live) = tokens::live(tx, &d, kind.as_str(), now)? else {
+                    return Err(Error::BadToken);
+                };
+                if app_id.is_some_and(|a| a != live.app_id) {
+                    return Err(Error::BadToken);
+                }
+                tokens::revoke(tx, &d, now)?;
+                log::debug!("user {} signed out of {}", live.user_id, live.app_id);
+                Ok(live)
+            })
+            .map(|live| {
+                let user = self.user_by_id(live.user_id).ok();
+                self.audit(caller, "logout", Some(&live.app_id), user.as_ref(), None);
+            })
     }
 }

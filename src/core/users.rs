@@ -1,6 +1,7 @@
 //! Users and their memberships, as the administrator manages them.
 
 use super::crypto::Secret;
+use super::guard::Caller;
 use super::{now_ms, Core, Error, User};
 use crate::store::{apikeys, apps, tokens, users};
 
@@ -117,7 +118,9 @@ impl Core {
             Ok(id)
         })?;
         log::info!("user {id} added");
-        self.user_by_id(id)
+        let user = self.user_by_id(id)?;
+        self.audit(&Caller::local(), "user_added", None, Some(&user), None);
+        Ok(user)
     }
 
     pub fn user_by_id(&self, id: i64) -> Result<User, Error> {
@@ -172,13 +175,16 @@ impl Core {
             Ok(())
         })?;
         log::info!("user {} {}", user.id, if blocked { "blocked" } else { "unblocked" });
+        self.audit(&Caller::local(), if blocked { "user_blocked" } else { "user_unblocked" }, None, Some(&user), None);
         Ok(())
     }
 
     /// Sets a new password (checked against the policy) and ends every session of the user.
     pub fn set_password(&self, login: &str, password: &Secret) -> Result<(), Error> {
         let user = self.user_by_login(login)?;
-        self.replace_password(user.id, password, None)
+        self.replace_password(user.id, password, None)?;
+        self.audit(&Caller::local(), "password_changed", None, Some(&user), None);
+        Ok(())
     }
 
     /// The one way a password changes: policy, hash, store, and every session of the user revoked

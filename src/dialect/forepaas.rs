@@ -284,7 +284,8 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Ok(p) => p,
         Err(text) => return bad_request(&text, started),
     };
-    match core.into_inner().call(move |c| c.logout(TokenKind::Iam, &token, app_id.as_deref())).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "forepaas");
+    match core.into_inner().call(move |c| c.logout(&caller, TokenKind::Iam, &token, app_id.as_deref())).await {
         Ok(()) => success(started),
         Err(e) => error(&e, started),
     }

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::core::crypto::{ct_eq, hmac_sha256, sha256};
+use crate::core::guard::Caller;
 use crate::core::{now_ms, Core, Error};
 use crate::web::{read_body, BodyError};
 
@@ -235,7 +236,8 @@ async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core
         Err(res) => return res,
     };
     let a = app.clone();
-    match core.call(move |c| c.add_app_users(&a, &users)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    match core.call(move |c| c.add_app_users(&caller, &a, &users)).await {
         Ok(added) => json_answer(
             StatusCode::CREATED,
             &json!({"status": true, "users": {"created": added.created, "existing": added.existing}}),
@@ -251,7 +253,8 @@ async fn delete_users(req: HttpRequest, payload: web::Payload, core: web::Data<C
         Err(res) => return res,
     };
     let a = app.clone();
-    match core.call(move |c| c.remove_app_users(&a, &users)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    match core.call(move |c| c.remove_app_users(&caller, &a, &users)).await {
         Ok(_) => json_answer(StatusCode::OK, &json!({"status": true})),
         Err(e) => error(&e, &app, None),
     }
@@ -265,22 +268,22 @@ fn display_name(req: &HttpRequest) -> Result<Option<String>, &'static str> {
 }
 
 async fn registration_link(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
-    per_user(req, core, |c, app, user, display| {
+    per_user(req, core, |c, _, app, user, display| {
         c.registration_link(app, user, display.as_deref()).map(|url| json!({"register_url": url, "status": true}))
     })
     .await
 }
 
 async fn has_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
-    per_user(req, core, |c, app, user, _| {
+    per_user(req, core, |c, _, app, user, _| {
         c.has_device(app, user).map(|has| json!({"device_registered": has, "status": true}))
     })
     .await
 }
 
 async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
-    per_user(req, core, |c, app, user, display| {
-        c.lose_devices(app, user, display.as_deref()).map(|url| json!({"register_url": url, "status": true}))
+    per_user(req, core, |c, caller, app, user, display| {
+        c.lose_devices(caller, app, user, display.as_deref()).map(|url| json!({"register_url": url, "status": true}))
     })
     .await
 }
@@ -288,7 +291,7 @@ async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
 /// The GET calls on one user: sign-checked, then one core call answered as JSON.
 async fn per_user<F>(req: HttpRequest, core: web::Data<Core>, f: F) -> HttpResponse
 where
-    F: FnOnce(&Core, &str, &str, Option<String>) -> Result<Value, Error> + Send + 'static,
+    F: FnOnce(&Core, &Caller, &str, &str, Option<String>) -> Result<Value, Error> + Send + 'static,
 {
     let core = core.into_inner();
     let (app, user) = match signed(&req, &core, true).await {
@@ -301,7 +304,8 @@ where
         Err(reason) => return refused(StatusCode::OK, reason),
     };
     let (a, u) = (app.clone(), user.clone());
-    match core.call(move |c| f(c, &a, &u, display)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    match core.call(move |c| f(c, &caller, &a, &u, display)).await {
         Ok(body) => json_answer(StatusCode::OK, &body),
         Err(e) => error(&e, &app, Some(&user)),
     }

@@ -212,7 +212,8 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
         (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
         (Err(r), _) | (_, Err(r)) => return bad_request(&r),
     };
-    match core.call(move |c| c.sign_up(&client_id, &email, &password)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    match core.call(move |c| c.sign_up(&caller, &client_id, &email, &password)).await {
         Ok(g) => answer(StatusCode::OK, &json!({"success": true, "data": token_object(&g)})),
         Err(e) => error(&e, &core),
     }
@@ -299,7 +300,8 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Err(reason) => return unauthorized(reason),
     };
     let core = core.into_inner();
-    match core.call(move |c| c.logout_family(&token, ow)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    match core.call(move |c| c.logout_family(&caller, &token, ow)).await {
         Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "User logged out successfully."})),
         Err(e) => error(&e, &core),
     }
@@ -345,9 +347,10 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
     // The lookup and the mail happen after the answer: its bytes and its time are the same whether
     // or not the email names a user.
     let background = std::sync::Arc::clone(&core);
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
     actix_web::rt::spawn(async move {
         let _ = background
-            .call(move |c| c.request_password_reset(&email, &email, client_id.as_deref(), &IQM_RESET_MAIL))
+            .call(move |c| c.request_password_reset(&caller, &email, &email, client_id.as_deref(), &IQM_RESET_MAIL))
             .await;
     });
     answer(StatusCode::OK, &json!({"success": true, "data": "Email with reset password link sent successfully."}))
@@ -366,7 +369,8 @@ async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Dat
         (Err(r), _, _) | (_, Err(r), _) => return bad_request(&r),
         _ => return bad_request("token (from the reset link) is required."),
     };
-    match core.call(move |c| c.reset_password_of(&code, Some(&email), &password)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    match core.call(move |c| c.reset_password_of(&caller, &code, Some(&email), &password)).await {
         Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "Password changed successfully."})),
         Err(e) => error(&e, &core),
     }

@@ -231,7 +231,8 @@ async fn current_user(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
 async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     if let Some(token) = session_of(&req) {
         // Logging out of a session that is already over is not an error: the cookie goes either way.
-        match core.into_inner().call(move |c| c.logout(TokenKind::CmsSession, &token, Some(APP_CMS))).await {
+        let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");
+        match core.into_inner().call(move |c| c.logout(&caller, TokenKind::CmsSession, &token, Some(APP_CMS))).await {
             Ok(()) | Err(Error::BadToken) => {}
             Err(e) => return error(&req, &e),
         }
@@ -253,9 +254,12 @@ async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core
     };
     // The lookup and the mail happen after the answer, so neither its bytes nor its time tell
     // whether the two matched.
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");
     let core = core.into_inner();
     actix_web::rt::spawn(async move {
-        let _ = core.call(move |c| c.request_password_reset(&user_name, &email, Some(APP_CMS), &CMS_RESET_MAIL)).await;
+        let _ = core
+            .call(move |c| c.request_password_reset(&caller, &user_name, &email, Some(APP_CMS), &CMS_RESET_MAIL))
+            .await;
     });
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish()
 }

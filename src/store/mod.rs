@@ -5,6 +5,7 @@
 
 pub mod apikeys;
 pub mod apps;
+pub mod audit;
 pub mod devices;
 pub mod links;
 pub mod tokens;

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
 
+use crate::core::guard::Caller;
 use crate::core::{Core, Error, Secret};
 use crate::web::{media_type, read_body};
 
@@ -159,7 +160,8 @@ async fn register_post(req: HttpRequest, payload: web::Payload, core: web::Data<
         return page_json(StatusCode::BAD_REQUEST, Some("device_name is required"));
     };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
-    match core.call(move |c| c.register_device(&code, &name)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "page");
+    match core.call(move |c| c.register_device(&caller, &code, &name)).await {
         Ok(r) => {
             let answer = RegisteredAnswer {
                 app_id: &r.app_id,
@@ -186,7 +188,8 @@ async fn reset_post(req: HttpRequest, payload: web::Payload, core: web::Data<Cor
         return page_json(StatusCode::BAD_REQUEST, Some("password is required"));
     };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
-    match core.call(move |c| c.reset_password(&code, &password)).await {
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "page");
+    match core.call(move |c| c.reset_password(&caller, &code, &password)).await {
         Ok(()) => page_json(StatusCode::OK, None),
         Err(e) => page_error(&e),
     }

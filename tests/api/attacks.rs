@@ -187,3 +187,63 @@ async fn a_login_flood_beyond_the_hashing_queue_gets_503_while_token_checks_go_o
     assert!(busy > 0, "some logins were turned away ({ok} ok)");
     assert!(ok >= 3, "the queue's worth got through ({ok} ok, {busy} busy)");
 }
+
+#[actix_web::test]
+async fn security_events_land_in_the_audit_log() {
+    let (app, basic) = setup(|c| {
+        throttled(c);
+        c.throttle.account_failures = 2;
+    })
+    .await;
+    let who = "mark@example.com";
+    let token = iam(&app, who, PASSWORD).await.json["token"].as_str().unwrap().to_string();
+    app.delete(&format!("/iam/logout?token={token}")).await;
+    assert_eq!(iqm(&app, &basic, who, "guess").await.status, 403);
+    sleep_ms(350).await;
+    assert_eq!(cms(&app, who, "guess").await.status, 401);
+    app.core.set_blocked(who, true).unwrap();
+    let body = json!({"userName": who, "emailAddress": who}).to_string().into_bytes();
+    app.send("POST", "/cms/iap/auth/resetPwd", &[], Some(("application/json", body))).await;
+
+    let data = app.core.config.data_dir.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::helpers::gatehouse_cli(
+        dir.path(),
+        &[("GATEHOUSE_DATA_DIR", &data)],
+        &["audit", "--user", who, "--since", "1h"],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let events: Vec<&str> = text.lines().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    assert_eq!(
+        events,
+        ["user_added", "login_ok", "logout", "login_failed", "login_failed", "lockout", "user_blocked"],
+        "{text}"
+    );
+    let failed = text.lines().find(|l| l.contains("login_failed")).unwrap();
+    assert!(failed.contains("client=127.0.0.1") && failed.contains("dialect=iqm"), "{failed}");
+    assert!(text
+        .lines()
+        .any(|l| l.contains("login_ok") && l.contains("app=forepaas") && l.contains("dialect=forepaas")));
+    assert!(
+        !text.contains(PASSWORD) && !text.contains("guess") && !text.contains(&token),
+        "no secret in the audit log"
+    );
+    let out =
+        crate::helpers::gatehouse_cli(dir.path(), &[("GATEHOUSE_DATA_DIR", &data)], &["audit", "--user", "nobody"], "");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
+}
+
+#[actix_web::test]
+async fn the_reaper_applies_the_audit_retention() {
+    let app = spawn_app_with(|c| {
+        c.audit.retention = gatehouse::config::Seconds(Duration::from_millis(300));
+        c.reaper.interval = gatehouse::config::Seconds(Duration::from_millis(100));
+    })
+    .await;
+    app.add_user("mark@example.com", PASSWORD, &["forepaas"]);
+    assert!(app.count("SELECT count(*) FROM audit") >= 1);
+    sleep_ms(600).await;
+    assert_eq!(app.count("SELECT count(*) FROM audit"), 0);
+}

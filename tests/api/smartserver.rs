@@ -308,6 +308,8 @@ async fn the_whole_reset_path_through_the_outbox_and_the_link() {
     assert_eq!(login(&app, "mark", "a fresh strong password").await.status, 200);
     let iam_new = json!({"login": "mark", "password": "a fresh strong password", "app_id": "forepaas", "auth_mode": "forepaas_id_resource_owner"});
     assert_eq!(app.post_json("/iam/login", &iam_new).await.status, 200);
+    let events = |e: &str| app.count(&format!("SELECT count(*) FROM audit WHERE event = '{e}' AND login = 'mark'"));
+    assert_eq!((events("reset_requested"), events("reset_done")), (1, 1));
 }
 
 #[actix_web::test]

@@ -1,0 +1,38 @@
+//! The audit log: security events with time, application, user, client address and dialect.
+//! Recording never fails the operation it records: a failure to write is logged instead.
+
+use super::guard::Caller;
+use super::{now_ms, Core, Error, User};
+use crate::store::audit::{self, AuditRow};
+
+pub use crate::store::audit::AuditRow as Event;
+
+impl Core {
+    /// Records one event. `who` is the user when known, else the login as given.
+    pub(crate) fn audit(
+        &self,
+        caller: &Caller,
+        event: &str,
+        app_id: Option<&str>,
+        user: Option<&User>,
+        login: Option<&str>,
+    ) {
+        let row = AuditRow {
+            at: now_ms(),
+            event: event.to_string(),
+            app_id: app_id.map(str::to_string),
+            user_id: user.map(|u| u.id),
+            login: user.map(|u| u.login.clone()).or_else(|| login.map(str::to_string)),
+            client: caller.addr.map(|a| a.to_string()),
+            dialect: Some(caller.dialect.to_string()),
+        };
+        if let Err(e) = self.store.with(|c| audit::insert(c, &row)) {
+            log::error!("audit: event {event} not recorded: {e}");
+        }
+    }
+
+    /// Events since `since` (Unix ms), of one login when given.
+    pub fn audit_events(&self, since: i64, login: Option<&str>) -> Result<Vec<Event>, Error> {
+        self.store.with(|c| audit::list(c, since, login))
+    }
+}
