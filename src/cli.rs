@@ -35,6 +35,10 @@ enum Command {
     /// API keys for the ForePaaS `apikey` login
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Write a consistent copy of the database to FILE, also while the server runs
+    Backup { file: PathBuf },
+    /// Replace the database of a stopped data directory with the backup FILE
+    Restore { file: PathBuf },
     /// Print security events (sign-ins, lockouts, users, devices, resets), oldest first
     Audit {
         /// Only events this recent, e.g. 1h or 7d (default: all that are kept)
@@ -177,10 +181,44 @@ fn read_stdin_line(what: &str) -> Result<Secret, String> {
 }
 
 fn run(config: Config, command: Command) -> Result<(), String> {
+    match &command {
+        Command::Backup { file } => {
+            let users = crate::store::backup::backup(&config, file)?;
+            println!(
+                "backup written to {} ({users} users); keep {} with it, separately",
+                file.display(),
+                config.master_key_path().display()
+            );
+            return Ok(());
+        }
+        Command::Restore { file } => {
+            let users = crate::store::backup::restore(&config, file)?;
+            println!("restored {} into {} ({users} users)", file.display(), config.db_path().display());
+            if !config.master_key_path().exists() {
+                println!(
+                    "put the master key that goes with this backup at {} before starting gatehouse",
+                    config.master_key_path().display()
+                );
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let lock = if matches!(command, Command::Serve) {
+        crate::store::ensure_dir(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+        Some(crate::store::backup::lock_data_dir(&config)?)
+    } else {
+        None
+    };
     let core = Core::open(config).map_err(|e| e.to_string())?;
     let e = |e: crate::core::Error| e.to_string();
     match command {
-        Command::Serve => serve(core),
+        Command::Serve => {
+            let served = serve(core);
+            drop(lock);
+            served
+        }
+        Command::Backup { .. } | Command::Restore { .. } => Ok(()),
         Command::App(AppCommand::Add { id, secret_stdin }) => {
             let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
             let secret = core.add_app(&id, given).map_err(e)?;

@@ -6,6 +6,7 @@
 pub mod apikeys;
 pub mod apps;
 pub mod audit;
+pub mod backup;
 pub mod devices;
 pub mod links;
 pub mod tokens;
@@ -92,6 +93,11 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+/// The schema version this gatehouse brings databases to.
+pub fn schema_version() -> i64 {
+    versions(SCHEMA).last().map(|(n, _)| *n).unwrap_or(0)
 }
 
 /// Splits schema.sql into its `-- version N` blocks.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::helpers::{link_in, spawn_app, spawn_app_with, Answer, TestApp};
 
 /// iampass-hmac.md, step by step.
-fn sign(secret: &str, nonce: &str, url: &str, timestamp: &str) -> String {
+pub(crate) fn sign(secret: &str, nonce: &str, url: &str, timestamp: &str) -> String {
     let mut h = Sha256::new();
     h.update(nonce.as_bytes());
     h.update(secret.as_bytes());
@@ -31,7 +31,7 @@ fn the_test_signer_meets_the_documents_vectors() {
     assert_eq!(sign("s3cr3t", "42", url, "1700000000"), "iGxaM9p31dbGJYCQqVpG2w==");
 }
 
-fn fresh_nonce() -> String {
+pub(crate) fn fresh_nonce() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     (seed ^ NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)).to_string()

@@ -3,6 +3,7 @@
 mod attacks;
 mod browser;
 mod cli;
+mod durability;
 mod forepaas;
 mod helpers;
 mod iampass;
