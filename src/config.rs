@@ -39,6 +39,7 @@ pub struct Config {
     pub iqm: Iqm,
     pub throttle: Throttle,
     pub audit: Audit,
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +181,21 @@ pub struct Audit {
     pub retention: Seconds,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; with `key_file`, gatehouse serves HTTPS only.
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate.
+    pub key_file: PathBuf,
+}
+
+impl Tls {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+}
+
 impl Default for Audit {
     fn default() -> Self {
         Audit { retention: Seconds::secs(90 * 86_400) }
@@ -288,6 +304,7 @@ impl Default for Config {
             iqm: Iqm::default(),
             throttle: Throttle::default(),
             audit: Audit::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -438,6 +455,14 @@ impl Config {
         if self.throttle.window.0.is_zero() {
             return bad("throttle.window", "must be more than 0".into());
         }
+        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
+            return bad("tls", "set both cert_file and key_file, or neither".into());
+        }
+        for (key, path) in [("tls.cert_file", &self.tls.cert_file), ("tls.key_file", &self.tls.key_file)] {
+            if !path.as_os_str().is_empty() && !path.is_file() {
+                return bad(key, format!("{} is not a readable file", path.display()));
+            }
+        }
         if self.argon2.queue == 0 {
             return bad("argon2.queue", "must be at least 1".into());
         }
@@ -469,7 +494,8 @@ impl Config {
     /// Base URL for links, without a trailing slash.
     pub fn public_url(&self) -> String {
         if self.public_url.is_empty() {
-            format!("http://{}", self.listen)
+            let scheme = if self.tls.enabled() { "https" } else { "http" };
+            format!("{scheme}://{}", self.listen)
         } else {
             self.public_url.trim_end_matches('/').to_string()
         }

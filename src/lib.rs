@@ -17,6 +17,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{web as aweb, App, HttpServer};
 
 use crate::core::Core;
@@ -30,14 +31,26 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
     dialect::iqm::routes(cfg);
 }
 
-/// Starts the HTTP server on `listener` and the reaper beside it. Must run inside an actix system.
+/// Starts the HTTP server on `listener` (HTTPS when `[tls]` is configured) and the reaper beside it.
+/// Must run inside an actix system.
 pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> {
     let data = aweb::Data::from(Arc::clone(&core));
     let workers = core.config.http_workers();
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).wrap_fn(web::access_log).configure(routes))
-        .workers(workers)
-        .listen(listener)?
-        .run();
+    let tls = core.config.tls.enabled();
+    let server = HttpServer::new(move || {
+        let mut headers = DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
+        if tls {
+            headers = headers.add(("Strict-Transport-Security", "max-age=31536000"));
+        }
+        App::new().app_data(data.clone()).wrap(headers).wrap_fn(web::access_log).configure(routes)
+    })
+    .workers(workers);
+    let server = if tls {
+        server.listen_rustls_0_23(listener, web::tls::server_config(&core.config.tls)?)?
+    } else {
+        server.listen(listener)?
+    }
+    .run();
     core::mail::start_sender(&core.outbox, &core.config.mail);
     actix_web::rt::spawn(web::reaper(core));
     Ok(server)

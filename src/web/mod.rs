@@ -2,6 +2,7 @@
 //! The built-in pages (password reset; device registration to come) are in `pages`.
 
 pub mod pages;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -12,3 +12,4 @@ mod mail;
 mod process;
 mod readme;
 mod smartserver;
+mod tls;
