@@ -118,7 +118,12 @@ async fn not_found() -> HttpResponse {
 /// Parameters as strings, from a JSON object or a form. Values that are not strings, keys given
 /// twice, and bodies of any other type are refused.
 fn parse_params(req: &HttpRequest, body: &[u8]) -> Result<HashMap<String, String>, String> {
-    let json = match media_type(req).as_deref() {
+    params_of(media_type(req).as_deref(), body)
+}
+
+/// The parameters of a body of this media type (JSON object of strings, or a form).
+fn params_of(media_type: Option<&str>, body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let json = match media_type {
         Some("application/json") => true,
         Some("application/x-www-form-urlencoded") => false,
         Some(other) => return Err(format!("Unsupported Content-Type {other}")),
@@ -369,5 +374,32 @@ async fn password_change(req: HttpRequest, payload: web::Payload, core: web::Dat
     match result {
         Ok(()) => success(started),
         Err(e) => error(&e, started),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_body_is_parsed_or_refused_without_panic(
+            ct in proptest::option::of("[a-z/+.-]{0,40}"),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = params_of(ct.as_deref(), &body);
+        }
+
+        #[test]
+        fn maps_of_strings_round_trip_as_json_and_as_forms(
+            map in proptest::collection::hash_map("[a-z_]{1,12}", "\\PC{0,40}", 0..6),
+        ) {
+            let json = serde_json::to_vec(&map).unwrap();
+            prop_assert_eq!(params_of(Some("application/json"), &json).unwrap(), map.clone());
+            prop_assert_eq!(params_of(None, &json).unwrap(), map.clone());
+            let form = serde_urlencoded::to_string(&map).unwrap();
+            prop_assert_eq!(params_of(Some("application/x-www-form-urlencoded"), form.as_bytes()).unwrap(), map);
+        }
     }
 }

@@ -128,22 +128,30 @@ fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
     names.iter().find_map(|n| req.headers().get(*n)).and_then(|v| v.to_str().ok())
 }
 
-/// Checks the request's signature for the application named in the path.
-async fn authenticate(req: &HttpRequest, core: &std::sync::Arc<Core>, path_app: &str) -> Result<(), HttpResponse> {
-    let malformed = || unauthorized("missing or malformed Authentication header");
-    let value = header(req, &["Authentication", "Authorization"]).ok_or_else(malformed)?;
-    let (scheme, rest) = value.trim().split_once(' ').ok_or_else(malformed)?;
+/// `hmac <app>:<nonce>:<base64 signature>`: the application, the nonce (a decimal u64) and the
+/// signature's bytes, or the reason for a 401.
+fn parse_authentication(value: &str) -> Result<(&str, &str, Vec<u8>), &'static str> {
+    const MALFORMED: &str = "missing or malformed Authentication header";
+    let (scheme, rest) = value.trim().split_once(' ').ok_or(MALFORMED)?;
     if !scheme.eq_ignore_ascii_case("hmac") {
-        return Err(malformed());
+        return Err(MALFORMED);
     }
     let mut parts = rest.trim().splitn(3, ':');
     let (Some(app), Some(nonce), Some(presented)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(malformed());
+        return Err(MALFORMED);
     };
     if nonce.is_empty() || nonce.len() > 20 || nonce.parse::<u64>().is_err() {
-        return Err(unauthorized("malformed nonce"));
+        return Err("malformed nonce");
     }
-    let presented = base64::engine::general_purpose::STANDARD.decode(presented).map_err(|_| malformed())?;
+    let presented = base64::engine::general_purpose::STANDARD.decode(presented).map_err(|_| MALFORMED)?;
+    Ok((app, nonce, presented))
+}
+
+/// Checks the request's signature for the application named in the path.
+async fn authenticate(req: &HttpRequest, core: &std::sync::Arc<Core>, path_app: &str) -> Result<(), HttpResponse> {
+    let value = header(req, &["Authentication", "Authorization"])
+        .ok_or_else(|| unauthorized("missing or malformed Authentication header"))?;
+    let (app, nonce, presented) = parse_authentication(value).map_err(unauthorized)?;
     if app != path_app {
         return Err(unauthorized("the application of the signature is not the one in the path"));
     }
@@ -372,5 +380,40 @@ mod tests {
         assert_eq!(form_decode("a%2Bb").unwrap(), "a+b");
         assert!(form_decode("%zz").is_none());
         assert!(form_decode("%ff").is_none(), "not UTF-8");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_path_segment_decodes_or_is_refused_without_panic(s in "\\PC{0,64}") {
+            let _ = form_decode(&s);
+        }
+
+        #[test]
+        fn form_encoded_segments_decode_to_what_was_encoded(s in "\\PC{0,64}") {
+            let encoded = serde_urlencoded::to_string([("u", s.as_str())]).unwrap();
+            prop_assert_eq!(form_decode(&encoded["u=".len()..]).unwrap(), s);
+        }
+
+        #[test]
+        fn any_authentication_header_parses_or_is_refused_without_panic(h in "\\PC{0,120}") {
+            let _ = parse_authentication(&h);
+        }
+
+        #[test]
+        fn well_formed_authentication_headers_parse_back(
+            app in "[A-Za-z0-9._-]{1,64}",
+            nonce in any::<u64>(),
+            sig in proptest::collection::vec(any::<u8>(), 16),
+        ) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&sig);
+            let header = format!("hmac {app}:{nonce}:{b64}");
+            let nonce_text = nonce.to_string();
+            let (a, n, s) = parse_authentication(&header).unwrap();
+            prop_assert_eq!(a, app.as_str());
+            prop_assert_eq!(n, nonce_text.as_str());
+            prop_assert_eq!(s, sig);
+        }
     }
 }

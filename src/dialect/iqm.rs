@@ -116,7 +116,12 @@ fn bad_request(reason: &str) -> HttpResponse {
 /// present but not Basic credentials.
 fn basic(req: &HttpRequest) -> Result<Option<(String, Secret)>, ()> {
     let Some(value) = req.headers().get("Authorization") else { return Ok(None) };
-    let value = value.to_str().map_err(|_| ())?.trim();
+    parse_basic(value.to_str().map_err(|_| ())?).map(Some)
+}
+
+/// `Basic base64(client_id:client_secret)`: the id (no colon, 1 to 64 bytes) and the secret.
+fn parse_basic(value: &str) -> Result<(String, Secret), ()> {
+    let value = value.trim();
     let (scheme, b64) = value.split_once(' ').ok_or(())?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(());
@@ -127,7 +132,7 @@ fn basic(req: &HttpRequest) -> Result<Option<(String, Secret)>, ()> {
     if id.is_empty() || id.len() > 64 || secret.is_empty() || secret.len() > 1024 {
         return Err(());
     }
-    Ok(Some((id.to_string(), Secret::new(secret))))
+    Ok((id.to_string(), Secret::new(secret)))
 }
 
 /// The authenticated client of the request, or the 403 that refuses it.
@@ -373,5 +378,27 @@ async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Dat
     match core.call(move |c| c.reset_password_of(&caller, &code, Some(&email), &password)).await {
         Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "Password changed successfully."})),
         Err(e) => error(&e, &core),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_authorization_header_parses_or_is_refused_without_panic(h in "\\PC{0,200}") {
+            let _ = parse_basic(&h);
+        }
+
+        #[test]
+        fn basic_credentials_parse_back(id in "[^:\\p{C}]{1,64}", secret in "\\PC{1,200}") {
+            prop_assume!(id.len() <= 64);
+            let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")));
+            let (i, s) = parse_basic(&header).unwrap();
+            prop_assert_eq!(i, id);
+            prop_assert_eq!(s.expose(), secret.as_str());
+        }
     }
 }

@@ -164,22 +164,27 @@ async fn json_fields(
         }
         Err(BodyError::Broken) => return Err(failure(req, StatusCode::BAD_REQUEST, "Incomplete request body")),
     };
-    let map: HashMap<String, serde_json::Value> = match serde_json::from_slice(&body) {
+    fields_of(&body, fields).map_err(|reason| failure(req, StatusCode::BAD_REQUEST, &reason))
+}
+
+/// The named string fields of a JSON object body, or the reason for a 400.
+fn fields_of(body: &[u8], fields: &[&str]) -> Result<Vec<String>, String> {
+    let map: HashMap<String, serde_json::Value> = match serde_json::from_slice(body) {
         Ok(serde_json::Value::Object(m)) => m.into_iter().collect(),
-        Ok(_) => return Err(failure(req, StatusCode::BAD_REQUEST, "The body must be a JSON object")),
-        Err(_) => return Err(failure(req, StatusCode::BAD_REQUEST, "Malformed JSON")),
+        Ok(_) => return Err("The body must be a JSON object".into()),
+        Err(_) => return Err("Malformed JSON".into()),
     };
     let mut out = Vec::with_capacity(fields.len());
     for f in fields {
         match map.get(*f) {
             Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 1024 => out.push(s.clone()),
             Some(serde_json::Value::String(s)) if !s.is_empty() => {
-                return Err(failure(req, StatusCode::BAD_REQUEST, &format!("{f} is longer than 1024 bytes")))
+                return Err(format!("{f} is longer than 1024 bytes"))
             }
             Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
-                return Err(failure(req, StatusCode::BAD_REQUEST, &format!("{f} is required")))
+                return Err(format!("{f} is required"))
             }
-            Some(_) => return Err(failure(req, StatusCode::BAD_REQUEST, &format!("{f} must be a string"))),
+            Some(_) => return Err(format!("{f} must be a string")),
         }
     }
     Ok(out)
@@ -262,4 +267,23 @@ async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core
             .await;
     });
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_body_is_parsed_or_refused_without_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = fields_of(&body, &["username", "password"]);
+        }
+
+        #[test]
+        fn credentials_parse_back(user in "\\PC{1,100}", password in "\\PC{1,100}") {
+            let body = serde_json::to_vec(&serde_json::json!({"username": user, "password": password})).unwrap();
+            prop_assert_eq!(fields_of(&body, &["username", "password"]).unwrap(), vec![user, password]);
+        }
+    }
 }

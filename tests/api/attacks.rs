@@ -247,3 +247,94 @@ async fn the_reaper_applies_the_audit_retention() {
     sleep_ms(600).await;
     assert_eq!(app.count("SELECT count(*) FROM audit"), 0);
 }
+
+/// `n` values drawn from a proptest strategy (deterministic: the same every run).
+fn samples<S: proptest::strategy::Strategy>(strategy: S, n: usize) -> Vec<S::Value> {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    (0..n).map(|_| strategy.new_tree(&mut runner).unwrap().current()).collect()
+}
+
+fn percent_encode(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| if b.is_ascii_alphanumeric() { (*b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[actix_web::test]
+async fn garbage_in_every_parser_gets_a_4xx_and_changes_nothing() {
+    use proptest::prelude::*;
+    let (app, basic) = setup(|_| {}).await;
+    app.core.add_app("mgmt-app", None).unwrap();
+    let before = (app.count("SELECT count(*) FROM users"), app.count("SELECT count(*) FROM tokens"));
+
+    let bodies = samples(proptest::collection::vec(any::<u8>(), 0..300), 40);
+    let types = samples(
+        prop_oneof![
+            Just("application/json".to_string()),
+            Just("application/x-www-form-urlencoded".to_string()),
+            "[ -~]{0,40}"
+        ],
+        40,
+    );
+    let headers = samples("[ -~]{0,120}", 40);
+    let segments = samples(proptest::collection::vec(any::<u8>(), 1..80), 40);
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let deep_object = format!("{{\"login\":{}1{}}}", "{\"a\":".repeat(300), "}".repeat(300));
+
+    let mut answers: Vec<(String, u16)> = Vec::new();
+    for i in 0..40 {
+        let body = if i == 0 {
+            deep.clone().into_bytes()
+        } else if i == 1 {
+            deep_object.clone().into_bytes()
+        } else {
+            bodies[i].clone()
+        };
+        for path in [
+            "/iam/login",
+            "/cms/iap/auth/login",
+            "/cms/iap/auth/resetPwd",
+            "/api/v3/ua/login",
+            "/api/v3/ua/sign-up",
+            "/api/v3/ua/oauth/token",
+            "/api/v3/ua/user/update-password",
+        ] {
+            let auth: Vec<(&str, &str)> =
+                if path.starts_with("/api") { vec![("Authorization", basic.as_str())] } else { vec![] };
+            let a = app.send("POST", path, &auth, Some((types[i].as_str(), body.clone()))).await;
+            answers.push((format!("POST {path} #{i}"), a.status));
+        }
+        let h = headers[i].as_str();
+        for (method, path, name) in [
+            ("POST", "/management/add_users/mgmt-app", "Authentication"),
+            ("GET", "/management/has_registered_mobile_device/mgmt-app/x", "Authentication"),
+            ("GET", "/cms/iap/users/current", "Cookie"),
+            ("GET", "/api/v3/ua/user/info", "Authorization"),
+            ("POST", "/api/v3/ua/sign-up", "Authorization"),
+            ("POST", "/api/v3/ua/logout", "X-IAA-OW-ID"),
+        ] {
+            let a = app.send(method, path, &[(name, h)], Some(("application/json", body.clone()))).await;
+            answers.push((format!("{method} {path} {name}={h:?}"), a.status));
+        }
+        let seg = percent_encode(&segments[i]);
+        for (method, path) in [
+            ("GET", format!("/reset/{seg}")),
+            ("GET", format!("/register/{seg}")),
+            ("POST", format!("/register/{seg}")),
+            ("GET", format!("/management/device_registration_link/mgmt-app/{seg}")),
+            ("GET", format!("/iam/checkSession?token={seg}&app_id={seg}")),
+        ] {
+            let a = app.send(method, &path, &[], Some(("application/json", body.clone()))).await;
+            answers.push((format!("{method} {path}"), a.status));
+        }
+    }
+    let bad: Vec<_> = answers.iter().filter(|(_, s)| *s >= 500 || *s < 400).collect();
+    assert!(bad.is_empty(), "garbage got a non-4xx answer: {bad:?}");
+    assert_eq!(
+        (app.count("SELECT count(*) FROM users"), app.count("SELECT count(*) FROM tokens")),
+        before,
+        "nothing changed"
+    );
+}
