@@ -1,6 +1,7 @@
 //! What every route shares: the access log, request bodies read under a limit, and /healthz.
 //! The built-in pages (password reset; device registration to come) are in `pages`.
 
+pub mod openapi;
 pub mod pages;
 pub mod tls;
 
@@ -96,6 +97,7 @@ async fn healthz(core: web::Data<Core>) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz));
     pages::routes(cfg);
+    openapi::routes(cfg);
 }
 
 /// The reaper's loop: one sweep every interval, for the life of the server.

@@ -9,6 +9,7 @@ mod helpers;
 mod iampass;
 mod iqm;
 mod mail;
+mod openapi;
 mod process;
 mod readme;
 mod smartserver;

@@ -1,0 +1,568 @@
+//! The OpenAPI 3 document of every endpoint, served at `/openapi.json`. A test compares its paths
+//! with the routes the App registers, and schemathesis checks the answers against it in CI.
+//!
+//! Each dialect's errors are described once, as that dialect's envelope, and used as the
+//! `default` answer of its operations: every status a dialect answers carries that envelope.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Map, Value};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/openapi.json", web::get().to(serve));
+}
+
+async fn serve() -> HttpResponse {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HttpResponse::Ok().content_type("application/json").body(TEXT.get_or_init(|| document().to_string()).as_str())
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({"content": {"application/json": {"schema": schema}}})
+}
+
+fn answer(description: &str, schema: Value) -> Value {
+    let mut a = json_body(schema);
+    a["description"] = json!(description);
+    a
+}
+
+fn text(description: &str, media: &str) -> Value {
+    json!({"description": description, "content": {media: {"schema": {"type": "string"}}}})
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn nullable(t: &str) -> Value {
+    json!({"type": t, "nullable": true})
+}
+
+fn object(props: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": props, "required": required})
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn query_param(name: &str, required: bool) -> Value {
+    json!({"name": name, "in": "query", "required": required, "schema": {"type": "string"}})
+}
+
+fn header_param(name: &str, required: bool) -> Value {
+    json!({"name": name, "in": "header", "required": required, "schema": {"type": "string"}})
+}
+
+/// One operation: its tag (dialect), summary, parameters, request body, success answers, and the
+/// dialect's error envelope as the default answer.
+fn op(tag: &str, summary: &str, params: Vec<Value>, body: Option<Value>, ok: Vec<(&str, Value)>, error: &str) -> Value {
+    let mut responses = Map::new();
+    for (status, a) in ok {
+        responses.insert(status.to_string(), a);
+    }
+    responses.insert("default".into(), answer("An error, in this API's envelope", schema_ref(error)));
+    let mut o = json!({"tags": [tag], "summary": summary, "parameters": params, "responses": responses});
+    if let Some(b) = body {
+        o["requestBody"] = b;
+    }
+    o
+}
+
+fn forepaas() -> Vec<(String, &'static str, Value)> {
+    let e = "ForepaasError";
+    let login_body = json!({
+        "required": true,
+        "content": {
+            "application/json": {"schema": schema_ref("ForepaasLogin")},
+            "application/x-www-form-urlencoded": {"schema": schema_ref("ForepaasLogin")}
+        }
+    });
+    let token = || vec![query_param("token", true), query_param("app_id", false)];
+    vec![
+        (
+            "/iam/login".to_string(),
+            "post",
+            op(
+                "ForePaaS IAM",
+                "Log in with a password or an API key",
+                vec![],
+                Some(login_body),
+                vec![("200", answer("Logged in", schema_ref("ForepaasUser")))],
+                e,
+            ),
+        ),
+        (
+            "/iam/logout".to_string(),
+            "delete",
+            op(
+                "ForePaaS IAM",
+                "Log out (end the token)",
+                token(),
+                None,
+                vec![("200", answer("Logged out", schema_ref("ForepaasOk")))],
+                e,
+            ),
+        ),
+        (
+            "/iam/checkSession".to_string(),
+            "get",
+            op(
+                "ForePaaS IAM",
+                "The session behind a token (counts as a use)",
+                token(),
+                None,
+                vec![("200", answer("The session", schema_ref("ForepaasSession")))],
+                e,
+            ),
+        ),
+        (
+            "/iam/passwordChange".to_string(),
+            "post",
+            op(
+                "ForePaaS IAM",
+                "Change one's password",
+                token(),
+                Some(json!({"required": true, "content": {
+                    "application/json": {"schema": object(json!({"password": string(), "oldpassword": string()}), &["password", "oldpassword"])},
+                    "application/x-www-form-urlencoded": {"schema": object(json!({"password": string(), "oldpassword": string()}), &["password", "oldpassword"])}
+                }})),
+                vec![("200", answer("Changed", schema_ref("ForepaasOk")))],
+                e,
+            ),
+        ),
+    ]
+}
+
+fn smartserver() -> Vec<(String, &'static str, Value)> {
+    let e = "CmsError";
+    let cookie = || vec![json!({"name": "cmsSID", "in": "cookie", "required": false, "schema": {"type": "string"}})];
+    let reset = || {
+        op(
+            "SmartServer CMS",
+            "Mail a password-reset link (the same answer whether or not the user matched)",
+            vec![],
+            Some(
+                json!({"required": true, "content": {"application/json": {"schema": object(json!({"userName": string(), "emailAddress": string()}), &["userName", "emailAddress"])}}}),
+            ),
+            vec![("200", json!({"description": "Accepted"}))],
+            e,
+        )
+    };
+    vec![
+        (
+            "/cms/iap/auth/sessionTimeout".to_string(),
+            "get",
+            op(
+                "SmartServer CMS",
+                "The session timeout in milliseconds",
+                vec![],
+                None,
+                vec![("200", answer("Milliseconds", json!({"type": "integer"})))],
+                e,
+            ),
+        ),
+        (
+            "/cms/iap/auth/login".to_string(),
+            "post",
+            op(
+                "SmartServer CMS",
+                "Log in; sets the cmsSID cookie",
+                vec![],
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"username": string(), "password": string()}), &["username", "password"])}}}),
+                ),
+                vec![("200", answer("The user", schema_ref("CmsUser")))],
+                e,
+            ),
+        ),
+        (
+            "/cms/iap/auth/logout".to_string(),
+            "put",
+            op(
+                "SmartServer CMS",
+                "Log out; clears the cookie",
+                cookie(),
+                None,
+                vec![("200", json!({"description": "Logged out"}))],
+                e,
+            ),
+        ),
+        ("/cms/iap/auth/resetPwd".to_string(), "post", reset()),
+        ("/cms/iap/auth/resetPwd".to_string(), "put", reset()),
+        (
+            "/cms/iap/users/current".to_string(),
+            "get",
+            op(
+                "SmartServer CMS",
+                "The logged-in user",
+                cookie(),
+                None,
+                vec![("200", answer("The user", schema_ref("CmsUser")))],
+                e,
+            ),
+        ),
+    ]
+}
+
+fn iampass() -> Vec<(String, &'static str, Value)> {
+    let e = "IampassRefusal";
+    let not_found = || text("Unknown application, or a user the application does not own", "text/plain");
+    let users_body =
+        || Some(json!({"required": true, "content": {"application/json": {"schema": schema_ref("IampassUsers")}}}));
+    let user = || vec![path_param("app"), path_param("user")];
+    let link = || {
+        answer(
+            "A registration link",
+            object(json!({"register_url": string(), "status": {"type": "boolean"}}), &["register_url", "status"]),
+        )
+    };
+    let mut out = Vec::new();
+    for prefix in ["/management", ""] {
+        let p = |s: &str| format!("{prefix}{s}");
+        out.push((
+            p("/add_users/{app}"),
+            "post",
+            op(
+                "IAMPASS",
+                "Add users owned by the application",
+                vec![path_param("app")],
+                users_body(),
+                vec![
+                    ("201", answer("Created", object(json!({"status": {"type": "boolean"}, "users": object(json!({"created": {"type": "array", "items": string()}, "existing": {"type": "array", "items": string()}}), &["created", "existing"])}), &["status", "users"]))),
+                    ("200", answer("Refused; nothing changed", schema_ref(e))),
+                    ("404", not_found()),
+                ],
+                e,
+            ),
+        ));
+        out.push((
+            p("/delete_users/{app}"),
+            "post",
+            op(
+                "IAMPASS",
+                "Delete users the application owns",
+                vec![path_param("app")],
+                users_body(),
+                vec![("200", answer("Deleted, or refused", schema_ref("IampassStatus"))), ("404", not_found())],
+                e,
+            ),
+        ));
+        let mut with_display = user();
+        with_display.push(query_param("display_name", false));
+        out.push((
+            p("/device_registration_link/{app}/{user}"),
+            "get",
+            op(
+                "IAMPASS",
+                "A device-registration link",
+                with_display.clone(),
+                None,
+                vec![("200", link()), ("404", not_found())],
+                e,
+            ),
+        ));
+        out.push((
+            p("/has_registered_mobile_device/{app}/{user}"),
+            "get",
+            op(
+                "IAMPASS",
+                "Whether the user has a registered device",
+                user(),
+                None,
+                vec![
+                    (
+                        "200",
+                        answer(
+                            "Registered or not",
+                            object(
+                                json!({"device_registered": {"type": "boolean"}, "status": {"type": "boolean"}}),
+                                &["device_registered", "status"],
+                            ),
+                        ),
+                    ),
+                    ("404", not_found()),
+                ],
+                e,
+            ),
+        ));
+        out.push((
+            p("/lost_user_mobile_device/{app}/{user}"),
+            "get",
+            op(
+                "IAMPASS",
+                "Disable the user's devices; a new link",
+                with_display,
+                None,
+                vec![("200", link()), ("404", not_found())],
+                e,
+            ),
+        ));
+        out.push((
+            p("/send_registration_sms/{app}/{user}"),
+            "post",
+            op(
+                "IAMPASS",
+                "Put a registration text for a phone number in the outbox",
+                user(),
+                Some(json!({"required": true, "content": {"application/json": {"schema": object(json!({"phone_number": string(), "display_name": string(), "message": string()}), &["phone_number"])}}})),
+                vec![("200", answer("Sent, or refused", schema_ref("IampassStatus"))), ("404", not_found())],
+                e,
+            ),
+        ));
+    }
+    out
+}
+
+fn iqm() -> Vec<(String, &'static str, Value)> {
+    let e = "IqmError";
+    let basic = || vec![header_param("Authorization", false)];
+    let bearer = || vec![header_param("Authorization", false), header_param("X-IAA-OW-ID", false)];
+    let grant_body = || {
+        Some(json!({"required": true, "content": {"application/json": {"schema": object(json!({
+            "grantType": string(), "grant_type": string(), "email": string(), "password": string(), "refresh_token": string()
+        }), &[])}}}))
+    };
+    let granted = || {
+        answer(
+            "Tokens (password grant: wrapped with owId; refresh grant: the bare token object)",
+            json!({"oneOf": [schema_ref("IqmLogin"), schema_ref("IqmTokens")]}),
+        )
+    };
+    let message =
+        || answer("Done", object(json!({"success": {"type": "boolean"}, "data": string()}), &["success", "data"]));
+    vec![
+        (
+            "/api/v3/ua/sign-up".to_string(),
+            "post",
+            op(
+                "IQM",
+                "Sign up into a new workspace",
+                basic(),
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"email": string(), "password": string()}), &["email", "password"])}}}),
+                ),
+                vec![(
+                    "200",
+                    answer(
+                        "Signed up",
+                        object(
+                            json!({"success": {"type": "boolean"}, "data": schema_ref("IqmTokens")}),
+                            &["success", "data"],
+                        ),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/api/v3/ua/login".to_string(),
+            "post",
+            op("IQM", "Log in (password grant)", basic(), grant_body(), vec![("200", granted())], e),
+        ),
+        (
+            "/api/v3/ua/oauth/token".to_string(),
+            "post",
+            op("IQM", "Password or refresh grant", basic(), grant_body(), vec![("200", granted())], e),
+        ),
+        (
+            "/api/v3/ua/logout".to_string(),
+            "post",
+            op("IQM", "End the sign-in of a token", bearer(), None, vec![("200", message())], e),
+        ),
+        (
+            "/api/v3/ua/user/info".to_string(),
+            "get",
+            op(
+                "IQM",
+                "gatehouse's addition: the user and workspace of a live token",
+                bearer(),
+                None,
+                vec![(
+                    "200",
+                    answer(
+                        "The user",
+                        object(
+                            json!({"success": {"type": "boolean"}, "data": object(json!({
+                                "uid": {"type": "integer"}, "email": nullable("string"), "firstName": string(), "lastName": string(),
+                                "owId": {"type": "integer"}, "clientId": string(), "expiresAt": string()
+                            }), &["uid", "owId", "clientId", "expiresAt"])}),
+                            &["success", "data"],
+                        ),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/api/v3/ua/user/reset-password".to_string(),
+            "post",
+            op(
+                "IQM",
+                "Mail a reset link",
+                basic(),
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"email": string()}), &["email"])}}}),
+                ),
+                vec![("200", message())],
+                e,
+            ),
+        ),
+        (
+            "/api/v3/ua/user/update-password".to_string(),
+            "post",
+            op(
+                "IQM",
+                "Set a new password with the reset link's token",
+                vec![query_param("token", false)],
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"email": string(), "password": string(), "token": string()}), &["email", "password"])}}}),
+                ),
+                vec![("200", message())],
+                e,
+            ),
+        ),
+    ]
+}
+
+fn pages() -> Vec<(String, &'static str, Value)> {
+    let e = "PageAnswer";
+    let page = |what: &str| {
+        op(
+            "Pages",
+            what,
+            vec![path_param("code")],
+            None,
+            vec![("200", text("The page", "text/html")), ("410", text("The link no longer works", "text/html"))],
+            e,
+        )
+    };
+    vec![
+        ("/reset/{code}".to_string(), "get", page("The password-reset page")),
+        (
+            "/reset/{code}".to_string(),
+            "post",
+            op(
+                "Pages",
+                "Set the new password",
+                vec![path_param("code")],
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"password": string()}), &["password"])}}}),
+                ),
+                vec![("200", answer("Set", schema_ref(e)))],
+                e,
+            ),
+        ),
+        ("/register/{code}".to_string(), "get", page("The device-registration page")),
+        (
+            "/register/{code}".to_string(),
+            "post",
+            op(
+                "Pages",
+                "Register this device; its API key",
+                vec![path_param("code")],
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"device_name": string()}), &["device_name"])}}}),
+                ),
+                vec![(
+                    "201",
+                    answer(
+                        "Registered",
+                        object(
+                            json!({"app_id": string(), "user_id": string(), "device_id": {"type": "integer"}, "apikey": string(), "secretkey": string()}),
+                            &["app_id", "user_id", "device_id", "apikey", "secretkey"],
+                        ),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/static/gatehouse.css".to_string(),
+            "get",
+            json!({"tags": ["Pages"], "summary": "The pages' style", "responses": {"200": text("CSS", "text/css")}}),
+        ),
+        (
+            "/static/reset.js".to_string(),
+            "get",
+            json!({"tags": ["Pages"], "summary": "The reset page's script", "responses": {"200": text("JavaScript", "text/javascript")}}),
+        ),
+        (
+            "/static/register.js".to_string(),
+            "get",
+            json!({"tags": ["Pages"], "summary": "The registration page's script", "responses": {"200": text("JavaScript", "text/javascript")}}),
+        ),
+        (
+            "/healthz".to_string(),
+            "get",
+            json!({"tags": ["Operations"], "summary": "200 when the database answers", "responses": {"200": text("ok", "text/plain"), "503": text("database unavailable", "text/plain")}}),
+        ),
+        (
+            "/openapi.json".to_string(),
+            "get",
+            json!({"tags": ["Operations"], "summary": "This document", "responses": {"200": answer("OpenAPI 3", json!({"type": "object"}))}}),
+        ),
+    ]
+}
+
+fn schemas() -> Value {
+    let boolean = json!({"type": "boolean"});
+    let integer = json!({"type": "integer"});
+    let number = json!({"type": "number"});
+    json!({
+        "ForepaasError": object(json!({"error": string(), "success": boolean, "status": integer, "duration": number}), &["error", "success", "status", "duration"]),
+        "ForepaasOk": object(json!({"success": boolean, "status": integer, "duration": number}), &["success", "status", "duration"]),
+        "ForepaasLogin": object(json!({"auth_mode": {"type": "string", "enum": ["forepaas_id_resource_owner", "apikey"]}, "login": string(), "password": string(), "apikey": string(), "secretkey": string(), "app_id": string()}), &["auth_mode"]),
+        "ForepaasUser": object(json!({
+            "uid": string(), "user": string(), "firstname": string(), "lastname": string(), "civility": string(), "login": string(),
+            "password_renew": boolean, "password_expiration": nullable("string"), "token": string()
+        }), &["uid", "user", "firstname", "lastname", "civility", "login", "password_renew", "password_expiration", "token"]),
+        "ForepaasSession": object(json!({
+            "success": boolean, "status": integer, "uid": string(), "user": string(), "firstname": string(), "lastname": string(),
+            "civility": string(), "login": string(), "app_id": string(), "password_renew": boolean, "password_expiration": nullable("string"),
+            "created": string(), "expires": string(), "duration": number
+        }), &["success", "status", "uid", "login", "app_id", "password_renew", "expires"]),
+        "CmsError": object(json!({"timestamp": string(), "status": integer, "error": string(), "message": string(), "path": string()}), &["timestamp", "status", "error", "message", "path"]),
+        "CmsUser": object(json!({
+            "id": integer, "userName": string(), "firstName": string(), "lastName": string(), "emailAddress": nullable("string"),
+            "locale": nullable("string"), "customerId": nullable("integer"), "userType": string(), "licenseAgreementAccepted": boolean,
+            "demoMode": string(), "googleApiKey": nullable("string"), "blocked": boolean
+        }), &["id", "userName", "firstName", "lastName", "emailAddress", "locale", "customerId", "userType", "licenseAgreementAccepted", "demoMode", "googleApiKey", "blocked"]),
+        "IampassRefusal": object(json!({"status": boolean, "reason": string()}), &["status", "reason"]),
+        "IampassStatus": object(json!({"status": boolean, "reason": string()}), &["status"]),
+        "IampassUsers": object(json!({"users": {"type": "array", "items": string()}}), &["users"]),
+        "IqmTokens": object(json!({"access_token": string(), "refresh_token": string(), "scope": string(), "token_type": string(), "expires_in": integer}), &["access_token", "refresh_token", "scope", "token_type", "expires_in"]),
+        "IqmLogin": object(json!({"success": boolean, "data": {"allOf": [schema_ref("IqmTokens"), object(json!({"owId": integer}), &["owId"])]}}), &["success", "data"]),
+        "IqmError": object(json!({
+            "success": boolean,
+            "data": object(json!({"status": string(), "reason": string(), "supportEmail": string()}), &[]),
+            "errorObjects": {"type": "array", "items": object(json!({"error": string(), "reason": string()}), &["error"])}
+        }), &["success", "errorObjects"]),
+        "PageAnswer": object(json!({"success": boolean, "error": string()}), &["success"]),
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (path, method, operation) in
+        forepaas().into_iter().chain(smartserver()).chain(iampass()).chain(iqm()).chain(pages())
+    {
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
+        entry[method] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "gatehouse",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Four wire-compatible authentication APIs over one identity store: ForePaaS IAM, IAMPASS Management, SmartServer CMS and IQM."
+        },
+        "paths": paths,
+        "components": {"schemas": schemas()}
+    })
+}
