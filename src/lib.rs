@@ -35,6 +35,7 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
 /// Must run inside an actix system.
 pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> {
     let data = aweb::Data::from(Arc::clone(&core));
+    let metrics = aweb::Data::new(web::metrics::Metrics::default());
     let workers = core.config.http_workers();
     let tls = core.config.tls.enabled();
     let server = HttpServer::new(move || {
@@ -42,7 +43,12 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
         if tls {
             headers = headers.add(("Strict-Transport-Security", "max-age=31536000"));
         }
-        App::new().app_data(data.clone()).wrap(headers).wrap_fn(web::access_log).configure(routes)
+        App::new()
+            .app_data(data.clone())
+            .app_data(metrics.clone())
+            .wrap(headers)
+            .wrap_fn(web::access_log)
+            .configure(routes)
     })
     .workers(workers);
     let server = if tls {

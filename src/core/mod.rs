@@ -17,6 +17,7 @@ pub mod password;
 pub mod reaper;
 pub mod reset;
 pub mod sessions;
+pub mod stats;
 pub mod users;
 
 use std::sync::Arc;
@@ -161,6 +162,7 @@ pub struct Core {
     key: MasterKey,
     hasher: Hasher,
     throttle: guard::Throttle,
+    pub(crate) counters: stats::Counters,
     pub outbox: Arc<mail::Outbox>,
 }
 
@@ -206,7 +208,15 @@ impl Core {
             .map_err(|e| OpenError::Other(e.to_string()))?;
         let outbox = mail::Outbox::open(config.data_dir.join("outbox"), &config.mail.from).map_err(OpenError::Other)?;
         let throttle = guard::Throttle::new(config.throttle.clone());
-        let core = Core { config: Arc::new(config), store, key, hasher, throttle, outbox: Arc::new(outbox) };
+        let core = Core {
+            config: Arc::new(config),
+            store,
+            key,
+            hasher,
+            throttle,
+            counters: stats::Counters::default(),
+            outbox: Arc::new(outbox),
+        };
         core.store
             .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS], now_ms()))
             .map_err(|e| OpenError::Other(e.to_string()))?;

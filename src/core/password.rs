@@ -34,6 +34,12 @@ impl Hasher {
         self.argon.hash_password(password.expose().as_bytes(), &salt).map(|h| h.to_string()).map_err(internal)
     }
 
+    /// (hashes waiting for a worker now, sign-ins turned away so far).
+    pub fn queue_stats(&self) -> (u64, u64) {
+        let waiting = self.gate.state.lock().map(|s| s.waiting as u64).unwrap_or(0);
+        (waiting, self.gate.rejected.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// True when `password` matches `hash`. With no hash (unknown account, or an account without a
     /// password) a dummy hash is verified instead, and the answer is false.
     pub fn verify(&self, password: &Secret, hash: Option<&str>) -> Result<bool, Error> {
@@ -53,6 +59,7 @@ struct Gate {
     state: Mutex<GateState>,
     freed: Condvar,
     max_waiting: usize,
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 struct GateState {
@@ -64,7 +71,12 @@ struct Permit<'a>(&'a Gate);
 
 impl Gate {
     fn new(n: usize, max_waiting: usize) -> Gate {
-        Gate { state: Mutex::new(GateState { free: n, waiting: 0 }), freed: Condvar::new(), max_waiting }
+        Gate {
+            state: Mutex::new(GateState { free: n, waiting: 0 }),
+            freed: Condvar::new(),
+            max_waiting,
+            rejected: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// A permit, waiting for one if need be; `Busy` when too many wait already.
@@ -72,6 +84,7 @@ impl Gate {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.free == 0 {
             if st.waiting >= self.max_waiting {
+                self.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(Error::Busy);
             }
             st.waiting += 1;

@@ -24,6 +24,11 @@ impl Core {
                 audit: audit::reap(tx, now.saturating_sub(retention))?,
             })
         })?;
+        let c = &self.counters;
+        super::stats::bump(&c.reaped_tokens, reaped.tokens as u64);
+        super::stats::bump(&c.reaped_links, reaped.links as u64);
+        super::stats::bump(&c.reaped_nonces, reaped.nonces as u64);
+        super::stats::bump(&c.reaped_audit, reaped.audit as u64);
         if reaped != Reaped::default() {
             log::info!(
                 "reaper removed {} tokens, {} links, {} nonces, {} audit events",

@@ -39,14 +39,23 @@ impl Core {
         account: &str,
         attempt: impl FnOnce() -> Result<T, Error>,
     ) -> Result<T, Error> {
+        use super::stats::bump;
         let now = now_ms();
-        self.throttle.check(account, caller, now)?;
+        if let Err(e) = self.throttle.check(account, caller, now) {
+            bump(&self.counters.throttled, 1);
+            return Err(e);
+        }
         let result = attempt();
         match &result {
-            Ok(_) => self.throttle.succeeded(account),
+            Ok(_) => {
+                bump(&self.counters.logins_ok, 1);
+                self.throttle.succeeded(account)
+            }
             Err(Error::BadCredentials | Error::WrongPassword) => {
+                bump(&self.counters.logins_failed, 1);
                 self.audit(caller, "login_failed", None, None, Some(account));
                 if self.throttle.failed(account, caller, now) == Outcome::LockedOut {
+                    bump(&self.counters.lockouts, 1);
                     self.audit(caller, "lockout", None, None, Some(account));
                     log::warn!(
                         "sign-in lockout after repeated failures (dialect {}, address {})",

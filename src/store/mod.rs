@@ -29,6 +29,7 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    waits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +75,26 @@ impl Store {
             .connection_timeout(Duration::from_secs(30))
             .build(manager)
             .map_err(|source| OpenError::Pool { path: name, source })?;
-        Ok(Store { pool })
+        Ok(Store { pool, waits: Default::default() })
     }
 
     /// Runs `f` on a pooled connection. Blocking: call it from the blocking pool or the CLI.
     pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Error>) -> Result<T, Error> {
+        if self.pool.state().idle_connections == 0 {
+            self.waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut conn = self.pool.get().map_err(crate::core::internal)?;
         f(&mut conn)
+    }
+
+    /// (calls that found no idle connection so far, open connections, idle connections).
+    pub fn pool_stats(&self) -> (u64, u64, u64) {
+        let st = self.pool.state();
+        (
+            self.waits.load(std::sync::atomic::Ordering::Relaxed),
+            u64::from(st.connections),
+            u64::from(st.idle_connections),
+        )
     }
 
     /// Runs `f` in a write transaction (BEGIN IMMEDIATE, so it never fails half-way on a lock

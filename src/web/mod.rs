@@ -1,6 +1,7 @@
 //! What every route shares: the access log, request bodies read under a limit, and /healthz.
 //! The built-in pages (password reset; device registration to come) are in `pages`.
 
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod tls;
@@ -32,6 +33,7 @@ where
     let method = req.method().clone();
     let route = req.match_pattern().unwrap_or_else(|| "(no route)".to_string());
     let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "-".into());
+    let metrics = req.app_data::<web::Data<metrics::Metrics>>().cloned();
     let fut = srv.call(req);
     async move {
         let res = fut.await;
@@ -39,11 +41,11 @@ where
             Ok(r) => r.status().as_u16(),
             Err(e) => e.as_response_error().status_code().as_u16(),
         };
-        log::info!(
-            target: "gatehouse::access",
-            "{peer} {method} {route} {status} {:.1}ms",
-            start.elapsed().as_secs_f64() * 1000.0
-        );
+        let elapsed = start.elapsed();
+        if let Some(m) = metrics {
+            m.record(&route, status, elapsed);
+        }
+        log::info!(target: "gatehouse::access", "{peer} {method} {route} {status} {:.1}ms", elapsed.as_secs_f64() * 1000.0);
         res
     }
 }
@@ -98,6 +100,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz));
     pages::routes(cfg);
     openapi::routes(cfg);
+    metrics::routes(cfg);
 }
 
 /// The reaper's loop: one sweep every interval, for the life of the server.

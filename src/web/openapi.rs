@@ -502,6 +502,11 @@ fn pages() -> Vec<(String, &'static str, Value)> {
             json!({"tags": ["Operations"], "summary": "200 when the database answers", "responses": {"200": text("ok", "text/plain"), "503": text("database unavailable", "text/plain")}}),
         ),
         (
+            "/metrics".to_string(),
+            "get",
+            json!({"tags": ["Operations"], "summary": "Prometheus metrics", "responses": {"200": text("Prometheus text format", "text/plain")}}),
+        ),
+        (
             "/openapi.json".to_string(),
             "get",
             json!({"tags": ["Operations"], "summary": "This document", "responses": {"200": answer("OpenAPI 3", json!({"type": "object"}))}}),

@@ -464,3 +464,32 @@ async fn password_change_needs_the_old_password_and_ends_the_other_sessions() {
     let new = app.post_json("/iam/login", &password_login("john.doe", "a brand new password", "forepaas")).await;
     assert_eq!(new.status, 200);
 }
+
+#[actix_web::test]
+async fn metrics_are_scraped_in_prometheus_text() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    app.post_json("/iam/login", &password_login("john.doe", "wrong password", "forepaas")).await;
+    app.get(&format!("/iam/checkSession?token={token}")).await;
+    let m = app.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.content_type.starts_with("text/plain; version=0.0.4"), "{}", m.content_type);
+    for line in [
+        "gatehouse_http_requests_total{dialect=\"forepaas\",route=\"/iam/login\",status=\"200\"} 1",
+        "gatehouse_http_requests_total{dialect=\"forepaas\",route=\"/iam/login\",status=\"401\"} 1",
+        "gatehouse_http_requests_total{dialect=\"forepaas\",route=\"/iam/checkSession\",status=\"200\"} 1",
+        "gatehouse_http_request_duration_seconds_count{dialect=\"forepaas\",route=\"/iam/login\"} 2",
+        "gatehouse_http_request_duration_seconds_bucket{dialect=\"forepaas\",route=\"/iam/login\",le=\"+Inf\"} 2",
+        "gatehouse_logins_total{result=\"ok\"} 1",
+        "gatehouse_logins_total{result=\"failed\"} 1",
+        "gatehouse_throttled_total 0",
+        "gatehouse_hash_queue_depth 0",
+        "gatehouse_reaper_removed_total{kind=\"tokens\"} 0",
+    ] {
+        assert!(m.text.lines().any(|l| l == line), "missing {line:?} in:\n{}", m.text);
+    }
+    assert!(m.text.contains("# TYPE gatehouse_http_request_duration_seconds histogram"));
+    assert!(m.text.contains("gatehouse_db_pool_waits_total "));
+    assert!(!m.text.contains(&token), "no secret in the metrics");
+}

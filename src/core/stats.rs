@@ -1,0 +1,63 @@
+//! Counters the core keeps for `/metrics`: plain atomics, no locks on the hot paths.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Core;
+
+#[derive(Default)]
+pub struct Counters {
+    pub logins_ok: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub throttled: AtomicU64,
+    pub lockouts: AtomicU64,
+    pub reaped_tokens: AtomicU64,
+    pub reaped_links: AtomicU64,
+    pub reaped_nonces: AtomicU64,
+    pub reaped_audit: AtomicU64,
+}
+
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A reading of every counter and gauge.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub logins_ok: u64,
+    pub logins_failed: u64,
+    pub throttled: u64,
+    pub lockouts: u64,
+    pub hash_waiting: u64,
+    pub hash_rejected: u64,
+    pub reaped_tokens: u64,
+    pub reaped_links: u64,
+    pub reaped_nonces: u64,
+    pub reaped_audit: u64,
+    pub pool_waits: u64,
+    pub pool_open: u64,
+    pub pool_idle: u64,
+}
+
+impl Core {
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (hash_waiting, hash_rejected) = self.hasher.queue_stats();
+        let (pool_waits, pool_open, pool_idle) = self.store.pool_stats();
+        Stats {
+            logins_ok: get(&c.logins_ok),
+            logins_failed: get(&c.logins_failed),
+            throttled: get(&c.throttled),
+            lockouts: get(&c.lockouts),
+            hash_waiting,
+            hash_rejected,
+            reaped_tokens: get(&c.reaped_tokens),
+            reaped_links: get(&c.reaped_links),
+            reaped_nonces: get(&c.reaped_nonces),
+            reaped_audit: get(&c.reaped_audit),
+            pool_waits,
+            pool_open,
+            pool_idle,
+        }
+    }
+}
