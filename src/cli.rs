@@ -39,6 +39,12 @@ enum Command {
     Backup { file: PathBuf },
     /// Replace the database of a stopped data directory with the backup FILE
     Restore { file: PathBuf },
+    /// Time Argon2id verifies with the configured parameters (for bench/run)
+    #[command(hide = true)]
+    Argon2Bench {
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+    },
     /// Print security events (sign-ins, lockouts, users, devices, resets), oldest first
     Audit {
         /// Only events this recent, e.g. 1h or 7d (default: all that are kept)
@@ -191,6 +197,23 @@ fn run(config: Config, command: Command) -> Result<(), String> {
             );
             return Ok(());
         }
+        Command::Argon2Bench { rounds } => {
+            let hasher = crate::core::password::Hasher::new(&config.argon2, 1, 1).map_err(|e| e.to_string())?;
+            let password = Secret::new("bench password");
+            let phc = hasher.hash(&password).map_err(|e| e.to_string())?;
+            let start = std::time::Instant::now();
+            for _ in 0..*rounds {
+                hasher.verify(&password, Some(&phc)).map_err(|e| e.to_string())?;
+            }
+            let per = start.elapsed().as_secs_f64() / f64::from((*rounds).max(1));
+            let cores = config.hash_workers();
+            println!(
+                "{{\"verify_ms\": {:.3}, \"workers\": {cores}, \"limit_per_s\": {:.1}}}",
+                per * 1000.0,
+                cores as f64 / per
+            );
+            return Ok(());
+        }
         Command::Restore { file } => {
             let users = crate::store::backup::restore(&config, file)?;
             println!("restored {} into {} ({users} users)", file.display(), config.db_path().display());
@@ -218,7 +241,7 @@ fn run(config: Config, command: Command) -> Result<(), String> {
             drop(lock);
             served
         }
-        Command::Backup { .. } | Command::Restore { .. } => Ok(()),
+        Command::Backup { .. } | Command::Restore { .. } | Command::Argon2Bench { .. } => Ok(()),
         Command::App(AppCommand::Add { id, secret_stdin }) => {
             let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
             let secret = core.add_app(&id, given).map_err(e)?;
