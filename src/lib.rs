@@ -58,6 +58,7 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
     }
     .run();
     core::mail::start_sender(&core.outbox, &core.config.mail);
+    actix_web::rt::spawn(web::toucher(Arc::clone(&core)));
     actix_web::rt::spawn(web::reaper(core));
     Ok(server)
 }

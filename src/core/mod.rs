@@ -163,6 +163,8 @@ pub struct Core {
     hasher: Hasher,
     throttle: guard::Throttle,
     pub(crate) counters: stats::Counters,
+    /// Recent uses of tokens with an idle timeout, not yet written (see `Core::flush_touches`).
+    touches: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
     pub outbox: Arc<mail::Outbox>,
 }
 
@@ -215,6 +217,7 @@ impl Core {
             hasher,
             throttle,
             counters: stats::Counters::default(),
+            touches: Default::default(),
             outbox: Arc::new(outbox),
         };
         core.store

@@ -2,9 +2,11 @@
 //!
 //! - At most `workers` hashes run at once, on threads of their own at a lower scheduling priority,
 //!   so a flood of logins leaves the cores to token checks and management calls first.
-//! - Each worker hashes into the same `memory_kib` buffer every time: the memory of hashing is
-//!   `workers x memory_kib`, allocated once. (Letting the crate allocate per hash on whichever
-//!   thread asks made glibc keep gigabytes in per-thread arenas under a login flood.)
+//! - Each worker hashes into the same `memory_kib` buffer every time: the memory of hashing is at
+//!   most `workers x memory_kib`. (Letting the crate allocate per hash on whichever thread asks
+//!   made glibc keep gigabytes in per-thread arenas under a login flood.) A worker allocates its
+//!   buffer at its first job and frees it after `IDLE_RELEASE` without work, so an idle server
+//!   holds none.
 //! - At most `queue` hashes wait; beyond that a sign-in is turned away (`Error::Busy`, 503).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +22,8 @@ use super::{internal, Error};
 use crate::config;
 
 const OUTPUT_LEN: usize = 32;
+/// A worker without work for this long gives its memory back.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 enum Job {
     Hash { password: Secret, reply: mpsc::Sender<Result<String, Error>> },
@@ -45,12 +49,19 @@ struct Worker {
 }
 
 impl Worker {
+    fn memory(&mut self) -> &mut Vec<Block> {
+        if self.memory.is_empty() {
+            self.memory = vec![Block::default(); self.params.block_count()];
+        }
+        &mut self.memory
+    }
+
     fn hash(&mut self, password: &Secret) -> Result<String, Error> {
         let salt = random_bytes::<16>();
         let mut out = [0u8; OUTPUT_LEN];
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
         argon
-            .hash_password_into_with_memory(password.expose().as_bytes(), &salt, &mut out, &mut self.memory)
+            .hash_password_into_with_memory(password.expose().as_bytes(), &salt, &mut out, self.memory())
             .map_err(internal)?;
         let p = &self.params;
         Ok(format!("$argon2id$v=19$m={},t={},p={}${}${}", p.m_cost(), p.t_cost(), p.p_cost(), b64(&salt), b64(&out)))
@@ -70,8 +81,8 @@ impl Worker {
         let argon = Argon2::new(algorithm, version, params.clone());
         // A hash made under other parameters (the configuration changed) gets memory of its own.
         let mut other;
-        let memory = if params.block_count() == self.memory.len() {
-            &mut self.memory
+        let memory = if params.block_count() == self.params.block_count() {
+            self.memory()
         } else {
             other = vec![Block::default(); params.block_count()];
             &mut other
@@ -101,15 +112,22 @@ impl Hasher {
         let waiting = std::sync::Arc::new(AtomicUsize::new(0));
         for i in 0..workers.max(1) {
             let (rx, waiting) = (rx.clone(), waiting.clone());
-            let mut worker = Worker { memory: vec![Block::default(); params.block_count()], params: params.clone() };
+            let mut worker = Worker { memory: Vec::new(), params: params.clone() };
             let spawned = std::thread::Builder::new().name(format!("gatehouse-argon2-{i}")).spawn(move || {
                 lower_priority();
                 loop {
                     let job = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(p) => p.into_inner().recv(),
+                        Ok(r) => r.recv_timeout(IDLE_RELEASE),
+                        Err(p) => p.into_inner().recv_timeout(IDLE_RELEASE),
                     };
-                    let Ok(job) = job else { return };
+                    let job = match job {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            worker.memory = Vec::new();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
                     waiting.fetch_sub(1, Ordering::Relaxed);
                     match job {
                         Job::Hash { password, reply } => {
@@ -125,10 +143,14 @@ impl Hasher {
                 return Err(argon2::Error::ThreadsTooMany);
             }
         }
-        let mut h = Hasher { jobs: Mutex::new(tx), waiting, rejected: AtomicU64::new(0), dummy: String::new() };
-        let random = Secret::new(super::crypto::hex(&random_bytes::<16>()));
-        h.dummy = h.hash(&random).map_err(|_| argon2::Error::AlgorithmInvalid)?;
-        Ok(h)
+        // The dummy is hashed here, on a buffer freed at once, so no worker holds memory until the
+        // first sign-in.
+        let mut once = Worker { memory: Vec::new(), params };
+        let dummy = once
+            .hash(&Secret::new(super::crypto::hex(&random_bytes::<16>())))
+            .map_err(|_| argon2::Error::AlgorithmInvalid)?;
+        drop(once);
+        Ok(Hasher { jobs: Mutex::new(tx), waiting, rejected: AtomicU64::new(0), dummy })
     }
 
     fn submit(&self, job: Job) -> Result<(), Error> {

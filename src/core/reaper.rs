@@ -14,6 +14,8 @@ pub struct Reaped {
 impl Core {
     /// One sweep.
     pub fn reap(&self) -> Result<Reaped, Error> {
+        // Idle tokens are judged by their last use: write the uses kept in memory first.
+        self.flush_touches()?;
         let now = now_ms();
         let retention = self.config.audit.retention.millis();
         let reaped = self.store.write(|tx| {

@@ -233,24 +233,66 @@ impl Core {
         Ok(SignedIn { token, user, app_id: app_id.to_string(), expires_at })
     }
 
+    /// The live token behind `d`, its idle timeout checked against its last use, the one in
+    /// memory (not yet written) included.
+    fn live_token(
+        &self,
+        c: &rusqlite::Connection,
+        d: &[u8; 32],
+        kind: TokenKind,
+        now: i64,
+    ) -> Result<tokens::LiveToken, Error> {
+        let Some(mut live) = tokens::live(c, d, kind.as_str(), now)? else {
+            return Err(Error::BadToken);
+        };
+        if let Some(t) = self.touches.lock().unwrap_or_else(|p| p.into_inner()).get(d) {
+            live.last_used_at = live.last_used_at.max(*t);
+        }
+        if live.idle_ms.is_some_and(|idle| live.last_used_at.saturating_add(idle) <= now) {
+            return Err(Error::BadToken);
+        }
+        Ok(live)
+    }
+
+    /// Counts a use of a token with an idle timeout. Uses are kept in memory and written together
+    /// by `flush_touches` (every second, and before each reaper sweep): one write a second instead
+    /// of one per check. A crash loses at most a second of uses, which can only make a token
+    /// expire that much earlier.
+    fn touch(&self, d: &[u8; 32], now: i64) {
+        self.touches.lock().unwrap_or_else(|p| p.into_inner()).insert(*d, now);
+    }
+
+    /// Writes the uses kept in memory.
+    pub fn flush_touches(&self) -> Result<usize, Error> {
+        let pending = std::mem::take(&mut *self.touches.lock().unwrap_or_else(|p| p.into_inner()));
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let n = pending.len();
+        self.store.write(|tx| {
+            for (d, t) in &pending {
+                tokens::touch(tx, d, *t)?;
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// Checks a token and counts the check as a use. `app_id`, when given, must be the token's.
     pub fn check_token(&self, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<TokenInfo, Error> {
         let now = now_ms();
         let d = digest(token);
         let (live, user) = self.store.with(|c| {
-            let Some(live) = tokens::live(c, &d, kind.as_str(), now)? else {
-                return Err(Error::BadToken);
-            };
+            let live = self.live_token(c, &d, kind, now)?;
             if app_id.is_some_and(|a| a != live.app_id) {
                 return Err(Error::BadToken);
-            }
-            // Only a token with an idle timeout needs to remember its last use.
-            if live.idle_ms.is_some() {
-                tokens::touch(c, &d, now)?;
             }
             let user = users::by_id(c, live.user_id)?.ok_or(Error::BadToken)?;
             Ok((live, user))
         })?;
+        if live.idle_ms.is_some() {
+            self.touch(&d, now);
+        }
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
         Ok(TokenInfo {
             user,
@@ -291,9 +333,7 @@ impl Core {
         let d = digest(token);
         self.store
             .write(|tx| {
-                let Some(live) = tokens::live(tx, &d, kind.as_str(), now)? else {
-                    return Err(Error::BadToken);
-                };
+                let live = self.live_token(tx, &d, kind, now)?;
                 if app_id.is_some_and(|a| a != live.app_id) {
                     return Err(Error::BadToken);
                 }

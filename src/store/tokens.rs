@@ -38,21 +38,23 @@ pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), Error> {
     Ok(())
 }
 
-/// A token of `kind` that is live at `now`: not revoked, not expired, not idle, its user not
-/// blocked and still a member of its application, its API key (if any) live.
+/// A token of `kind` that is live at `now`: not revoked, not expired, its user not blocked and
+/// still a member of its application, its API key (if any) live. The idle timeout is the caller's
+/// to check against `last_used_at` (the core keeps recent uses in memory, see `Core::touch`).
 pub struct LiveToken {
     pub user_id: i64,
     pub app_id: String,
     pub created_at: i64,
     pub expires_at: i64,
     pub idle_ms: Option<i64>,
+    pub last_used_at: i64,
     pub family: Option<Vec<u8>>,
 }
 
 pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
     Ok(conn
         .prepare_cached(
-            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family
+            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at
              FROM tokens t
              JOIN users u ON u.id = t.user_id
              JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
@@ -60,7 +62,6 @@ pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Resul
              WHERE t.digest = ?1 AND t.kind = ?2
                AND t.revoked_at IS NULL AND t.used_at IS NULL
                AND t.expires_at > ?3
-               AND (t.idle_ms IS NULL OR t.last_used_at + t.idle_ms > ?3)
                AND u.blocked = 0
                AND (t.api_key_id IS NULL
                     OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
@@ -73,12 +74,13 @@ pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Resul
                 expires_at: r.get(3)?,
                 idle_ms: r.get(4)?,
                 family: r.get(5)?,
+                last_used_at: r.get(6)?,
             })
         })
         .optional()?)
 }
 
-/// Counts as a use for the idle timeout.
+/// Records uses for the idle timeout (never moving a last use backwards).
 pub fn touch(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<(), Error> {
     conn.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE digest = ?1 AND last_used_at < ?2")?
         .execute(params![&digest[..], now])?;

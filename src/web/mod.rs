@@ -103,6 +103,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     metrics::routes(cfg);
 }
 
+/// Writes the token uses kept in memory, every second, for the life of the server.
+pub async fn toucher(core: Arc<Core>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let _ = core.call(|c| c.flush_touches()).await;
+    }
+}
+
 /// The reaper's loop: one sweep every interval, for the life of the server.
 pub async fn reaper(core: Arc<Core>) {
     let mut tick = tokio::time::interval(core.config.reaper.interval.0);

@@ -493,3 +493,17 @@ async fn metrics_are_scraped_in_prometheus_text() {
     assert!(m.text.contains("gatehouse_db_pool_waits_total "));
     assert!(!m.text.contains(&token), "no secret in the metrics");
 }
+
+#[actix_web::test]
+async fn uses_are_written_within_a_second_not_on_every_check() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    let last =
+        || app.db().query_row("SELECT last_used_at - created_at FROM tokens", [], |r| r.get::<_, i64>(0)).unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(app.get(&format!("/iam/checkSession?token={token}")).await.status, 200);
+    assert_eq!(last(), 0, "the use is held in memory");
+    actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
+    assert!(last() >= 50, "and written within a second");
+}
