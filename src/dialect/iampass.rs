@@ -229,22 +229,21 @@ async fn signed_users(
     req: &HttpRequest,
     payload: web::Payload,
     core: &std::sync::Arc<Core>,
-) -> Result<(String, Vec<String>), HttpResponse> {
+) -> Result<(String, Vec<String>, Caller), HttpResponse> {
     let (app, _) = signed(req, core, false).await?;
     match users_of(&body(payload, core).await?) {
-        Ok(users) => Ok((app, users)),
+        Ok(users) => Ok((app, users, Caller::new(req.peer_addr().map(|a| a.ip()), "iampass"))),
         Err(reason) => Err(refused(StatusCode::OK, &reason)),
     }
 }
 
 async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let (app, users) = match signed_users(&req, payload, &core).await {
+    let (app, users, caller) = match signed_users(&req, payload, &core).await {
         Ok(p) => p,
         Err(res) => return res,
     };
     let a = app.clone();
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
     match core.call(move |c| c.add_app_users(&caller, &a, &users)).await {
         Ok(added) => json_answer(
             StatusCode::CREATED,
@@ -256,12 +255,11 @@ async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core
 
 async fn delete_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let (app, users) = match signed_users(&req, payload, &core).await {
+    let (app, users, caller) = match signed_users(&req, payload, &core).await {
         Ok(p) => p,
         Err(res) => return res,
     };
     let a = app.clone();
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
     match core.call(move |c| c.remove_app_users(&caller, &a, &users)).await {
         Ok(_) => json_answer(StatusCode::OK, &json!({"status": true})),
         Err(e) => error(&e, &app, None),
