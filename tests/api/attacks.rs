@@ -12,7 +12,7 @@ const PASSWORD: &str = "the right password";
 fn throttled(c: &mut gatehouse::config::Config) {
     c.throttle.account_failures = 3;
     c.throttle.address_failures = 1000;
-    c.throttle.delay = gatehouse::config::Seconds(Duration::from_millis(300));
+    c.throttle.delay = gatehouse::config::Seconds(Duration::from_millis(600));
     c.throttle.lockout = gatehouse::config::Seconds::secs(60);
     c.throttle.window = gatehouse::config::Seconds::secs(60);
 }
@@ -71,15 +71,15 @@ async fn guessing_is_throttled_across_dialects_then_locked_out() {
     assert_eq!(a.status, 429, "{}", a.text);
     assert_eq!(a.json["status"], json!(429), "the CMS envelope");
     assert!(retry_after(&a) >= 1);
-    sleep_ms(350).await;
+    sleep_ms(650).await;
     assert_eq!(cms(&app, who, "guess 2").await.status, 401);
     // The delay doubles.
-    sleep_ms(350).await;
+    sleep_ms(650).await;
     let a = iqm(&app, &basic, who, "guess 3").await;
-    assert_eq!(a.status, 429, "600 ms after the second failure: {}", a.text);
+    assert_eq!(a.status, 429, "650 ms into the second wait (1200 ms): {}", a.text);
     assert_eq!(a.json["success"], json!(false));
     assert!(a.json["errorObjects"][0]["error"].is_string(), "the IQM envelope");
-    sleep_ms(300).await;
+    sleep_ms(650).await;
     assert_eq!(iqm(&app, &basic, who, "guess 3").await.status, 403, "the third failure: locks out");
 
     // Locked out: the right password fails everywhere, with Retry-After.
@@ -111,12 +111,12 @@ async fn a_success_resets_the_account() {
     let (app, _) = setup(throttled).await;
     let who = "mark@example.com";
     assert_eq!(iam(&app, who, "guess").await.status, 401);
-    sleep_ms(350).await;
-    assert_eq!(iam(&app, who, "guess").await.status, 401);
     sleep_ms(650).await;
+    assert_eq!(iam(&app, who, "guess").await.status, 401);
+    sleep_ms(1300).await;
     assert_eq!(iam(&app, who, PASSWORD).await.status, 200);
     assert_eq!(iam(&app, who, "guess").await.status, 401, "no wait carried over");
-    sleep_ms(350).await;
+    sleep_ms(650).await;
     assert_eq!(iam(&app, who, "guess").await.status, 401, "and the count started again: no lockout yet");
 }
 
@@ -142,7 +142,7 @@ async fn api_key_guessing_is_throttled_too() {
     assert_eq!(app.post_json("/iam/login", &body(&"0".repeat(64))).await.status, 401);
     let right = body(key.secretkey.expose());
     assert_eq!(app.post_json("/iam/login", &right).await.status, 429, "the right secret waits too");
-    sleep_ms(350).await;
+    sleep_ms(650).await;
     assert_eq!(app.post_json("/iam/login", &right).await.status, 200);
 }
 
@@ -199,7 +199,7 @@ async fn security_events_land_in_the_audit_log() {
     let token = iam(&app, who, PASSWORD).await.json["token"].as_str().unwrap().to_string();
     app.delete(&format!("/iam/logout?token={token}")).await;
     assert_eq!(iqm(&app, &basic, who, "guess").await.status, 403);
-    sleep_ms(350).await;
+    sleep_ms(650).await;
     assert_eq!(cms(&app, who, "guess").await.status, 401);
     app.core.set_blocked(who, true).unwrap();
     let body = json!({"userName": who, "emailAddress": who}).to_string().into_bytes();
