@@ -282,20 +282,16 @@ impl Core {
     pub fn check_token(&self, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<TokenInfo, Error> {
         let now = now_ms();
         let d = digest(token);
-        let (live, user) = self.store.with(|c| {
-            let live = self.live_token(c, &d, kind, now)?;
-            if app_id.is_some_and(|a| a != live.app_id) {
-                return Err(Error::BadToken);
-            }
-            let user = users::by_id(c, live.user_id)?.ok_or(Error::BadToken)?;
-            Ok((live, user))
-        })?;
+        let live = self.store.with(|c| self.live_token(c, &d, kind, now))?;
+        if app_id.is_some_and(|a| a != live.app_id) {
+            return Err(Error::BadToken);
+        }
         if live.idle_ms.is_some() {
             self.touch(&d, now);
         }
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
         Ok(TokenInfo {
-            user,
+            user: live.user,
             family: live.family,
             app_id: live.app_id,
             created_at: live.created_at,
@@ -341,9 +337,6 @@ impl Core {
                 log::debug!("user {} signed out of {}", live.user_id, live.app_id);
                 Ok(live)
             })
-            .map(|live| {
-                let user = self.user_by_id(live.user_id).ok();
-                self.audit(caller, "logout", Some(&live.app_id), user.as_ref(), None);
-            })
+            .map(|live| self.audit(caller, "logout", Some(&live.app_id), Some(&live.user), None))
     }
 }

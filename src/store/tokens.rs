@@ -49,23 +49,27 @@ pub struct LiveToken {
     pub idle_ms: Option<i64>,
     pub last_used_at: i64,
     pub family: Option<Vec<u8>>,
+    /// The token's user, read in the same query.
+    pub user: crate::core::User,
 }
 
 pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
+    let sql = format!(
+        "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, {}
+         FROM tokens t
+         JOIN users u ON u.id = t.user_id
+         JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
+         LEFT JOIN api_keys k ON k.id = t.api_key_id
+         WHERE t.digest = ?1 AND t.kind = ?2
+           AND t.revoked_at IS NULL AND t.used_at IS NULL
+           AND t.expires_at > ?3
+           AND u.blocked = 0
+           AND (t.api_key_id IS NULL
+                OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
+        super::users::columns_of("u")
+    );
     Ok(conn
-        .prepare_cached(
-            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at
-             FROM tokens t
-             JOIN users u ON u.id = t.user_id
-             JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
-             LEFT JOIN api_keys k ON k.id = t.api_key_id
-             WHERE t.digest = ?1 AND t.kind = ?2
-               AND t.revoked_at IS NULL AND t.used_at IS NULL
-               AND t.expires_at > ?3
-               AND u.blocked = 0
-               AND (t.api_key_id IS NULL
-                    OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
-        )?
+        .prepare_cached(&sql)?
         .query_row(params![&digest[..], kind, now], |r| {
             Ok(LiveToken {
                 user_id: r.get(0)?,
@@ -75,6 +79,7 @@ pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Resul
                 idle_ms: r.get(4)?,
                 family: r.get(5)?,
                 last_used_at: r.get(6)?,
+                user: super::users::user_at(r, 7)?,
             })
         })
         .optional()?)

@@ -7,23 +7,33 @@ use crate::core::{Error, User};
 const COLUMNS: &str = "id, login, email, first_name, last_name, civility, locale, customer_id, user_type,
     blocked, license_accepted, demo_mode, password_expires_at, must_renew, workspace_id";
 
+/// The user columns, each prefixed with `alias.`, for queries that join users.
+pub(crate) fn columns_of(alias: &str) -> String {
+    COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
 fn user(r: &Row<'_>) -> rusqlite::Result<User> {
+    user_at(r, 0)
+}
+
+/// A user read from the row's columns `base..base + 15`, in the order of `COLUMNS`.
+pub(crate) fn user_at(r: &Row<'_>, base: usize) -> rusqlite::Result<User> {
     Ok(User {
-        id: r.get(0)?,
-        login: r.get(1)?,
-        email: r.get(2)?,
-        first_name: r.get(3)?,
-        last_name: r.get(4)?,
-        civility: r.get(5)?,
-        locale: r.get(6)?,
-        customer_id: r.get(7)?,
-        user_type: r.get(8)?,
-        blocked: r.get(9)?,
-        license_accepted: r.get(10)?,
-        demo_mode: r.get(11)?,
-        password_expires_at: r.get(12)?,
-        must_renew: r.get(13)?,
-        workspace_id: r.get(14)?,
+        id: r.get(base)?,
+        login: r.get(base + 1)?,
+        email: r.get(base + 2)?,
+        first_name: r.get(base + 3)?,
+        last_name: r.get(base + 4)?,
+        civility: r.get(base + 5)?,
+        locale: r.get(base + 6)?,
+        customer_id: r.get(base + 7)?,
+        user_type: r.get(base + 8)?,
+        blocked: r.get(base + 9)?,
+        license_accepted: r.get(base + 10)?,
+        demo_mode: r.get(base + 11)?,
+        password_expires_at: r.get(base + 12)?,
+        must_renew: r.get(base + 13)?,
+        workspace_id: r.get(base + 14)?,
     })
 }
 
