@@ -31,7 +31,7 @@ enum Job {
 }
 
 pub struct Hasher {
-    jobs: Mutex<SyncSender<Job>>,
+    jobs: SyncSender<Job>,
     waiting: std::sync::Arc<AtomicUsize>,
     rejected: AtomicU64,
     /// A hash of a random password, verified for unknown accounts so timing tells nothing.
@@ -150,13 +150,12 @@ impl Hasher {
             .hash(&Secret::new(super::crypto::hex(&random_bytes::<16>())))
             .map_err(|_| argon2::Error::AlgorithmInvalid)?;
         drop(once);
-        Ok(Hasher { jobs: Mutex::new(tx), waiting, rejected: AtomicU64::new(0), dummy })
+        Ok(Hasher { jobs: tx, waiting, rejected: AtomicU64::new(0), dummy })
     }
 
     fn submit(&self, job: Job) -> Result<(), Error> {
-        let tx = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(job) {
+        match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.waiting.fetch_sub(1, Ordering::Relaxed);
