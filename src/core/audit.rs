@@ -1,5 +1,7 @@
 //! The audit log: security events with time, application, user, client address and dialect.
-//! Recording never fails the operation it records: a failure to write is logged instead.
+//! An event is recorded in the transaction of the operation it records (`audit_in`), or, for
+//! events with no write of their own (a failed sign-in), on its own (`Core::audit`), where a
+//! failure to write is logged instead.
 
 use super::guard::Caller;
 use super::{now_ms, Core, Error, User};
@@ -8,7 +10,7 @@ use crate::store::audit::{self, AuditRow};
 pub use crate::store::audit::AuditRow as Event;
 
 impl Core {
-    /// Records one event. `who` is the user when known, else the login as given.
+    /// Records one event on its own. `who` is the user when known, else the login as given.
     pub(crate) fn audit(
         &self,
         caller: &Caller,
@@ -17,16 +19,7 @@ impl Core {
         user: Option<&User>,
         login: Option<&str>,
     ) {
-        let row = AuditRow {
-            at: now_ms(),
-            event: event.to_string(),
-            app_id: app_id.map(str::to_string),
-            user_id: user.map(|u| u.id),
-            login: user.map(|u| u.login.clone()).or_else(|| login.map(str::to_string)),
-            client: caller.addr.map(|a| a.to_string()),
-            dialect: Some(caller.dialect.to_string()),
-        };
-        if let Err(e) = self.store.with(|c| audit::insert(c, &row)) {
+        if let Err(e) = self.store.write(|tx| audit_in(tx, caller, event, app_id, user, login)) {
             log::error!("audit: event {event} not recorded: {e}");
         }
     }
@@ -35,4 +28,25 @@ impl Core {
     pub fn audit_events(&self, since: i64, login: Option<&str>) -> Result<Vec<Event>, Error> {
         self.store.with(|c| audit::list(c, since, login))
     }
+}
+
+/// Records one event in the write `tx` of the operation it records: committed with it, or not at all.
+pub(crate) fn audit_in(
+    tx: &rusqlite::Connection,
+    caller: &Caller,
+    event: &str,
+    app_id: Option<&str>,
+    user: Option<&User>,
+    login: Option<&str>,
+) -> Result<(), Error> {
+    let row = AuditRow {
+        at: now_ms(),
+        event: event.to_string(),
+        app_id: app_id.map(str::to_string),
+        user_id: user.map(|u| u.id),
+        login: user.map(|u| u.login.clone()).or_else(|| login.map(str::to_string)),
+        client: caller.addr.map(|a| a.to_string()),
+        dialect: Some(caller.dialect.to_string()),
+    };
+    audit::insert(tx, &row)
 }

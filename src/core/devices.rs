@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use super::apikeys::NewApiKey;
+use super::audit::audit_in;
 use super::crypto::{hex, random_bytes, random_token, sha256, Secret};
 use super::guard::Caller;
 use super::links::{self, Purpose};
@@ -76,7 +77,7 @@ impl Core {
     /// Remembers a signed request's nonce for `window_ms`; false when the application used it already.
     pub fn use_nonce(&self, app_id: &str, nonce: &str, window_ms: i64) -> Result<bool, Error> {
         let expires = now_ms().saturating_add(window_ms);
-        self.store.with(|c| devices::use_nonce(c, app_id, nonce, expires))
+        self.store.write(|tx| devices::use_nonce(tx, app_id, nonce, expires))
     }
 
     /// Adds users owned by `app_id` (no password: they sign in with devices). All or nothing: a
@@ -111,6 +112,7 @@ impl Core {
                             now,
                         )?;
                         users::add_membership(tx, id, app_id, now)?;
+                        audit_in(tx, caller, "user_added", Some(app_id), None, Some(login))?;
                         added.created.push(login.clone());
                     }
                 }
@@ -118,9 +120,6 @@ impl Core {
             Ok(added)
         })?;
         log::info!("application {app_id}: {} users created, {} existing", added.created.len(), added.existing.len());
-        for login in &added.created {
-            self.audit(caller, "user_added", Some(app_id), None, Some(login));
-        }
         Ok(added)
     }
 

@@ -1,7 +1,7 @@
 //! Single-use links: a code of 256 random bits, stored as its digest, good once until it expires.
 //! A new link for a user voids that user's older unused links of the same purpose.
 
-use rusqlite::Transaction;
+use rusqlite::Connection;
 
 use super::crypto::{random_token, sha256, Secret};
 use super::{Error, User};
@@ -29,7 +29,7 @@ pub fn digest(code: &Secret) -> [u8; 32] {
 
 /// Makes a new link in `tx`; returns its code (the only time it exists in the clear).
 pub fn create(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     purpose: Purpose,
     user: &User,
     app_id: Option<&str>,
@@ -54,7 +54,7 @@ pub fn create(
 }
 
 /// Uses a link up in `tx`; `Error::Gone` when it was used, voided, expired or never existed.
-pub fn consume(tx: &Transaction<'_>, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
+pub fn consume(tx: &Connection, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
     links::consume(tx, &digest(code), purpose.as_str(), now)?.ok_or(Error::Gone)
 }
 

@@ -6,6 +6,7 @@
 //! token again is reuse, a sign that it was stolen: the whole family is revoked, the newest tokens
 //! included (unless it comes within `iqm.refresh_reuse_grace` of the rotation, a benign race).
 
+use super::audit::audit_in;
 use super::crypto::{ct_eq, random_bytes, Secret};
 use super::guard::Caller;
 use super::sessions::{digest, TokenKind};
@@ -54,7 +55,7 @@ impl Core {
 
     fn issue_grant(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         user: User,
         client_id: &str,
         family: [u8; 16],
@@ -103,10 +104,10 @@ impl Core {
             users::add_membership(tx, id, client_id, now)?;
             let user =
                 users::by_id(tx, id)?.ok_or_else(|| super::internal("a user vanished in its own transaction"))?;
+            audit_in(tx, caller, "user_added", Some(client_id), Some(&user), None)?;
             self.issue_grant(tx, user, client_id, random_bytes::<16>(), now)
         })?;
         log::info!("user {} signed up through client {client_id} into workspace {}", grant.user.id, grant.workspace_id);
-        self.audit(caller, "user_added", Some(client_id), Some(&grant.user), None);
         Ok(grant)
     }
 
@@ -119,12 +120,16 @@ impl Core {
         email: &str,
         password: &Secret,
     ) -> Result<Grant, Error> {
-        let grant = self.throttled(caller, email, || self.password_grant_unthrottled(client_id, email, password))?;
-        self.audit(caller, "login_ok", Some(client_id), Some(&grant.user), None);
-        Ok(grant)
+        self.throttled(caller, email, || self.password_grant_unthrottled(caller, client_id, email, password))
     }
 
-    fn password_grant_unthrottled(&self, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
+    fn password_grant_unthrottled(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+        email: &str,
+        password: &Secret,
+    ) -> Result<Grant, Error> {
         let found = self.store.with(|c| users::by_login(c, email))?;
         let verified = self.hasher.verify(password, found.as_ref().and_then(|(_, h)| h.as_deref()))?;
         let user = match found {
@@ -139,6 +144,7 @@ impl Core {
             if !users::is_member(tx, user.id, client_id)? {
                 return Err(Error::NotMember);
             }
+            audit_in(tx, caller, "login_ok", Some(client_id), Some(&user), None)?;
             self.issue_grant(tx, user, client_id, random_bytes::<16>(), now)
         })
     }

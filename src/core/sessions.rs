@@ -1,5 +1,6 @@
 //! Signing in: passwords and API keys in, opaque tokens out; checking and ending tokens.
 
+use super::audit::audit_in;
 use super::crypto::{ct_eq, random_token, sha256, Secret};
 use super::guard::{Caller, Outcome};
 use super::{now_ms, Core, Error, User};
@@ -83,7 +84,7 @@ impl Core {
     /// Writes a new token of `kind` in `tx`; the token itself is returned, never stored.
     pub(crate) fn issue_token(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         kind: TokenKind,
         (user_id, app_id): (i64, &str),
         (api_key, family): (Option<String>, Option<[u8; 16]>),
@@ -226,10 +227,11 @@ impl Core {
             if !users::is_member(tx, user.id, app_id)? {
                 return Err(Error::NotMember);
             }
-            self.issue_token(tx, kind, (user.id, app_id), (api_key, None), now)
+            let issued = self.issue_token(tx, kind, (user.id, app_id), (api_key, None), now)?;
+            audit_in(tx, caller, "login_ok", Some(app_id), Some(&user), None)?;
+            Ok(issued)
         })?;
         log::debug!("user {} signed in to {app_id}", user.id);
-        self.audit(caller, "login_ok", Some(app_id), Some(&user), None);
         Ok(SignedIn { token, user, app_id: app_id.to_string(), expires_at })
     }
 

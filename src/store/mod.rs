@@ -1,7 +1,8 @@
 //! SQLite: the pool, its PRAGMAs, the migrations from schema.sql, and one module per table family.
 //!
-//! [`Store::with`] is the only road to a connection. It blocks; async code reaches it through
-//! [`crate::core::Core::call`], which runs the work on the blocking pool.
+//! [`Store::with`] (a pooled connection, for reads) and [`Store::write`] (the process's one writer,
+//! with group commit: see `writer`) are the only roads to a connection. They block; async code
+//! reaches them through [`crate::core::Core::call`], which runs the work on the blocking pool.
 
 pub mod apikeys;
 pub mod apps;
@@ -11,12 +12,13 @@ pub mod devices;
 pub mod links;
 pub mod tokens;
 pub mod users;
+mod writer;
 
 use std::path::Path;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::config::Config;
 use crate::core::Error;
@@ -30,6 +32,7 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub struct Store {
     pool: Pool,
     waits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    writer: std::sync::Arc<writer::Writer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub enum OpenError {
     Sqlite { path: String, source: rusqlite::Error },
     #[error("database {path}: {source}")]
     Pool { path: String, source: r2d2::Error },
+    #[error("database {path}: the writer thread could not start: {source}")]
+    Thread { path: String, source: std::io::Error },
     #[error("database {path} is at schema version {found}, newer than this gatehouse knows ({known}); use a newer gatehouse")]
     TooNew { path: String, found: i64, known: i64 },
 }
@@ -56,7 +61,7 @@ impl Store {
         let name = path.display().to_string();
         let busy = config.store.busy_timeout.0;
         let sync = if config.store.synchronous == "normal" { "NORMAL" } else { "FULL" };
-        {
+        let writer = {
             let sq = |source| OpenError::Sqlite { path: name.clone(), source };
             let mut conn = Connection::open(&path).map_err(sq)?;
             // Password hashes and token digests live here: owner only.
@@ -67,7 +72,9 @@ impl Store {
             }
             set_pragmas(&conn, busy, sync).map_err(sq)?;
             migrate(&mut conn, &name)?;
-        }
+            // The connection that migrated stays on as the process's one writer.
+            writer::Writer::start(conn).map_err(|source| OpenError::Thread { path: name.clone(), source })?
+        };
         let manager = SqliteConnectionManager::file(&path).with_init(move |c| set_pragmas(c, busy, sync));
         let pool = r2d2::Pool::builder()
             .max_size(config.store.pool_size)
@@ -75,7 +82,7 @@ impl Store {
             .connection_timeout(Duration::from_secs(30))
             .build(manager)
             .map_err(|source| OpenError::Pool { path: name, source })?;
-        Ok(Store { pool, waits: Default::default() })
+        Ok(Store { pool, waits: Default::default(), writer })
     }
 
     /// Runs `f` on a pooled connection. Blocking: call it from the blocking pool or the CLI.
@@ -97,15 +104,16 @@ impl Store {
         )
     }
 
-    /// Runs `f` in a write transaction (BEGIN IMMEDIATE, so it never fails half-way on a lock
-    /// upgrade) and commits it when `f` succeeds.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>) -> Result<T, Error> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
+    /// Runs `f` as one write, all or nothing, on the process's one writer connection, and returns
+    /// once it is committed (writes that arrive together share a commit). A failing `f` changes
+    /// nothing. Must not be called from inside another `write`'s `f` (that fails at once).
+    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        self.writer.write(f)
+    }
+
+    /// (writes committed, commits made) by this process's writer.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.writer.stats()
     }
 }
 
