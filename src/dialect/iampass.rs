@@ -95,10 +95,6 @@ fn refused(status: StatusCode, reason: &str) -> HttpResponse {
     HttpResponse::build(status).content_type(JSON).body(body)
 }
 
-fn unauthorized(reason: &str) -> HttpResponse {
-    refused(StatusCode::UNAUTHORIZED, reason)
-}
-
 fn app_not_found(app: &str) -> HttpResponse {
     HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
@@ -147,123 +143,166 @@ fn parse_authentication(value: &str) -> Result<(&str, &str, Vec<u8>), &'static s
     Ok((app, nonce, presented))
 }
 
-/// Checks the request's signature for the application named in the path.
-async fn authenticate(req: &HttpRequest, core: &std::sync::Arc<Core>, path_app: &str) -> Result<(), HttpResponse> {
-    let value = header(req, &["Authentication", "Authorization"])
-        .ok_or_else(|| unauthorized("missing or malformed Authentication header"))?;
-    let (app, nonce, presented) = parse_authentication(value).map_err(unauthorized)?;
-    if app != path_app {
-        return Err(unauthorized("the application of the signature is not the one in the path"));
-    }
-    let timestamp = header(req, &["X-IAMPASS-Authentication-Timestamp", "X-IAMPASS-Authentiaction-Timestamp"])
-        .ok_or_else(|| unauthorized("missing timestamp header"))?
-        .trim()
-        .to_string();
-    let ts: i64 = timestamp.parse().map_err(|_| unauthorized("malformed timestamp"))?;
-    let window = core.config.iampass.timestamp_window.millis();
-    let secret = {
-        let app = app.to_string();
-        match core.call(move |c| c.app_secret(&app)).await {
-            Ok(s) => s,
-            Err(Error::UnknownApp(_)) => return Err(app_not_found(path_app)),
-            Err(e) => return Err(error(&e, path_app, None)),
-        }
-    };
-    if (now_ms() - ts.saturating_mul(1000)).abs() > window {
-        return Err(unauthorized("stale timestamp"));
-    }
-    let host = header(req, &["Host"]).map(str::to_string).or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let target = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let Some(host) = host else { return Err(unauthorized("bad signature")) };
-    let url = format!("{host}{target}");
-    // Every form is computed, so the time taken does not tell which one matched.
-    let mut ok = false;
-    for candidate in [url.clone(), format!("http://{url}"), format!("https://{url}")] {
-        ok |= ct_eq(&signature(secret.expose(), nonce, &candidate, &timestamp), &presented);
-    }
-    if !ok {
-        return Err(unauthorized("bad signature"));
-    }
-    // Only a correctly signed request spends its nonce, so no one else can burn them.
-    let (app, nonce) = (app.to_string(), nonce.to_string());
-    match core.call(move |c| c.use_nonce(&app, &nonce, window)).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(unauthorized("replayed nonce")),
-        Err(e) => Err(error(&e, path_app, None)),
+/// A request's signature as its headers carry it, checked by [`verify`] off the executor.
+struct Signature {
+    app: String,
+    nonce: String,
+    presented: Vec<u8>,
+    timestamp: String,
+    ts: i64,
+    /// Host and request target as sent; None without a Host.
+    url: Option<String>,
+}
+
+/// Why a signed call is not answered with success: an answer of this dialect's (a refused
+/// signature or body), or the core's error.
+enum Refused {
+    Answer(StatusCode, String),
+    Core(Error),
+}
+
+impl From<Error> for Refused {
+    fn from(e: Error) -> Refused {
+        Refused::Core(e)
     }
 }
 
-/// The body's `users` list, or the reason it is refused.
+fn denied(reason: &str) -> Refused {
+    Refused::Answer(StatusCode::UNAUTHORIZED, reason.to_string())
+}
+
+/// The answer to a refused call on `app` (and `user`).
+fn refusal(r: Refused, app: &str, user: Option<&str>) -> HttpResponse {
+    match r {
+        Refused::Answer(status, reason) => refused(status, &reason),
+        Refused::Core(e) => error(&e, app, user),
+    }
+}
+
+/// Reads the signature headers of a request on `path_app`; what is malformed is refused here.
+fn signature_of(req: &HttpRequest, path_app: &str) -> Result<Signature, Refused> {
+    let value = header(req, &["Authentication", "Authorization"])
+        .ok_or_else(|| denied("missing or malformed Authentication header"))?;
+    let (app, nonce, presented) = parse_authentication(value).map_err(denied)?;
+    if app != path_app {
+        return Err(denied("the application of the signature is not the one in the path"));
+    }
+    let timestamp = header(req, &["X-IAMPASS-Authentication-Timestamp", "X-IAMPASS-Authentiaction-Timestamp"])
+        .ok_or_else(|| denied("missing timestamp header"))?
+        .trim()
+        .to_string();
+    let ts: i64 = timestamp.parse().map_err(|_| denied("malformed timestamp"))?;
+    let host = header(req, &["Host"]).map(str::to_string).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let target = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    Ok(Signature {
+        app: app.to_string(),
+        nonce: nonce.to_string(),
+        presented,
+        timestamp,
+        ts,
+        url: host.map(|h| format!("{h}{target}")),
+    })
+}
+
+/// Checks a signature with its application's secret, then spends its nonce. Blocking.
+fn verify(c: &Core, sig: &Signature) -> Result<(), Refused> {
+    let secret = c.app_secret(&sig.app)?;
+    let window = c.config.iampass.timestamp_window.millis();
+    if (now_ms() - sig.ts.saturating_mul(1000)).abs() > window {
+        return Err(denied("stale timestamp"));
+    }
+    let Some(url) = &sig.url else { return Err(denied("bad signature")) };
+    // Every form is computed, so the time taken does not tell which one matched.
+    let mut ok = false;
+    for candidate in [url.clone(), format!("http://{url}"), format!("https://{url}")] {
+        ok |= ct_eq(&signature(secret.expose(), &sig.nonce, &candidate, &sig.timestamp), &sig.presented);
+    }
+    if !ok {
+        return Err(denied("bad signature"));
+    }
+    // Only a correctly signed request spends its nonce, so no one else can burn them.
+    if !c.use_nonce(&sig.app, &sig.nonce, window)? {
+        return Err(denied("replayed nonce"));
+    }
+    Ok(())
+}
+
+/// Runs `f` once the signature is verified, in one trip off the executor.
+async fn run_signed<T, F>(core: &std::sync::Arc<Core>, sig: Signature, f: F) -> Result<T, Refused>
+where
+    F: FnOnce(&Core) -> Result<T, Refused> + Send + 'static,
+    T: Send + 'static,
+{
+    match core.call(move |c| Ok(verify(c, &sig).and_then(|()| f(c)))).await {
+        Ok(r) => r,
+        Err(e) => Err(Refused::Core(e)),
+    }
+}
+
+/// The `users` list of a body, or the reason it is refused.
 fn users_of(body: &[u8]) -> Result<Vec<String>, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON".to_string())?;
     let list = v.get("users").and_then(Value::as_array).ok_or("the body must be {\"users\": [...]}")?;
     list.iter().map(|u| u.as_str().map(str::to_string).ok_or_else(|| "users must be strings".to_string())).collect()
 }
 
-async fn body(payload: web::Payload, core: &Core) -> Result<web::Bytes, HttpResponse> {
+/// The body, or the answer that refuses it (given only once the signature holds).
+async fn body(payload: web::Payload, core: &Core) -> Result<web::Bytes, Refused> {
     match read_body(payload, core.config.http.max_body_bytes).await {
         Ok(b) => Ok(b),
         Err(BodyError::TooLarge(n)) => {
-            Err(refused(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {n} bytes")))
+            Err(Refused::Answer(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {n} bytes")))
         }
-        Err(BodyError::Broken) => Err(refused(StatusCode::BAD_REQUEST, "incomplete body")),
+        Err(BodyError::Broken) => Err(Refused::Answer(StatusCode::BAD_REQUEST, "incomplete body".into())),
     }
 }
 
-/// The app of the path, authenticated, or the answer that refuses the request.
-async fn signed(
-    req: &HttpRequest,
-    core: &std::sync::Arc<Core>,
-    with_user: bool,
-) -> Result<(String, Option<String>), HttpResponse> {
+/// The app (and user) of the path and the signature, or the answer that refuses the request.
+fn signed(req: &HttpRequest, with_user: bool) -> Result<(String, Option<String>, Signature), Refused> {
     let Some((app, user)) = path_parts(req, with_user) else {
-        return Err(refused(StatusCode::BAD_REQUEST, "the path is not UTF-8 form encoding"));
+        return Err(Refused::Answer(StatusCode::BAD_REQUEST, "the path is not UTF-8 form encoding".into()));
     };
-    authenticate(req, core, &app).await?;
-    Ok((app, user))
+    let sig = signature_of(req, &app)?;
+    Ok((app, user, sig))
 }
 
-/// The signed application and the body's `users` of add_users and delete_users, or the answer
-/// that refuses them.
-async fn signed_users(
-    req: &HttpRequest,
-    payload: web::Payload,
-    core: &std::sync::Arc<Core>,
-) -> Result<(String, Vec<String>, Caller), HttpResponse> {
-    let (app, _) = signed(req, core, false).await?;
-    match users_of(&body(payload, core).await?) {
-        Ok(users) => Ok((app, users, Caller::new(req.peer_addr().map(|a| a.ip()), "iampass"))),
-        Err(reason) => Err(refused(StatusCode::OK, &reason)),
+/// add_users and delete_users: the signature, then the body's `users`, then `f`.
+async fn signed_users<F>(req: HttpRequest, payload: web::Payload, core: web::Data<Core>, f: F) -> HttpResponse
+where
+    F: FnOnce(&Core, &Caller, &str, &[String]) -> Result<(StatusCode, Value), Error> + Send + 'static,
+{
+    let core = core.into_inner();
+    let (app, _, sig) = match signed(&req, false) {
+        Ok(s) => s,
+        Err(r) => return refusal(r, "", None),
+    };
+    let users =
+        body(payload, &core).await.and_then(|b| users_of(&b).map_err(|reason| Refused::Answer(StatusCode::OK, reason)));
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let a = app.clone();
+    match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &users?)?)).await {
+        Ok((status, body)) => json_answer(status, &body),
+        Err(r) => refusal(r, &app, None),
     }
 }
 
 async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let core = core.into_inner();
-    let (app, users, caller) = match signed_users(&req, payload, &core).await {
-        Ok(p) => p,
-        Err(res) => return res,
-    };
-    let a = app.clone();
-    match core.call(move |c| c.add_app_users(&caller, &a, &users)).await {
-        Ok(added) => json_answer(
+    signed_users(req, payload, core, |c, caller, app, users| {
+        let added = c.add_app_users(caller, app, users)?;
+        Ok((
             StatusCode::CREATED,
-            &json!({"status": true, "users": {"created": added.created, "existing": added.existing}}),
-        ),
-        Err(e) => error(&e, &app, None),
-    }
+            json!({"status": true, "users": {"created": added.created, "existing": added.existing}}),
+        ))
+    })
+    .await
 }
 
 async fn delete_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let core = core.into_inner();
-    let (app, users, caller) = match signed_users(&req, payload, &core).await {
-        Ok(p) => p,
-        Err(res) => return res,
-    };
-    let a = app.clone();
-    match core.call(move |c| c.remove_app_users(&caller, &a, &users)).await {
-        Ok(_) => json_answer(StatusCode::OK, &json!({"status": true})),
-        Err(e) => error(&e, &app, None),
-    }
+    signed_users(req, payload, core, |c, caller, app, users| {
+        c.remove_app_users(caller, app, users)?;
+        Ok((StatusCode::OK, json!({"status": true})))
+    })
+    .await
 }
 
 /// `display_name` of the query string, form-decoded.
@@ -294,42 +333,30 @@ async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     .await
 }
 
-/// The GET calls on one user: sign-checked, then one core call answered as JSON.
+/// The GET calls on one user: the signature, then one core call answered as JSON, in one trip.
 async fn per_user<F>(req: HttpRequest, core: web::Data<Core>, f: F) -> HttpResponse
 where
     F: FnOnce(&Core, &Caller, &str, &str, Option<String>) -> Result<Value, Error> + Send + 'static,
 {
     let core = core.into_inner();
-    let (app, user) = match signed(&req, &core, true).await {
-        Ok((app, Some(user))) => (app, user),
+    let (app, user, sig) = match signed(&req, true) {
+        Ok((app, Some(user), sig)) => (app, user, sig),
         Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
-        Err(res) => return res,
+        Err(r) => return refusal(r, "", None),
     };
-    let display = match display_name(&req) {
-        Ok(d) => d,
-        Err(reason) => return refused(StatusCode::OK, reason),
-    };
+    let display = display_name(&req).map_err(|reason| Refused::Answer(StatusCode::OK, reason.to_string()));
     let (a, u) = (app.clone(), user.clone());
     let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
-    match core.call(move |c| f(c, &caller, &a, &u, display)).await {
+    match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &u, display?)?)).await {
         Ok(body) => json_answer(StatusCode::OK, &body),
-        Err(e) => error(&e, &app, Some(&user)),
+        Err(r) => refusal(r, &app, Some(&user)),
     }
 }
 
-async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let core = core.into_inner();
-    let (app, user) = match signed(&req, &core, true).await {
-        Ok((app, Some(user))) => (app, user),
-        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
-        Err(res) => return res,
-    };
-    let raw = match body(payload, &core).await {
-        Ok(b) => b,
-        Err(res) => return res,
-    };
-    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&raw) else {
-        return refused(StatusCode::OK, "the body must be a JSON object");
+/// send_registration_sms's body: the phone number, display name and message.
+fn sms_of(raw: &[u8]) -> Result<(String, Option<String>, Option<String>), String> {
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(raw) else {
+        return Err("the body must be a JSON object".into());
     };
     let text = |k: &str| -> Result<Option<String>, String> {
         match v.get(k) {
@@ -338,15 +365,29 @@ async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>
             Some(_) => Err(format!("{k} must be a string")),
         }
     };
-    let (phone, display, message) = match (text("phone_number"), text("display_name"), text("message")) {
-        (Ok(Some(p)), Ok(d), Ok(m)) => (p, d, m),
-        (Ok(None), _, _) => return refused(StatusCode::OK, "phone_number is required"),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return refused(StatusCode::OK, &r),
+    match (text("phone_number"), text("display_name"), text("message")) {
+        (Ok(Some(p)), Ok(d), Ok(m)) => Ok((p, d, m)),
+        (Ok(None), _, _) => Err("phone_number is required".into()),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => Err(r),
+    }
+}
+
+async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (app, user, sig) = match signed(&req, true) {
+        Ok((app, Some(user), sig)) => (app, user, sig),
+        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
+        Err(r) => return refusal(r, "", None),
     };
+    let sms = body(payload, &core).await.and_then(|b| sms_of(&b).map_err(|r| Refused::Answer(StatusCode::OK, r)));
     let (a, u) = (app.clone(), user.clone());
-    match core.call(move |c| c.send_registration_sms(&a, &u, &phone, display.as_deref(), message.as_deref())).await {
+    let sent = run_signed(&core, sig, move |c| {
+        let (phone, display, message) = sms?;
+        Ok(c.send_registration_sms(&a, &u, &phone, display.as_deref(), message.as_deref())?)
+    });
+    match sent.await {
         Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
-        Err(e) => error(&e, &app, Some(&user)),
+        Err(r) => refusal(r, &app, Some(&user)),
     }
 }
 
