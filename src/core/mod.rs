@@ -236,6 +236,17 @@ impl Core {
         tokio::task::spawn_blocking(move || f(&core)).await.map_err(internal)?
     }
 
+    /// [`Core::call`] for work that hashes or verifies a password: turned away at once, without
+    /// leaving the executor, while the hashing queue is full.
+    pub async fn call_hashing<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Core) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.hasher.admit()?;
+        self.call(f).await
+    }
+
     /// The database answers.
     pub fn health(&self) -> Result<(), Error> {
         self.store.with(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))

@@ -33,6 +33,8 @@ enum Job {
 pub struct Hasher {
     jobs: SyncSender<Job>,
     waiting: std::sync::Arc<AtomicUsize>,
+    /// How many hashes may wait.
+    capacity: usize,
     rejected: AtomicU64,
     /// A hash of a random password, verified for unknown accounts so timing tells nothing.
     dummy: String,
@@ -150,7 +152,7 @@ impl Hasher {
             .hash(&Secret::new(super::crypto::hex(&random_bytes::<16>())))
             .map_err(|_| argon2::Error::AlgorithmInvalid)?;
         drop(once);
-        Ok(Hasher { jobs: tx, waiting, rejected: AtomicU64::new(0), dummy })
+        Ok(Hasher { jobs: tx, waiting, capacity: queue.max(1), rejected: AtomicU64::new(0), dummy })
     }
 
     fn submit(&self, job: Job) -> Result<(), Error> {
@@ -187,6 +189,17 @@ impl Hasher {
         self.submit(Job::Verify { password: password.clone(), phc: phc.to_string(), reply })?;
         let ok = answer.recv().map_err(internal)??;
         Ok(ok && real)
+    }
+
+    /// Turns a sign-in away (`Busy`) while the queue is full, before any other work is done for
+    /// it: under a flood of sign-ins, refusing is the cheap part, and what it saves keeps the rest
+    /// of the server answering.
+    pub fn admit(&self) -> Result<(), Error> {
+        if self.waiting.load(Ordering::Relaxed) >= self.capacity {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy);
+        }
+        Ok(())
     }
 
     /// (hashes waiting for a worker now, sign-ins turned away so far).

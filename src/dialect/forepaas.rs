@@ -253,7 +253,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Ok(l), Ok(p), Ok(a)) => (l.to_string(), Secret::new(p), a.to_string()),
                 (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
             };
-            core.call(move |c| c.login_password(&caller, TokenKind::Iam, &app_id, &login, &password)).await
+            core.call_hashing(move |c| c.login_password(&caller, TokenKind::Iam, &app_id, &login, &password)).await
         }
         Some("apikey") => {
             let (apikey, secretkey, app_id) = match (

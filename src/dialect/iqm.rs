@@ -218,7 +218,7 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
         (Err(r), _) | (_, Err(r)) => return bad_request(&r),
     };
     let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
-    match core.call(move |c| c.sign_up(&caller, &client_id, &email, &password)).await {
+    match core.call_hashing(move |c| c.sign_up(&caller, &client_id, &email, &password)).await {
         Ok(g) => answer(StatusCode::OK, &json!({"success": true, "data": token_object(&g)})),
         Err(e) => error(&e, &core),
     }
@@ -245,7 +245,7 @@ async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Err(r), _) | (_, Err(r)) => return bad_request(&r),
             };
             let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
-            match core.call(move |c| c.password_grant(&caller, &client_id, &email, &password)).await {
+            match core.call_hashing(move |c| c.password_grant(&caller, &client_id, &email, &password)).await {
                 Ok(g) => {
                     let mut data = token_object(&g);
                     data.insert("owId".into(), json!(g.workspace_id));

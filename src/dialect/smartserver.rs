@@ -207,8 +207,9 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
     let password = Secret::new(password);
     let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");
     let core = core.into_inner();
-    let result =
-        core.call(move |c| c.login_password(&caller, TokenKind::CmsSession, APP_CMS, &username, &password)).await;
+    let result = core
+        .call_hashing(move |c| c.login_password(&caller, TokenKind::CmsSession, APP_CMS, &username, &password))
+        .await;
     match result {
         Ok(signed_in) => {
             let cookie = session_cookie(&req, &core, signed_in.token.expose().to_string());
