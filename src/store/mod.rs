@@ -28,6 +28,9 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 
+/// Prepared statements kept per connection: more than gatehouse has.
+const STATEMENT_CACHE: usize = 256;
+
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
@@ -49,6 +52,9 @@ pub enum OpenError {
 
 fn set_pragmas(conn: &Connection, busy: Duration, synchronous: &str) -> rusqlite::Result<()> {
     conn.busy_timeout(busy)?;
+    // rusqlite keeps 16 prepared statements by default; the writer alone runs more than that, and
+    // an evicted statement is parsed again on its next use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
     ))

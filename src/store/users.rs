@@ -55,11 +55,13 @@ pub struct NewUser<'a> {
 
 /// Inserts a user; `Error::Exists` when the login is taken.
 pub fn insert(conn: &Connection, u: &NewUser<'_>, now: i64) -> Result<i64, Error> {
-    let res = conn.execute(
-        "INSERT INTO users (login, login_key, email, first_name, last_name, civility, user_type,
+    let res = conn
+        .prepare_cached(
+            "INSERT INTO users (login, login_key, email, first_name, last_name, civility, user_type,
                             password_hash, password_expires_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
+        )?
+        .execute(params![
             u.login,
             login_key(u.login),
             u.email,
@@ -70,8 +72,7 @@ pub fn insert(conn: &Connection, u: &NewUser<'_>, now: i64) -> Result<i64, Error
             u.password_hash,
             u.password_expires_at,
             now
-        ],
-    );
+        ]);
     match res {
         Ok(_) => Ok(conn.last_insert_rowid()),
         Err(e) if super::is_unique_violation(&e) => Err(Error::Exists(format!("user {}", u.login))),
@@ -128,11 +129,12 @@ pub fn is_member(conn: &Connection, user_id: i64, app_id: &str) -> Result<bool, 
 
 /// Adds a membership; false when it was there already.
 pub fn add_membership(conn: &Connection, user_id: i64, app_id: &str, now: i64) -> Result<bool, Error> {
-    let n = conn.execute(
-        "INSERT INTO memberships (user_id, app_id, created_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT DO NOTHING",
-        params![user_id, app_id, now],
-    )?;
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO memberships (user_id, app_id, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![user_id, app_id, now])?;
     Ok(n == 1)
 }
 
