@@ -36,6 +36,8 @@ pub struct Stats {
     pub pool_waits: u64,
     pub pool_open: u64,
     pub pool_idle: u64,
+    pub db_writes: u64,
+    pub db_commits: u64,
 }
 
 impl Core {
@@ -44,6 +46,7 @@ impl Core {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (hash_waiting, hash_rejected) = self.hasher.queue_stats();
         let (pool_waits, pool_open, pool_idle) = self.store.pool_stats();
+        let (db_writes, db_commits) = self.store.commit_stats();
         Stats {
             logins_ok: get(&c.logins_ok),
             logins_failed: get(&c.logins_failed),
@@ -58,6 +61,8 @@ impl Core {
             pool_waits,
             pool_open,
             pool_idle,
+            db_writes,
+            db_commits,
         }
     }
 }

@@ -152,6 +152,14 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
     );
     metric(
         &mut out,
+        "gatehouse_db_writes_total",
+        "counter",
+        "Write transactions committed (writes that arrive together share a commit).",
+        &[("", s.db_writes)],
+    );
+    metric(&mut out, "gatehouse_db_commits_total", "counter", "Commits made by the writer.", &[("", s.db_commits)]);
+    metric(
+        &mut out,
         "gatehouse_db_pool_connections",
         "gauge",
         "Pooled SQLite connections, by state.",

@@ -491,6 +491,12 @@ async fn metrics_are_scraped_in_prometheus_text() {
     }
     assert!(m.text.contains("# TYPE gatehouse_http_request_duration_seconds histogram"));
     assert!(m.text.contains("gatehouse_db_pool_waits_total "));
+    // Two sign-ins' worth of writes at least (the token with its audit row, the failure's audit row).
+    let value = |name: &str| -> u64 {
+        m.text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap()
+    };
+    let (writes, commits) = (value("gatehouse_db_writes_total "), value("gatehouse_db_commits_total "));
+    assert!(writes >= 2 && commits >= 1 && commits <= writes, "{writes} writes, {commits} commits");
     assert!(!m.text.contains(&token), "no secret in the metrics");
 }
 
