@@ -1,5 +1,7 @@
 //! Applications: the built-ins and the ones an administrator adds, with secrets sealed at rest.
 
+use std::sync::Arc;
+
 use super::crypto::{random_token, Secret};
 use super::{now_ms, Core, Error};
 use crate::store::apps;
@@ -42,13 +44,23 @@ impl Core {
 
     /// The application's secret in the clear, for checks that need it (IAMPASS signatures, IQM
     /// client credentials). `UnknownApp` when there is no such application or it has no secret.
-    pub fn app_secret(&self, id: &str) -> Result<Secret, Error> {
+    ///
+    /// An application's secret never changes once it is added, so each is opened once and kept
+    /// (zeroized when the Core is dropped); an application added later, by this process or the
+    /// command line, is read when first asked for. Whatever changes or removes a secret must
+    /// clear `Core::secrets`.
+    pub fn app_secret(&self, id: &str) -> Result<Arc<Secret>, Error> {
+        if let Some(s) = self.secrets.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(Arc::clone(s));
+        }
         let sealed = self.store.with(|c| apps::sealed_secret(c, id))?;
         let sealed = sealed.flatten().ok_or_else(|| Error::UnknownApp(id.to_string()))?;
         let plain = self.key.open(id, &sealed).ok_or_else(|| {
             super::internal(format!("the secret of application {id} does not open under the master key"))
         })?;
         let text = String::from_utf8(plain.to_vec()).map_err(|_| super::internal("application secret is not UTF-8"))?;
-        Ok(Secret::new(text))
+        let secret = Arc::new(Secret::new(text));
+        self.secrets.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Arc::clone(&secret));
+        Ok(secret)
     }
 }

@@ -165,6 +165,8 @@ pub struct Core {
     pub(crate) counters: stats::Counters,
     /// Recent uses of tokens with an idle timeout, not yet written (see `Core::flush_touches`).
     touches: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
+    /// Application secrets opened so far (see `Core::app_secret`).
+    secrets: std::sync::RwLock<std::collections::HashMap<String, Arc<Secret>>>,
     pub outbox: Arc<mail::Outbox>,
 }
 
@@ -218,6 +220,7 @@ impl Core {
             throttle,
             counters: stats::Counters::default(),
             touches: Default::default(),
+            secrets: Default::default(),
             outbox: Arc::new(outbox),
         };
         core.store
