@@ -139,3 +139,16 @@ CREATE TABLE audit (
 ) STRICT;
 CREATE INDEX audit_at ON audit(at);
 CREATE INDEX audit_login ON audit(login, at);
+
+-- version 6
+-- Nonces become an append-only log that the server reads into memory when it starts
+-- (Core::use_nonce): a signed request appends one row at the end of one B-tree instead of
+-- updating two B-trees at random places, and the check for a replay is a lookup in memory.
+CREATE TABLE nonce_log (
+    app_id      TEXT NOT NULL,
+    nonce       TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+) STRICT;
+INSERT INTO nonce_log (app_id, nonce, expires_at) SELECT app_id, nonce, expires_at FROM nonces ORDER BY expires_at;
+DROP TABLE nonces;
+ALTER TABLE nonce_log RENAME TO nonces;

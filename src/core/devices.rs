@@ -5,7 +5,9 @@
 //! registers through a single-use link and is handed an API key for that application; a lost
 //! device is disabled with its key and every token issued through it.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use super::apikeys::NewApiKey;
 use super::audit::audit_in;
@@ -69,15 +71,92 @@ pub fn validate_display_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The nonces of signed requests spent and still kept, in memory, each until the time it is kept
+/// for. Keyed by 16 bytes of SHA-256 over the application and the nonce, so that an entry costs
+/// about 32 bytes whatever a client sends: the set holds what the timestamp window lets through,
+/// about the window times the rate of signed requests. The store keeps the same nonces as an
+/// append-only log (`store::devices::log_nonce`), read back by `Nonces::load` at start.
+#[derive(Default)]
+pub(crate) struct Nonces(Mutex<HashMap<[u8; 16], i64>>);
+
+impl Nonces {
+    fn key(app_id: &str, nonce: &str) -> [u8; 16] {
+        let mut input = Vec::with_capacity(8 + app_id.len() + nonce.len());
+        input.extend_from_slice(&(app_id.len() as u64).to_be_bytes());
+        input.extend_from_slice(app_id.as_bytes());
+        input.extend_from_slice(nonce.as_bytes());
+        let digest = sha256(&input);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], i64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store's log of nonces still kept at `now`.
+    pub(crate) fn load(store: &crate::store::Store, now: i64) -> Result<Nonces, Error> {
+        let rows = store.with(|c| devices::live_nonces(c, now))?;
+        let nonces = Nonces::default();
+        {
+            let mut set = nonces.lock();
+            for (app_id, nonce, until) in rows {
+                let kept = set.entry(Nonces::key(&app_id, &nonce)).or_insert(until);
+                *kept = (*kept).max(until);
+            }
+        }
+        Ok(nonces)
+    }
+
+    /// Marks `key` spent until `until`; false when it is spent and still kept at `now`.
+    fn spend(&self, key: [u8; 16], until: i64, now: i64) -> bool {
+        match self.lock().entry(key) {
+            Entry::Occupied(e) if *e.get() > now => false,
+            Entry::Occupied(mut e) => {
+                e.insert(until);
+                true
+            }
+            Entry::Vacant(e) => {
+                e.insert(until);
+                true
+            }
+        }
+    }
+
+    fn forget(&self, key: &[u8; 16]) {
+        self.lock().remove(key);
+    }
+
+    /// Drops the nonces no longer kept at `now`.
+    pub(crate) fn reap(&self, now: i64) {
+        self.lock().retain(|_, until| *until > now);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 impl Core {
     pub fn app_exists(&self, app_id: &str) -> Result<bool, Error> {
         self.store.with(|c| apps::exists(c, app_id))
     }
 
-    /// Remembers a signed request's nonce for `window_ms`; false when the application used it already.
-    pub fn use_nonce(&self, app_id: &str, nonce: &str, window_ms: i64) -> Result<bool, Error> {
-        let expires = now_ms().saturating_add(window_ms);
-        self.store.write(|tx| devices::use_nonce(tx, app_id, nonce, expires))
+    /// Spends a signed request's nonce, to be kept until `keep_until` (ms); false when the
+    /// application spent it already and it is still kept. The spend is durable before this returns
+    /// true: it is appended to the log in the store, which refills the set when the server starts.
+    pub fn use_nonce(&self, app_id: &str, nonce: &str, keep_until: i64) -> Result<bool, Error> {
+        let key = Nonces::key(app_id, nonce);
+        if !self.nonces.spend(key, keep_until, now_ms()) {
+            return Ok(false);
+        }
+        if let Err(e) = self.store.write(|tx| devices::log_nonce(tx, app_id, nonce, keep_until)) {
+            // Not recorded, so not spent: the caller answers an error and may try the nonce again.
+            self.nonces.forget(&key);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Adds users owned by `app_id` (no password: they sign in with devices). All or nothing: a

@@ -167,6 +167,8 @@ pub struct Core {
     touches: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
     /// Application secrets opened so far (see `Core::app_secret`).
     secrets: std::sync::RwLock<std::collections::HashMap<String, Arc<Secret>>>,
+    /// Nonces of signed requests spent and still kept (see `Core::use_nonce`).
+    pub(crate) nonces: devices::Nonces,
     pub outbox: Arc<mail::Outbox>,
 }
 
@@ -212,6 +214,7 @@ impl Core {
             .map_err(|e| OpenError::Other(e.to_string()))?;
         let outbox = mail::Outbox::open(config.data_dir.join("outbox"), &config.mail.from).map_err(OpenError::Other)?;
         let throttle = guard::Throttle::new(config.throttle.clone());
+        let nonces = devices::Nonces::load(&store, now_ms()).map_err(|e| OpenError::Other(e.to_string()))?;
         let core = Core {
             config: Arc::new(config),
             store,
@@ -221,6 +224,7 @@ impl Core {
             counters: stats::Counters::default(),
             touches: Default::default(),
             secrets: Default::default(),
+            nonces,
             outbox: Arc::new(outbox),
         };
         core.store

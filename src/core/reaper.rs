@@ -26,6 +26,7 @@ impl Core {
                 audit: audit::reap(tx, now.saturating_sub(retention))?,
             })
         })?;
+        self.nonces.reap(now);
         let c = &self.counters;
         super::stats::bump(&c.reaped_tokens, reaped.tokens as u64);
         super::stats::bump(&c.reaped_links, reaped.links as u64);

@@ -38,6 +38,7 @@ pub struct Stats {
     pub pool_idle: u64,
     pub db_writes: u64,
     pub db_commits: u64,
+    pub nonces_kept: u64,
 }
 
 impl Core {
@@ -63,6 +64,7 @@ impl Core {
             pool_idle,
             db_writes,
             db_commits,
+            nonces_kept: self.nonces.len() as u64,
         }
     }
 }

@@ -220,8 +220,11 @@ fn verify(c: &Core, sig: &Signature) -> Result<(), Refused> {
     if !ok {
         return Err(denied("bad signature"));
     }
-    // Only a correctly signed request spends its nonce, so no one else can burn them.
-    if !c.use_nonce(&sig.app, &sig.nonce, window)? {
+    // Only a correctly signed request spends its nonce, so no one else can burn them. The request
+    // is accepted until its own timestamp plus the window (a clock ahead of ours moves that later
+    // than now plus the window), so its nonce is kept for as long, and a millisecond more.
+    let keep_until = sig.ts.saturating_mul(1000).saturating_add(window).saturating_add(1);
+    if !c.use_nonce(&sig.app, &sig.nonce, keep_until)? {
         return Err(denied("replayed nonce"));
     }
     Ok(())

@@ -42,14 +42,30 @@ pub fn delete_for(conn: &Connection, user_id: i64, app_id: &str) -> Result<usize
     Ok(conn.execute("DELETE FROM devices WHERE user_id = ?1 AND app_id = ?2", params![user_id, app_id])?)
 }
 
-/// Records a nonce for `app_id` until `expires_at`; false when it was seen already.
-pub fn use_nonce(conn: &Connection, app_id: &str, nonce: &str, expires_at: i64) -> Result<bool, Error> {
-    let n = conn
-        .prepare_cached("INSERT INTO nonces (app_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
+/// Appends a spent nonce to the log, to be kept until `expires_at`. The log has no index: whether
+/// a nonce was spent is asked of the set in memory (`Core::use_nonce`), which this log refills.
+pub fn log_nonce(conn: &Connection, app_id: &str, nonce: &str, expires_at: i64) -> Result<(), Error> {
+    conn.prepare_cached("INSERT INTO nonces (app_id, nonce, expires_at) VALUES (?1, ?2, ?3)")?
         .execute(params![app_id, nonce, expires_at])?;
-    Ok(n == 1)
+    Ok(())
 }
 
+/// The nonces still kept at `now`: (application, nonce, kept until).
+pub fn live_nonces(conn: &Connection, now: i64) -> Result<Vec<(String, String, i64)>, Error> {
+    let mut stmt = conn.prepare("SELECT app_id, nonce, expires_at FROM nonces WHERE expires_at > ?1")?;
+    let rows = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Removes the head of the log up to its first nonce still kept at `now`. The log is written in
+/// time order and a nonce is kept until its own timestamp plus the window, so the head is nearly
+/// all that expired; a row that expired behind a live one waits for a later pass (at most one
+/// window longer), and no live row is ever removed.
 pub fn reap_nonces(conn: &Connection, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute("DELETE FROM nonces WHERE expires_at <= ?1", params![now])?)
+    Ok(conn.execute(
+        "DELETE FROM nonces WHERE rowid < coalesce(
+             (SELECT rowid FROM nonces WHERE expires_at > ?1 ORDER BY rowid LIMIT 1),
+             (SELECT max(rowid) + 1 FROM nonces), 0)",
+        params![now],
+    )?)
 }

@@ -216,4 +216,26 @@ mod tests {
         conn.execute_batch("PRAGMA user_version = 999").unwrap();
         assert!(matches!(migrate(&mut conn, "t"), Err(OpenError::TooNew { found: 999, .. })));
     }
+
+    #[test]
+    fn nonces_move_to_the_log_and_the_reaper_removes_only_its_expired_head() {
+        let conn = Connection::open_in_memory().unwrap();
+        for (n, sql) in versions(SCHEMA).into_iter().filter(|(n, _)| *n <= 5) {
+            conn.execute_batch(&sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {n}")).unwrap();
+        }
+        conn.execute("INSERT INTO nonces (app_id, nonce, expires_at) VALUES ('a', 'old', 100)", []).unwrap();
+        let mut conn = conn;
+        migrate(&mut conn, "t").unwrap();
+        assert_eq!(devices::live_nonces(&conn, 0).unwrap(), vec![("a".into(), "old".into(), 100)]);
+
+        devices::log_nonce(&conn, "a", "ahead", 500).unwrap();
+        devices::log_nonce(&conn, "a", "late", 200).unwrap();
+        // At 150 the head ("old") expired; "late" expired at 200 but waits behind the live "ahead".
+        assert_eq!(devices::reap_nonces(&conn, 150).unwrap(), 1);
+        assert_eq!(devices::reap_nonces(&conn, 250).unwrap(), 0);
+        assert_eq!(devices::live_nonces(&conn, 250).unwrap(), vec![("a".into(), "ahead".into(), 500)]);
+        assert_eq!(devices::reap_nonces(&conn, 500).unwrap(), 2);
+        assert_eq!(devices::reap_nonces(&conn, 500).unwrap(), 0);
+    }
 }

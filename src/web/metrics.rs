@@ -160,6 +160,13 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
     metric(&mut out, "gatehouse_db_commits_total", "counter", "Commits made by the writer.", &[("", s.db_commits)]);
     metric(
         &mut out,
+        "gatehouse_nonces_kept",
+        "gauge",
+        "Nonces of signed requests kept in memory to refuse replays.",
+        &[("", s.nonces_kept)],
+    );
+    metric(
+        &mut out,
         "gatehouse_db_pool_connections",
         "gauge",
         "Pooled SQLite connections, by state.",

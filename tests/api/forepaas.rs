@@ -485,6 +485,7 @@ async fn metrics_are_scraped_in_prometheus_text() {
         "gatehouse_logins_total{result=\"failed\"} 1",
         "gatehouse_throttled_total 0",
         "gatehouse_hash_queue_depth 0",
+        "gatehouse_nonces_kept 0",
         "gatehouse_reaper_removed_total{kind=\"tokens\"} 0",
     ] {
         assert!(m.text.lines().any(|l| l == line), "missing {line:?} in:\n{}", m.text);

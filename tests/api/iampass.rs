@@ -265,6 +265,45 @@ async fn signature_failures_are_401_and_say_which_check_failed() {
 }
 
 #[actix_web::test]
+async fn a_spent_nonce_is_refused_after_a_restart() {
+    let ip = Iampass::new().await;
+    ip.add("/management", &["al"]).await;
+    let target = format!("/management/has_registered_mobile_device/{}/al", ip.id);
+    let once = Signing::new(&ip.id, &ip.secret);
+    assert_eq!(ip.call_signed("GET", &target, None, &once).await.status, 200);
+
+    // A second server on the same data directory reads the spent nonces back from the store.
+    let data = ip.app._dir.path().join("data");
+    let restarted = crate::helpers::spawn_app_in(tempfile::tempdir().unwrap(), &data, |_| {}).await;
+    let again = Iampass { app: restarted, id: ip.id.clone(), secret: ip.secret.clone() };
+    assert_refused_401(&again.call_signed("GET", &target, None, &once).await, "replayed nonce");
+    assert_eq!(again.call_signed("GET", &target, None, &Signing::new(&ip.id, &ip.secret)).await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_nonce_is_kept_as_long_as_its_timestamp_is_accepted() {
+    let window = gatehouse::config::Seconds::secs(2);
+    let ip = Iampass::with(spawn_app_with(|c| c.iampass.timestamp_window = window).await, "partner-app");
+    ip.add("/management", &["al"]).await;
+    let target = format!("/management/has_registered_mobile_device/{}/al", ip.id);
+    // A client whose clock is two seconds ahead signs a request that stays acceptable for four.
+    let ahead = Signing { timestamp: now() + 2, ..Signing::new(&ip.id, &ip.secret) };
+    assert_eq!(ip.call_signed("GET", &target, None, &ahead).await.status, 200);
+    let on_time = Signing::new(&ip.id, &ip.secret);
+    assert_eq!(ip.call_signed("GET", &target, None, &on_time).await.status, 200);
+
+    // Past the window from the first request's arrival, but not from its timestamp.
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+    ip.app.core.reap().unwrap();
+    assert_refused_401(&ip.call_signed("GET", &target, None, &ahead).await, "replayed nonce");
+    assert_refused_401(&ip.call_signed("GET", &target, None, &on_time).await, "stale timestamp");
+    // The reaper never removes a nonce still kept: the log keeps both rows behind the live one,
+    // while memory holds only the one still kept.
+    assert_eq!(ip.app.count("SELECT count(*) FROM nonces"), 2);
+    assert_eq!(ip.app.core.stats().nonces_kept, 1);
+}
+
+#[actix_web::test]
 async fn unknown_applications_and_users_are_404_in_plain_text() {
     let ip = Iampass::new().await;
     let ghost = Signing::new("ghost-app", "whatever-secret-it-is");
