@@ -15,11 +15,11 @@ pub struct ApiKeyRow {
 }
 
 pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<(), Error> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO api_keys (id, secret_digest, user_id, app_id, created_at, expires_at, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![k.id, k.secret_digest, k.user_id, k.app_id, k.created_at, k.expires_at, k.revoked_at],
-    )?;
+    )?
+    .execute(params![k.id, k.secret_digest, k.user_id, k.app_id, k.created_at, k.expires_at, k.revoked_at])?;
     Ok(())
 }
 
@@ -68,16 +68,18 @@ pub fn list(conn: &Connection) -> Result<Vec<(ApiKeyRow, String)>, Error> {
 
 /// Revokes a key; false when it was unknown or revoked already.
 pub fn revoke(conn: &Connection, id: &str, now: i64) -> Result<bool, Error> {
-    let n =
-        conn.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now])?;
+    let n = conn
+        .prepare_cached("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+        .execute(params![id, now])?;
     Ok(n == 1)
 }
 
 /// Revokes every live key of a user for an application (all applications when `app_id` is None).
 pub fn revoke_for_user(conn: &Connection, user_id: i64, app_id: Option<&str>, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "UPDATE api_keys SET revoked_at = ?3
+    Ok(conn
+        .prepare_cached(
+            "UPDATE api_keys SET revoked_at = ?3
          WHERE user_id = ?1 AND (?2 IS NULL OR app_id = ?2) AND revoked_at IS NULL",
-        params![user_id, app_id, now],
-    )?)
+        )?
+        .execute(params![user_id, app_id, now])?)
 }

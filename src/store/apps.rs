@@ -25,10 +25,10 @@ pub fn ensure_builtin(conn: &Connection, ids: &[&str], now: i64) -> Result<(), E
 
 /// Inserts an application; `Error::Exists` when the id is taken.
 pub fn insert(conn: &Connection, id: &str, secret_enc: &[u8], now: i64) -> Result<(), Error> {
-    match conn.execute(
-        "INSERT INTO applications (id, secret_enc, builtin, created_at) VALUES (?1, ?2, 0, ?3)",
-        params![id, secret_enc, now],
-    ) {
+    match conn
+        .prepare_cached("INSERT INTO applications (id, secret_enc, builtin, created_at) VALUES (?1, ?2, 0, ?3)")?
+        .execute(params![id, secret_enc, now])
+    {
         Ok(_) => Ok(()),
         Err(e) if super::is_unique_violation(&e) => Err(Error::Exists(format!("application {id}"))),
         Err(e) => Err(e.into()),

@@ -43,5 +43,5 @@ pub fn list(conn: &Connection, since: i64, login: Option<&str>) -> Result<Vec<Au
 }
 
 pub fn reap(conn: &Connection, before: i64) -> Result<usize, Error> {
-    Ok(conn.execute("DELETE FROM audit WHERE at < ?1", params![before])?)
+    Ok(conn.prepare_cached("DELETE FROM audit WHERE at < ?1")?.execute(params![before])?)
 }

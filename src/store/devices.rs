@@ -12,10 +12,10 @@ pub fn insert(
     api_key_id: &str,
     now: i64,
 ) -> Result<i64, Error> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO devices (user_id, app_id, name, api_key_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![user_id, app_id, name, api_key_id, now],
-    )?;
+    )?
+    .execute(params![user_id, app_id, name, api_key_id, now])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -31,15 +31,15 @@ pub fn mark_lost(conn: &Connection, user_id: i64, app_id: &str, now: i64) -> Res
         .prepare("SELECT api_key_id FROM devices WHERE user_id = ?1 AND app_id = ?2 AND lost_at IS NULL AND api_key_id IS NOT NULL")?
         .query_map(params![user_id, app_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    conn.execute(
-        "UPDATE devices SET lost_at = ?3 WHERE user_id = ?1 AND app_id = ?2 AND lost_at IS NULL",
-        params![user_id, app_id, now],
-    )?;
+    conn.prepare_cached("UPDATE devices SET lost_at = ?3 WHERE user_id = ?1 AND app_id = ?2 AND lost_at IS NULL")?
+        .execute(params![user_id, app_id, now])?;
     Ok(keys)
 }
 
 pub fn delete_for(conn: &Connection, user_id: i64, app_id: &str) -> Result<usize, Error> {
-    Ok(conn.execute("DELETE FROM devices WHERE user_id = ?1 AND app_id = ?2", params![user_id, app_id])?)
+    Ok(conn
+        .prepare_cached("DELETE FROM devices WHERE user_id = ?1 AND app_id = ?2")?
+        .execute(params![user_id, app_id])?)
 }
 
 /// Appends a spent nonce to the log, to be kept until `expires_at`. The log has no index: whether
@@ -62,10 +62,11 @@ pub fn live_nonces(conn: &Connection, now: i64) -> Result<Vec<(String, String, i
 /// all that expired; a row that expired behind a live one waits for a later pass (at most one
 /// window longer), and no live row is ever removed.
 pub fn reap_nonces(conn: &Connection, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "DELETE FROM nonces WHERE rowid < coalesce(
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM nonces WHERE rowid < coalesce(
              (SELECT rowid FROM nonces WHERE expires_at > ?1 ORDER BY rowid LIMIT 1),
              (SELECT max(rowid) + 1 FROM nonces), 0)",
-        params![now],
-    )?)
+        )?
+        .execute(params![now])?)
 }

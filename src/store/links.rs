@@ -23,16 +23,25 @@ pub struct NewLink<'a> {
 
 /// Inserts a link and voids the user's older unused links of the same purpose (and application).
 pub fn insert_voiding_older(conn: &Connection, l: &NewLink<'_>) -> Result<usize, Error> {
-    let voided = conn.execute(
-        "UPDATE links SET voided_at = ?4
+    let voided = conn
+        .prepare_cached(
+            "UPDATE links SET voided_at = ?4
          WHERE user_id = ?1 AND purpose = ?2 AND app_id IS ?3 AND used_at IS NULL AND voided_at IS NULL",
-        params![l.user_id, l.purpose, l.app_id, l.created_at],
-    )?;
-    conn.execute(
+        )?
+        .execute(params![l.user_id, l.purpose, l.app_id, l.created_at])?;
+    conn.prepare_cached(
         "INSERT INTO links (digest, purpose, user_id, app_id, display_name, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![&l.digest[..], l.purpose, l.user_id, l.app_id, l.display_name, l.created_at, l.expires_at],
-    )?;
+    )?
+    .execute(params![
+        &l.digest[..],
+        l.purpose,
+        l.user_id,
+        l.app_id,
+        l.display_name,
+        l.created_at,
+        l.expires_at
+    ])?;
     Ok(voided)
 }
 
@@ -52,8 +61,9 @@ pub fn live(conn: &Connection, digest: &[u8; 32], purpose: &str, now: i64) -> Re
 /// Marks a live link used; None when it was not live (used, voided, expired or unknown).
 pub fn consume(conn: &Connection, digest: &[u8; 32], purpose: &str, now: i64) -> Result<Option<LinkRow>, Error> {
     let Some(row) = live(conn, digest, purpose, now)? else { return Ok(None) };
-    let n =
-        conn.execute("UPDATE links SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL", params![&digest[..], now])?;
+    let n = conn
+        .prepare_cached("UPDATE links SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL")?
+        .execute(params![&digest[..], now])?;
     Ok((n == 1).then_some(row))
 }
 
@@ -65,15 +75,16 @@ pub fn void_for_user(
     app_id: Option<&str>,
     now: i64,
 ) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "UPDATE links SET voided_at = ?4
+    Ok(conn
+        .prepare_cached(
+            "UPDATE links SET voided_at = ?4
          WHERE user_id = ?1 AND purpose = ?2 AND app_id IS ?3 AND used_at IS NULL AND voided_at IS NULL",
-        params![user_id, purpose, app_id, now],
-    )?)
+        )?
+        .execute(params![user_id, purpose, app_id, now])?)
 }
 
 /// Deletes links past their expiry (used and voided ones are kept until then, so that a second
 /// use is told "gone" rather than "unknown").
 pub fn reap(conn: &Connection, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute("DELETE FROM links WHERE expires_at <= ?1", params![now])?)
+    Ok(conn.prepare_cached("DELETE FROM links WHERE expires_at <= ?1")?.execute(params![now])?)
 }

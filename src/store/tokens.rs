@@ -101,11 +101,12 @@ pub fn revoke(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<bool, Er
 
 /// Revokes every live token of a user for an application (all applications when `app_id` is None).
 pub fn revoke_for_user(conn: &Connection, user_id: i64, app_id: Option<&str>, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "UPDATE tokens SET revoked_at = ?3
+    Ok(conn
+        .prepare_cached(
+            "UPDATE tokens SET revoked_at = ?3
          WHERE user_id = ?1 AND (?2 IS NULL OR app_id = ?2) AND revoked_at IS NULL",
-        params![user_id, app_id, now],
-    )?)
+        )?
+        .execute(params![user_id, app_id, now])?)
 }
 
 /// Revokes every live token of a user but `keep`.
@@ -115,34 +116,35 @@ pub fn revoke_for_user_except(
     keep: Option<&[u8; 32]>,
     now: i64,
 ) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "UPDATE tokens SET revoked_at = ?3
+    Ok(conn
+        .prepare_cached(
+            "UPDATE tokens SET revoked_at = ?3
          WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR digest <> ?2)",
-        params![user_id, keep.map(|k| &k[..]), now],
-    )?)
+        )?
+        .execute(params![user_id, keep.map(|k| &k[..]), now])?)
 }
 
 pub fn revoke_for_api_key(conn: &Connection, api_key_id: &str, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "UPDATE tokens SET revoked_at = ?2 WHERE api_key_id = ?1 AND revoked_at IS NULL",
-        params![api_key_id, now],
-    )?)
+    Ok(conn
+        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE api_key_id = ?1 AND revoked_at IS NULL")?
+        .execute(params![api_key_id, now])?)
 }
 
 /// Deletes revoked, expired and idle tokens; returns how many.
 pub fn reap(conn: &Connection, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "DELETE FROM tokens
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM tokens
          WHERE revoked_at IS NOT NULL
             OR expires_at <= ?1
             OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?1)",
-        params![now],
-    )?)
+        )?
+        .execute(params![now])?)
 }
 
 /// Number of token rows (for tests and `gatehouse` status output).
 pub fn count(conn: &Connection) -> Result<i64, Error> {
-    Ok(conn.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0)).optional()?.unwrap_or(0))
+    Ok(conn.prepare_cached("SELECT count(*) FROM tokens")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
 }
 
 /// A refresh token as rotation needs to see it, live or not.

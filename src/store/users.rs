@@ -107,15 +107,13 @@ pub fn list(conn: &Connection) -> Result<Vec<(User, Vec<String>)>, Error> {
 }
 
 pub fn set_blocked(conn: &Connection, id: i64, blocked: bool) -> Result<(), Error> {
-    conn.execute("UPDATE users SET blocked = ?2 WHERE id = ?1", params![id, blocked])?;
+    conn.prepare_cached("UPDATE users SET blocked = ?2 WHERE id = ?1")?.execute(params![id, blocked])?;
     Ok(())
 }
 
 pub fn set_password(conn: &Connection, id: i64, hash: &str, expires_at: Option<i64>) -> Result<(), Error> {
-    conn.execute(
-        "UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0 WHERE id = ?1",
-        params![id, hash, expires_at],
-    )?;
+    conn.prepare_cached("UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0 WHERE id = ?1")?
+        .execute(params![id, hash, expires_at])?;
     Ok(())
 }
 
@@ -140,17 +138,21 @@ pub fn add_membership(conn: &Connection, user_id: i64, app_id: &str, now: i64) -
 
 /// Removes a membership; false when there was none.
 pub fn remove_membership(conn: &Connection, user_id: i64, app_id: &str) -> Result<bool, Error> {
-    let n = conn.execute("DELETE FROM memberships WHERE user_id = ?1 AND app_id = ?2", params![user_id, app_id])?;
+    let n = conn
+        .prepare_cached("DELETE FROM memberships WHERE user_id = ?1 AND app_id = ?2")?
+        .execute(params![user_id, app_id])?;
     Ok(n == 1)
 }
 
 /// The applications a user belongs to.
 pub fn membership_count(conn: &Connection, user_id: i64) -> Result<i64, Error> {
-    Ok(conn.query_row("SELECT count(*) FROM memberships WHERE user_id = ?1", [user_id], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM memberships WHERE user_id = ?1")?
+        .query_row([user_id], |r| r.get(0))?)
 }
 
 pub fn delete(conn: &Connection, user_id: i64) -> Result<(), Error> {
-    conn.execute("DELETE FROM users WHERE id = ?1", [user_id])?;
+    conn.prepare_cached("DELETE FROM users WHERE id = ?1")?.execute([user_id])?;
     Ok(())
 }
 
@@ -158,11 +160,13 @@ pub fn delete(conn: &Connection, user_id: i64) -> Result<(), Error> {
 /// Call inside a write transaction, so that two callers never take the same id.
 pub fn ensure_workspace(conn: &Connection, user_id: i64) -> Result<i64, Error> {
     let current: Option<i64> =
-        conn.query_row("SELECT workspace_id FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
+        conn.prepare_cached("SELECT workspace_id FROM users WHERE id = ?1")?.query_row([user_id], |r| r.get(0))?;
     if let Some(ws) = current {
         return Ok(ws);
     }
-    let next: i64 = conn.query_row("SELECT COALESCE(MAX(workspace_id), 200000) + 1 FROM users", [], |r| r.get(0))?;
-    conn.execute("UPDATE users SET workspace_id = ?2 WHERE id = ?1", params![user_id, next])?;
+    let next: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(workspace_id), 200000) + 1 FROM users")?
+        .query_row([], |r| r.get(0))?;
+    conn.prepare_cached("UPDATE users SET workspace_id = ?2 WHERE id = ?1")?.execute(params![user_id, next])?;
     Ok(next)
 }
