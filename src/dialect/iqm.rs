@@ -317,8 +317,7 @@ async fn user_info(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Ok(b) => b,
         Err(reason) => return unauthorized(reason),
     };
-    let core = core.into_inner();
-    match core.call(move |c| c.check_bearer(&token, ow)).await {
+    match core.check_bearer(&token, ow) {
         Ok(b) => answer(
             StatusCode::OK,
             &json!({"success": true, "data": {

@@ -227,8 +227,7 @@ async fn current_user(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     let Some(token) = session_of(&req) else {
         return failure(&req, StatusCode::UNAUTHORIZED, "No valid session");
     };
-    let core = core.into_inner();
-    match core.call(move |c| c.check_token(TokenKind::CmsSession, &token, Some(APP_CMS))).await {
+    match core.check_token(TokenKind::CmsSession, &token, Some(APP_CMS)) {
         Ok(info) => user_answer(&info.user, &core, None),
         Err(e) => error(&req, &e),
     }

@@ -34,12 +34,17 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 /// refresh grants went from ~4,900 to ~5,800/s with 10,000. The WAL file stays under ~45 MB.
 const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 
+/// The longest a quick read (`Store::read_quick`, on the executor) waits for SQLite.
+const QUICK_BUSY: Duration = Duration::from_millis(100);
+
 /// Prepared statements kept per connection: more than gatehouse has.
 const STATEMENT_CACHE: usize = 256;
 
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Read connections of their own for `Store::read_quick`, one per HTTP worker and one more.
+    quick: std::sync::Arc<Vec<std::sync::Mutex<Connection>>>,
     waits: std::sync::Arc<std::sync::atomic::AtomicU64>,
     writer: std::sync::Arc<writer::Writer>,
 }
@@ -96,7 +101,29 @@ impl Store {
             .connection_timeout(Duration::from_secs(30))
             .build(manager)
             .map_err(|source| OpenError::Pool { path: name, source })?;
-        Ok(Store { pool, waits: Default::default(), writer })
+        let quick = (0..=config.http_workers())
+            .map(|_| {
+                let conn = Connection::open(&path)?;
+                set_pragmas(&conn, QUICK_BUSY.min(busy), sync)?;
+                Ok(std::sync::Mutex::new(conn))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|source| OpenError::Sqlite { path: path.display().to_string(), source })?;
+        Ok(Store { pool, quick: std::sync::Arc::new(quick), waits: Default::default(), writer })
+    }
+
+    /// Runs `f`, one read of a few rows by an index, on a connection of its own without a trip
+    /// to the blocking pool: a token check calls it on the executor. In WAL mode a reader never
+    /// waits for the writer; SQLite makes it wait only while the WAL is being reset, for at
+    /// most `QUICK_BUSY`. When every such connection is taken (a thread of the blocking pool
+    /// may hold one) it falls back to the pool.
+    pub fn read_quick<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        for slot in self.quick.iter() {
+            if let Ok(conn) = slot.try_lock() {
+                return f(&conn);
+            }
+        }
+        self.with(|c| f(c))
     }
 
     /// Runs `f` on a pooled connection. Blocking: call it from the blocking pool or the CLI.
@@ -223,6 +250,21 @@ mod tests {
         assert_eq!(v, versions(SCHEMA).last().unwrap().0);
         conn.execute_batch("PRAGMA user_version = 999").unwrap();
         assert!(matches!(migrate(&mut conn, "t"), Err(OpenError::TooNew { found: 999, .. })));
+    }
+
+    #[test]
+    fn a_quick_read_falls_back_to_the_pool_when_its_connections_are_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.http.workers = 1;
+        let store = Store::open(&config).unwrap();
+        let which = |c: &Connection| Ok(c as *const Connection as usize);
+        let quick: Vec<usize> = store.quick.iter().map(|m| &*m.lock().unwrap() as *const Connection as usize).collect();
+        assert_eq!(quick.len(), 2, "one per HTTP worker and one more");
+        assert!(quick.contains(&store.read_quick(which).unwrap()));
+        let held: Vec<_> = store.quick.iter().map(|m| m.lock().unwrap()).collect();
+        assert!(!quick.contains(&store.read_quick(which).unwrap()), "answered by the pool");
+        drop(held);
     }
 
     #[test]
