@@ -131,7 +131,7 @@ pub struct Links {
 #[serde(deny_unknown_fields, default)]
 pub struct Iampass {
     /// A signed request's timestamp may differ from the server's clock by at most this much; its
-    /// nonce is remembered this long.
+    /// nonce is remembered until that timestamp plus this.
     pub timestamp_window: Seconds,
 }
 
