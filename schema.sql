@@ -152,3 +152,35 @@ CREATE TABLE nonce_log (
 INSERT INTO nonce_log (app_id, nonce, expires_at) SELECT app_id, nonce, expires_at FROM nonces ORDER BY expires_at;
 DROP TABLE nonces;
 ALTER TABLE nonce_log RENAME TO nonces;
+
+-- version 7
+-- Tokens get a rowid in order of issue and the digest a unique index of its own. Keyed by the
+-- digest alone, every token issued went to a random place of the table and of the user and family
+-- indexes, each dirtying a page of the WAL; now a row and its index entries are appended, and only
+-- the narrow digest index takes a random insert. tokens_expires goes: the reaper's test (revoked,
+-- expired or idle) scans the table whatever indexes exist.
+CREATE TABLE tokens_v7 (
+    id            INTEGER PRIMARY KEY,
+    digest        BLOB NOT NULL UNIQUE,
+    kind          TEXT NOT NULL,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    api_key_id    TEXT REFERENCES api_keys(id) ON DELETE CASCADE,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER NOT NULL,
+    idle_ms       INTEGER,
+    expires_at    INTEGER NOT NULL,
+    revoked_at    INTEGER,
+    family        BLOB,
+    used_at       INTEGER
+) STRICT;
+INSERT INTO tokens_v7 (digest, kind, user_id, app_id, api_key_id, created_at, last_used_at, idle_ms, expires_at,
+                       revoked_at, family, used_at)
+    SELECT digest, kind, user_id, app_id, api_key_id, created_at, last_used_at, idle_ms, expires_at,
+           revoked_at, family, used_at
+    FROM tokens ORDER BY created_at;
+DROP TABLE tokens;
+ALTER TABLE tokens_v7 RENAME TO tokens;
+CREATE INDEX tokens_user ON tokens(user_id, app_id);
+CREATE INDEX tokens_api_key ON tokens(api_key_id) WHERE api_key_id IS NOT NULL;
+CREATE INDEX tokens_family ON tokens(family) WHERE family IS NOT NULL;

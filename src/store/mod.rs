@@ -271,6 +271,47 @@ mod tests {
     }
 
     #[test]
+    fn tokens_keep_every_row_and_column_when_their_table_is_rebuilt() {
+        let conn = Connection::open_in_memory().unwrap();
+        for (n, sql) in versions(SCHEMA).into_iter().filter(|(n, _)| *n <= 6) {
+            conn.execute_batch(&sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {n}")).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO applications (id, created_at) VALUES ('app', 1);
+             INSERT INTO users (login, login_key, created_at) VALUES ('al', 'al', 1);
+             INSERT INTO tokens (digest, kind, user_id, app_id, created_at, last_used_at, idle_ms, expires_at,
+                                 revoked_at, family, used_at)
+                 VALUES (x'02', 'iqm_refresh', 1, 'app', 20, 21, 5, 30, NULL, x'0f', 25),
+                        (x'01', 'iam', 1, 'app', 10, 11, NULL, 40, 12, NULL, NULL);",
+        )
+        .unwrap();
+        let rows = |c: &Connection| -> Vec<String> {
+            c.prepare(
+                "SELECT quote(digest), kind, user_id, app_id, created_at, last_used_at, idle_ms, expires_at,
+                        revoked_at, quote(family), used_at FROM tokens ORDER BY created_at",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok(format!("{:?}", (0..11).map(|i| r.get::<_, rusqlite::types::Value>(i).unwrap()).collect::<Vec<_>>()))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let before = rows(&conn);
+        let mut conn = conn;
+        migrate(&mut conn, "t").unwrap();
+        assert_eq!(rows(&conn), before);
+        let dup = conn.execute(
+            "INSERT INTO tokens (digest, kind, user_id, app_id, created_at, last_used_at, expires_at)
+             VALUES (x'01', 'iam', 1, 'app', 1, 1, 1)",
+            [],
+        );
+        assert!(dup.is_err_and(|e| is_unique_violation(&e)), "a digest stays unique");
+    }
+
+    #[test]
     fn nonces_move_to_the_log_and_the_reaper_removes_only_its_expired_head() {
         let conn = Connection::open_in_memory().unwrap();
         for (n, sql) in versions(SCHEMA).into_iter().filter(|(n, _)| *n <= 5) {
