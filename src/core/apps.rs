@@ -53,7 +53,8 @@ impl Core {
         if let Some(s) = self.secrets.read().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(Arc::clone(s));
         }
-        let sealed = self.store.with(|c| apps::sealed_secret(c, id))?;
+        // One read by primary key, once per application: fine on the executor.
+        let sealed = self.store.read_quick(|c| apps::sealed_secret(c, id))?;
         let sealed = sealed.flatten().ok_or_else(|| Error::UnknownApp(id.to_string()))?;
         let plain = self.key.open(id, &sealed).ok_or_else(|| {
             super::internal(format!("the secret of application {id} does not open under the master key"))

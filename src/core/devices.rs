@@ -7,7 +7,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::apikeys::NewApiKey;
 use super::audit::audit_in;
@@ -61,6 +61,14 @@ pub fn validate_logins(logins: &[String]) -> Result<Vec<String>, Error> {
         }
     }
     Ok(out)
+}
+
+/// The user `login` if `app_id` owns them; `UnknownUser` for anyone else.
+fn app_user_in(c: &rusqlite::Connection, app_id: &str, login: &str) -> Result<User, Error> {
+    match users::by_login(c, login)? {
+        Some((u, _)) if users::is_member(c, u.id, app_id)? => Ok(u),
+        _ => Err(Error::UnknownUser(login.to_string())),
+    }
 }
 
 /// A display name: at most 255 bytes, no control characters.
@@ -159,6 +167,31 @@ impl Core {
         Ok(true)
     }
 
+    /// [`Core::use_nonce`] for async code: spends the nonce in memory at once (None when the
+    /// application spent it already) and gives the future of its durable record, which the
+    /// caller must await before answering. Should the record fail, the nonce is not spent.
+    pub fn spend_nonce(
+        self: &Arc<Self>,
+        app_id: &str,
+        nonce: &str,
+        keep_until: i64,
+    ) -> Option<impl std::future::Future<Output = Result<(), Error>> + use<>> {
+        let key = Nonces::key(app_id, nonce);
+        if !self.nonces.spend(key, keep_until, now_ms()) {
+            return None;
+        }
+        let (app_id, nonce) = (app_id.to_string(), nonce.to_string());
+        let logged = self.store.write_async(move |tx| devices::log_nonce(tx, &app_id, &nonce, keep_until));
+        let core = Arc::clone(self);
+        Some(async move {
+            let out = logged.await;
+            if out.is_err() {
+                core.nonces.forget(&key);
+            }
+            out
+        })
+    }
+
     /// Adds users owned by `app_id` (no password: they sign in with devices). All or nothing: a
     /// login that exists outside the application stops the whole call.
     pub fn add_app_users(&self, caller: &Caller, app_id: &str, logins: &[String]) -> Result<AddedUsers, Error> {
@@ -234,10 +267,7 @@ impl Core {
 
     /// A user owned by `app_id`; `UnknownUser` for anyone else.
     pub fn app_user(&self, app_id: &str, login: &str) -> Result<User, Error> {
-        self.store.with(|c| match users::by_login(c, login)? {
-            Some((u, _)) if users::is_member(c, u.id, app_id)? => Ok(u),
-            _ => Err(Error::UnknownUser(login.to_string())),
-        })
+        self.store.with(|c| app_user_in(c, app_id, login))
     }
 
     fn new_registration_link(&self, app_id: &str, user: &User, display_name: Option<&str>) -> Result<String, Error> {
@@ -258,9 +288,12 @@ impl Core {
         Ok(url)
     }
 
+    /// Three reads by index: a dialect may call it on the executor (`Store::read_quick`).
     pub fn has_device(&self, app_id: &str, login: &str) -> Result<bool, Error> {
-        let user = self.app_user(app_id, login)?;
-        self.store.with(|c| devices::has_live(c, user.id, app_id))
+        self.store.read_quick(|c| {
+            let user = app_user_in(c, app_id, login)?;
+            devices::has_live(c, user.id, app_id)
+        })
     }
 
     /// Disables the user's devices for `app_id`, revokes their API keys and every token issued

@@ -206,6 +206,19 @@ fn signature_of(req: &HttpRequest, path_app: &str) -> Result<Signature, Refused>
 
 /// Checks a signature with its application's secret, then spends its nonce. Blocking.
 fn verify(c: &Core, sig: &Signature) -> Result<(), Refused> {
+    let keep_until = check(c, sig)?;
+    if !c.use_nonce(&sig.app, &sig.nonce, keep_until)? {
+        return Err(denied("replayed nonce"));
+    }
+    Ok(())
+}
+
+/// Checks a signature's timestamp and MAC with its application's secret; answers until when its
+/// nonce must be kept. Only a correctly signed request may spend its nonce, so that no one else
+/// can burn them. The request is accepted until its own timestamp plus the window (a clock ahead
+/// of ours moves that later than now plus the window), so its nonce is kept for as long, and a
+/// millisecond more.
+fn check(c: &Core, sig: &Signature) -> Result<i64, Refused> {
     let secret = c.app_secret(&sig.app)?;
     let window = c.config.iampass.timestamp_window.millis();
     if (now_ms() - sig.ts.saturating_mul(1000)).abs() > window {
@@ -220,14 +233,22 @@ fn verify(c: &Core, sig: &Signature) -> Result<(), Refused> {
     if !ok {
         return Err(denied("bad signature"));
     }
-    // Only a correctly signed request spends its nonce, so no one else can burn them. The request
-    // is accepted until its own timestamp plus the window (a clock ahead of ours moves that later
-    // than now plus the window), so its nonce is kept for as long, and a millisecond more.
-    let keep_until = sig.ts.saturating_mul(1000).saturating_add(window).saturating_add(1);
-    if !c.use_nonce(&sig.app, &sig.nonce, keep_until)? {
+    Ok(sig.ts.saturating_mul(1000).saturating_add(window).saturating_add(1))
+}
+
+/// [`run_signed`] for an operation that is a few reads by index (`Store::read_quick`): all of it
+/// runs on the executor, and the answer waits for the nonce's record to be committed.
+async fn run_signed_quick<T, F>(core: &std::sync::Arc<Core>, sig: Signature, f: F) -> Result<T, Refused>
+where
+    F: FnOnce(&Core) -> Result<T, Refused>,
+{
+    let keep_until = check(core, &sig)?;
+    let Some(recorded) = core.spend_nonce(&sig.app, &sig.nonce, keep_until) else {
         return Err(denied("replayed nonce"));
-    }
-    Ok(())
+    };
+    let out = f(core);
+    recorded.await?;
+    out
 }
 
 /// Runs `f` once the signature is verified, in one trip off the executor.
@@ -323,10 +344,16 @@ async fn registration_link(req: HttpRequest, core: web::Data<Core>) -> HttpRespo
 }
 
 async fn has_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
-    per_user(req, core, |c, _, app, user, _| {
-        c.has_device(app, user).map(|has| json!({"device_registered": has, "status": true}))
-    })
-    .await
+    let core = core.into_inner();
+    let (app, user, sig) = match signed(&req, true) {
+        Ok((app, Some(user), sig)) => (app, user, sig),
+        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
+        Err(r) => return refusal(r, "", None),
+    };
+    match run_signed_quick(&core, sig, |c| Ok(c.has_device(&app, &user)?)).await {
+        Ok(has) => json_answer(StatusCode::OK, &json!({"device_registered": has, "status": true})),
+        Err(r) => refusal(r, &app, Some(&user)),
+    }
 }
 
 async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {

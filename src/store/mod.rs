@@ -155,6 +155,16 @@ impl Store {
         self.writer.write(f)
     }
 
+    /// [`Store::write`] for async code and a small write: `f` runs on the writer's committer
+    /// thread and the future resolves once it is committed, with no thread waiting for it.
+    pub fn write_async<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, Error>> + use<T, F>
+    where
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write_async(f)
+    }
+
     /// (writes committed, commits made) by this process's writer.
     pub fn commit_stats(&self) -> (u64, u64) {
         self.writer.stats()

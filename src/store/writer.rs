@@ -20,18 +20,37 @@ use crate::core::{internal, Error};
 
 pub(super) struct Writer {
     state: Mutex<State>,
-    /// Wakes the committer: the open transaction holds writes.
+    /// What wakes the committer. A lock of its own: an executor that queues a write must not
+    /// wait while a commit holds `state`.
+    queue: Mutex<Queue>,
+    /// Signalled under `queue`: there is work for the committer.
     work: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Writes sent from async code (`Writer::write_async`), for the committer to run.
+    jobs: Vec<Job>,
+    /// A parked writer's write waits in the open transaction for a commit.
+    parked: bool,
 }
 
 struct State {
     conn: Connection,
     /// The writers whose writes the open transaction holds, waiting for its commit.
     waiting: Vec<Arc<Waiter>>,
+    /// Answers to the queued writes that the open transaction holds, given once it is committed.
+    answers: Vec<Answer>,
     /// Writes committed, and commits made (for /metrics: their ratio is the batch size).
     writes: u64,
     commits: u64,
 }
+
+/// A write sent from async code, run by the committer in the open transaction: `None` when it
+/// failed (and was answered at once), else how to answer it once the commit is known.
+type Job = Box<dyn FnOnce(&mut MutexGuard<'_, State>) -> Option<Answer> + Send>;
+/// Answers a queued write: true when the commit holding it succeeded.
+type Answer = Box<dyn FnOnce(bool) + Send>;
 
 /// A writer parked until the commit of its write.
 struct Waiter {
@@ -102,7 +121,8 @@ impl Writer {
     /// dropped.
     pub(super) fn start(conn: Connection) -> std::io::Result<Arc<Writer>> {
         let writer = Arc::new(Writer {
-            state: Mutex::new(State { conn, waiting: Vec::new(), writes: 0, commits: 0 }),
+            state: Mutex::new(State { conn, waiting: Vec::new(), answers: Vec::new(), writes: 0, commits: 0 }),
+            queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
         });
         let weak = Arc::downgrade(&writer);
@@ -119,35 +139,11 @@ impl Writer {
     pub(super) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
         let _guard = InWrite::enter()?;
         let mut st = self.lock();
-        if !st.waiting.is_empty() && st.conn.is_autocommit() {
-            settle(lost(&mut st), FAILED);
-        }
-        if st.conn.is_autocommit() {
-            // BEGIN IMMEDIATE: the write lock now, so no statement fails half-way on an upgrade.
-            exec(&st.conn, "BEGIN IMMEDIATE")?;
-        }
-        let out = Savepoint::begin(&st.conn)
-            .map_err(Error::from)
-            .and_then(|sp| f(sp.0).and_then(|out| sp.release().map(|()| out).map_err(Error::from)));
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                if !st.waiting.is_empty() && st.conn.is_autocommit() {
-                    // The error rolled back the whole transaction (SQLite does on I/O errors):
-                    // the writes before this one are lost with it.
-                    let lost = lost(&mut st);
-                    drop(st);
-                    settle(lost, FAILED);
-                } else if st.waiting.is_empty() && !st.conn.is_autocommit() {
-                    // Nothing else in the transaction: end it rather than hold the lock.
-                    let _ = exec(&st.conn, "ROLLBACK");
-                }
-                return Err(e);
-            }
-        };
+        let out = run(&mut st, f)?;
         let me = Arc::new(Waiter { thread: std::thread::current(), outcome: AtomicU8::new(PENDING) });
         st.waiting.push(Arc::clone(&me));
         drop(st);
+        self.queue().parked = true;
         self.work.notify_one();
         loop {
             match me.outcome.load(Ordering::Acquire) {
@@ -156,6 +152,37 @@ impl Writer {
                 _ => return Err(internal("the commit of a write failed")),
             }
         }
+    }
+
+    /// [`Writer::write`] for async code, for a small write: the committer thread runs `f` in the
+    /// open transaction, and the future resolves once the commit holding it is done, with no
+    /// thread waiting for it. The write is queued at once, before the future is first polled.
+    /// `f` runs on the committer, so it must be short and use nothing but its connection (a
+    /// `write` inside it fails at once; a panic in it is answered as an error).
+    pub(super) fn write_async<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, Error>> + use<T, F>
+    where
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, Error>>();
+        let job: Job = Box::new(move |st: &mut MutexGuard<'_, State>| -> Option<Answer> {
+            match run(st, f) {
+                Ok(out) => Some(Box::new(move |committed: bool| {
+                    let _ = tx.send(if committed { Ok(out) } else { Err(internal("the commit of a write failed")) });
+                })),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    None
+                }
+            }
+        });
+        self.queue().jobs.push(job);
+        self.work.notify_one();
+        async move { rx.await.unwrap_or_else(|_| Err(internal("a queued write was dropped unanswered"))) }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// (writes committed, commits made).
@@ -169,21 +196,41 @@ impl Writer {
 fn committer(writer: Weak<Writer>) {
     loop {
         let Some(w) = writer.upgrade() else { return };
+        let jobs = {
+            let mut q = w.queue();
+            // Every writer sets `parked` or queues a job under `queue` after its write is in
+            // `state`, so nothing arrives unseen between this look and the wait.
+            if !q.parked && q.jobs.is_empty() {
+                q = w.work.wait_timeout(q, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            q.parked = false;
+            std::mem::take(&mut q.jobs)
+        };
         let mut st = w.lock();
-        if st.waiting.is_empty() {
-            st = w.work.wait_timeout(st, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
-            if st.waiting.is_empty() {
-                continue;
+        if !jobs.is_empty() {
+            // The queued writes run here, in turn with the parked writers' (under the lock).
+            let _guard = InWrite::enter();
+            for job in jobs {
+                // A panicking write is rolled back by its savepoint and answered with an error
+                // (its sender is dropped); the committer goes on.
+                let st = &mut st;
+                if let Ok(Some(answer)) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(st))) {
+                    st.answers.push(answer);
+                }
             }
         }
+        if !held(&st) {
+            continue;
+        }
+        let count = st.waiting.len() + st.answers.len();
         let outcome = match exec(&st.conn, "COMMIT") {
             Ok(()) => {
-                st.writes += st.waiting.len() as u64;
+                st.writes += count as u64;
                 st.commits += 1;
                 COMMITTED
             }
             Err(e) => {
-                log::error!("commit of {} writes failed: {e}", st.waiting.len());
+                log::error!("commit of {count} writes failed: {e}");
                 if !st.conn.is_autocommit() {
                     let _ = exec(&st.conn, "ROLLBACK");
                 }
@@ -191,16 +238,53 @@ fn committer(writer: Weak<Writer>) {
             }
         };
         let batch = std::mem::take(&mut st.waiting);
+        let answers = std::mem::take(&mut st.answers);
         // The writers run on once the lock is free.
         drop(st);
         settle(batch, outcome);
+        for answer in answers {
+            answer(outcome == COMMITTED);
+        }
     }
 }
 
+/// Runs `f` in a savepoint of the open transaction, beginning one if need be. A failing `f`
+/// changes nothing; when its failure took the whole transaction with it (SQLite rolls back on
+/// I/O errors), the writes the transaction held are answered as failed.
+fn run<T>(st: &mut MutexGuard<'_, State>, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+    if held(st) && st.conn.is_autocommit() {
+        lost(st);
+    }
+    if st.conn.is_autocommit() {
+        // BEGIN IMMEDIATE: the write lock now, so no statement fails half-way on an upgrade.
+        exec(&st.conn, "BEGIN IMMEDIATE")?;
+    }
+    let out = Savepoint::begin(&st.conn)
+        .map_err(Error::from)
+        .and_then(|sp| f(sp.0).and_then(|out| sp.release().map(|()| out).map_err(Error::from)));
+    if out.is_err() {
+        if held(st) && st.conn.is_autocommit() {
+            lost(st);
+        } else if !held(st) && !st.conn.is_autocommit() {
+            // Nothing else in the transaction: end it rather than hold the lock.
+            let _ = exec(&st.conn, "ROLLBACK");
+        }
+    }
+    out
+}
+
+/// Whether the open transaction holds writes waiting for its commit.
+fn held(st: &State) -> bool {
+    !st.waiting.is_empty() || !st.answers.is_empty()
+}
+
 /// The open transaction ended without a commit (rolled back by SQLite): its writes failed.
-fn lost(st: &mut State) -> Vec<Arc<Waiter>> {
-    log::error!("{} writes were rolled back by the database", st.waiting.len());
-    std::mem::take(&mut st.waiting)
+fn lost(st: &mut State) {
+    log::error!("{} writes were rolled back by the database", st.waiting.len() + st.answers.len());
+    settle(std::mem::take(&mut st.waiting), FAILED);
+    for answer in std::mem::take(&mut st.answers) {
+        answer(false);
+    }
 }
 
 /// Tells the writers of a batch how it ended.
@@ -288,6 +372,58 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(keys, vec![8]);
+    }
+
+    #[test]
+    fn async_writes_share_commits_with_parked_ones_and_fail_alone() {
+        let (_dir, w, path) = writer();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let parked: Vec<_> = (0..4)
+            .map(|t| {
+                let w = Arc::clone(&w);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'sync')", [t * 1000 + i])?))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        rt.block_on(async {
+            let writes: Vec<_> = (0..200)
+                .map(|i| {
+                    w.write_async(move |c| Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'async')", [10_000 + i])?))
+                })
+                .collect();
+            for f in writes {
+                assert_eq!(f.await.unwrap(), 1);
+            }
+            // A failing write and a panicking one are answered with errors and change nothing.
+            let failed = w.write_async(|c| {
+                c.execute("INSERT INTO t (k, v) VALUES (-1, 'half')", [])?;
+                Err::<(), _>(Error::invalid("k", "refused after a statement"))
+            });
+            assert!(matches!(failed.await, Err(Error::Invalid { .. })));
+            let panicked = w.write_async(|c| -> Result<(), Error> {
+                c.execute("INSERT INTO t (k, v) VALUES (-2, 'partial')", []).unwrap();
+                panic!("a bug in a write");
+            });
+            assert!(matches!(panicked.await, Err(Error::Internal(_))));
+            // A write inside a queued write fails instead of waiting for itself.
+            let w2 = Arc::clone(&w);
+            let nested =
+                w.write_async(move |_| Ok(w2.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (-3, 'x')", [])?))));
+            assert!(matches!(nested.await, Ok(Err(Error::Internal(_)))));
+            let after = w.write_async(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (-4, 'after')", [])?));
+            assert_eq!(after.await.unwrap(), 1);
+        });
+        for t in parked {
+            t.join().unwrap();
+        }
+        // Every answered write is visible to another connection: it was committed before the answer.
+        assert_eq!(count(&path), 200 + 200 + 1);
+        let (writes, commits) = w.stats();
+        assert!(commits < writes, "{commits} commits for {writes} writes");
     }
 
     #[test]
