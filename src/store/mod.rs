@@ -37,6 +37,10 @@ const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 /// The longest a quick read (`Store::read_quick`, on the executor) waits for SQLite.
 const QUICK_BUSY: Duration = Duration::from_millis(100);
 
+/// How often the checkpointer thread copies committed pages into the database file while
+/// writes go on. Refresh grants after 100,000 add_users, 10-second runs: p99 26-27 -> 22-24 ms.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
 /// Prepared statements kept per connection: more than gatehouse has.
 const STATEMENT_CACHE: usize = 256;
 
@@ -55,7 +59,7 @@ pub enum OpenError {
     Sqlite { path: String, source: rusqlite::Error },
     #[error("database {path}: {source}")]
     Pool { path: String, source: r2d2::Error },
-    #[error("database {path}: the writer thread could not start: {source}")]
+    #[error("database {path}: a writer thread could not start: {source}")]
     Thread { path: String, source: std::io::Error },
     #[error("database {path} is at schema version {found}, newer than this gatehouse knows ({known}); use a newer gatehouse")]
     TooNew { path: String, found: i64, known: i64 },
@@ -90,9 +94,15 @@ impl Store {
             set_pragmas(&conn, busy, sync).map_err(sq)?;
             migrate(&mut conn, &name)?;
             // The connection that migrated stays on as the process's one writer. It checkpoints
-            // the WAL after a commit that leaves it longer than WAL_CHECKPOINT_PAGES.
+            // the WAL after a commit that leaves it longer than WAL_CHECKPOINT_PAGES; a thread of
+            // its own checkpoints beside it (see `Writer::start_checkpointer`).
             conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")).map_err(sq)?;
-            writer::Writer::start(conn).map_err(|source| OpenError::Thread { path: name.clone(), source })?
+            let checkpoints = Connection::open(&path).map_err(sq)?;
+            set_pragmas(&checkpoints, busy, sync).map_err(sq)?;
+            let thread = |source| OpenError::Thread { path: name.clone(), source };
+            let writer = writer::Writer::start(conn).map_err(thread)?;
+            writer.start_checkpointer(checkpoints, CHECKPOINT_EVERY).map_err(thread)?;
+            writer
         };
         let manager = SqliteConnectionManager::file(&path).with_init(move |c| set_pragmas(c, busy, sync));
         let pool = r2d2::Pool::builder()

@@ -181,6 +181,32 @@ impl Writer {
         async move { rx.await.unwrap_or_else(|_| Err(internal("a queued write was dropped unanswered"))) }
     }
 
+    /// Starts a thread that checkpoints the WAL on `conn`, a connection of its own, every `every`
+    /// while commits go on, until the writer is dropped. A passive checkpoint runs beside the
+    /// writer and its readers and waits for neither, so the pages are copied off the commit path;
+    /// the writer's own checkpoint (every `WAL_CHECKPOINT_PAGES`) then finds little left to copy,
+    /// and only it can let the WAL start over from its beginning.
+    pub(super) fn start_checkpointer(self: &Arc<Self>, conn: Connection, every: Duration) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new().name("gatehouse-ckpt".into()).spawn(move || {
+            let mut seen = 0;
+            loop {
+                std::thread::sleep(every);
+                let Some(w) = weak.upgrade() else { return };
+                let (_, commits) = w.stats();
+                drop(w);
+                if commits == seen {
+                    continue;
+                }
+                seen = commits;
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    log::warn!("checkpoint of the write-ahead log failed: {e}");
+                }
+            }
+        })?;
+        Ok(())
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -424,6 +450,25 @@ mod tests {
         assert_eq!(count(&path), 200 + 200 + 1);
         let (writes, commits) = w.stats();
         assert!(commits < writes, "{commits} commits for {writes} writes");
+    }
+
+    #[test]
+    fn the_checkpointer_copies_committed_pages_into_the_database_file() {
+        let (_dir, w, path) = writer();
+        w.start_checkpointer(Connection::open(&path).unwrap(), Duration::from_millis(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        // 50 rows of 8 KiB: far below the writer's own checkpoint (1000 pages by default).
+        for i in 0..50 {
+            w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![i, "x".repeat(8192)])?))
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while size() < before + 50 * 8192 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(size() >= before + 50 * 8192, "the file grew from {before} to {} bytes only", size());
     }
 
     #[test]
