@@ -163,7 +163,8 @@ impl Core {
                 return Ok(Err(Error::BadToken));
             }
             if let Some(used) = row.used_at {
-                if now - used > grace {
+                // At or past the grace (always, with no grace: even within the same millisecond).
+                if now.saturating_sub(used) >= grace {
                     let n = tokens::revoke_family(tx, &row.family, now)?;
                     log::warn!("refresh token reused: family of user {} revoked ({n} tokens)", row.user_id);
                 }
