@@ -243,6 +243,18 @@ impl Core {
         tokio::task::spawn_blocking(move || f(&core)).await.map_err(internal)?
     }
 
+    /// [`Core::call`] for an operation that is one write and nothing else (`f` uses only `tx`):
+    /// it runs on the writer's thread, inside the transaction of the next commit, and is
+    /// answered once that commit is done, without a thread of the blocking pool waiting for it.
+    pub async fn call_write<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Core, &rusqlite::Connection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let core = Arc::clone(self);
+        self.store.write_async(move |tx| f(&core, tx)).await
+    }
+
     /// [`Core::call`] for work that hashes or verifies a password: turned away at once, without
     /// leaving the executor, while the hashing queue is full.
     pub async fn call_hashing<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>

@@ -151,11 +151,20 @@ impl Core {
 
     /// The refresh grant: rotates the refresh token. `client_id`, when the client authenticated,
     /// must be the token's.
-    pub fn refresh_grant(&self, client_id: Option<&str>, refresh: &Secret) -> Result<Grant, Error> {
+    ///
+    /// Runs inside the write `tx` (see `Core::call_write`). The outer error is the write's; the
+    /// inner one is the answer, given after the commit, so that a family revoked on a reuse stays
+    /// revoked although the answer is an error.
+    pub fn refresh_grant_in(
+        &self,
+        tx: &rusqlite::Connection,
+        client_id: Option<&str>,
+        refresh: &Secret,
+    ) -> Result<Result<Grant, Error>, Error> {
         let now = now_ms();
         let d = digest(refresh);
         let grace = self.config.iqm.refresh_reuse_grace.millis();
-        let outcome = self.store.write(|tx| {
+        {
             let Some(row) = tokens::refresh_row(tx, &d, TokenKind::IqmRefresh.as_str())? else {
                 return Ok(Err(Error::BadToken));
             };
@@ -180,9 +189,7 @@ impl Core {
             let family: [u8; 16] =
                 row.family.as_slice().try_into().map_err(|_| super::internal("malformed token family"))?;
             Ok(Ok(self.issue_grant(tx, user, &row.app_id, family, now)?))
-        })?;
-        // The family's revocation above is committed even though the answer is an error.
-        outcome
+        }
     }
 
     /// A live access token whose workspace is `workspace_id`.

@@ -263,7 +263,11 @@ async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 Ok(r) => Secret::new(r),
                 Err(r) => return bad_request(&r),
             };
-            match core.call(move |c| c.refresh_grant(client_id.as_deref(), &refresh)).await {
+            match core
+                .call_write(move |c, tx| c.refresh_grant_in(tx, client_id.as_deref(), &refresh))
+                .await
+                .and_then(|g| g)
+            {
                 Ok(g) => answer(StatusCode::OK, &Value::Object(token_object(&g))),
                 Err(e) => error(&e, &core),
             }
