@@ -290,13 +290,19 @@ mod tests {
         drop(held);
     }
 
-    #[test]
-    fn tokens_keep_every_row_and_column_when_their_table_is_rebuilt() {
+    /// An in-memory database with the schema's blocks up to `version` applied.
+    fn at_version(version: i64) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        for (n, sql) in versions(SCHEMA).into_iter().filter(|(n, _)| *n <= 6) {
+        for (n, sql) in versions(SCHEMA).into_iter().filter(|(n, _)| *n <= version) {
             conn.execute_batch(&sql).unwrap();
             conn.execute_batch(&format!("PRAGMA user_version = {n}")).unwrap();
         }
+        conn
+    }
+
+    #[test]
+    fn tokens_keep_every_row_and_column_when_their_table_is_rebuilt() {
+        let conn = at_version(6);
         conn.execute_batch(
             "INSERT INTO applications (id, created_at) VALUES ('app', 1);
              INSERT INTO users (login, login_key, created_at) VALUES ('al', 'al', 1);
@@ -333,11 +339,7 @@ mod tests {
 
     #[test]
     fn nonces_move_to_the_log_and_the_reaper_removes_only_its_expired_head() {
-        let conn = Connection::open_in_memory().unwrap();
-        for (n, sql) in versions(SCHEMA).into_iter().filter(|(n, _)| *n <= 5) {
-            conn.execute_batch(&sql).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {n}")).unwrap();
-        }
+        let conn = at_version(5);
         conn.execute("INSERT INTO nonces (app_id, nonce, expires_at) VALUES ('a', 'old', 100)", []).unwrap();
         let mut conn = conn;
         migrate(&mut conn, "t").unwrap();
