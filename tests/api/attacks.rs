@@ -188,7 +188,9 @@ async fn a_login_flood_beyond_the_hashing_queue_gets_503_while_token_checks_go_o
         }
     }
     assert!(busy > 0, "some logins were turned away ({ok} ok)");
-    assert!(ok >= 3, "the queue's worth got through ({ok} ok, {busy} busy)");
+    // The queue holds 2; a third gets through only if the one worker took a job before the rest
+    // arrived, which a loaded machine (nice 10 workers) does not promise.
+    assert!(ok >= 2, "the queue's worth got through ({ok} ok, {busy} busy)");
 }
 
 #[actix_web::test]
