@@ -5,7 +5,6 @@
 //! registers through a single-use link and is handed an API key for that application; a lost
 //! device is disabled with its key and every token issued through it.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -119,17 +118,12 @@ impl Nonces {
 
     /// Marks `key` spent until `until`; false when it is spent and still kept at `now`.
     fn spend(&self, key: [u8; 16], until: i64, now: i64) -> bool {
-        match self.lock().entry(key) {
-            Entry::Occupied(e) if *e.get() > now => false,
-            Entry::Occupied(mut e) => {
-                e.insert(until);
-                true
-            }
-            Entry::Vacant(e) => {
-                e.insert(until);
-                true
-            }
+        let mut set = self.lock();
+        if set.get(&key).is_some_and(|&kept| kept > now) {
+            return false;
         }
+        set.insert(key, until);
+        true
     }
 
     fn forget(&self, key: &[u8; 16]) {

@@ -290,6 +290,16 @@ fn signed(req: &HttpRequest, with_user: bool) -> Result<(String, Option<String>,
     Ok((app, user, sig))
 }
 
+/// [`signed`] for the calls on one user: the application, the user and the signature, or the
+/// answer that refuses the request.
+fn signed_user(req: &HttpRequest) -> Result<(String, String, Signature), Box<HttpResponse>> {
+    match signed(req, true) {
+        Ok((app, Some(user), sig)) => Ok((app, user, sig)),
+        Ok(_) => Err(Box::new(refused(StatusCode::BAD_REQUEST, "no user in the path"))),
+        Err(r) => Err(Box::new(refusal(r, "", None))),
+    }
+}
+
 /// add_users and delete_users: the signature, then the body's `users`, then `f`.
 async fn signed_users<F>(req: HttpRequest, payload: web::Payload, core: web::Data<Core>, f: F) -> HttpResponse
 where
@@ -345,10 +355,9 @@ async fn registration_link(req: HttpRequest, core: web::Data<Core>) -> HttpRespo
 
 async fn has_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let (app, user, sig) = match signed(&req, true) {
-        Ok((app, Some(user), sig)) => (app, user, sig),
-        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
-        Err(r) => return refusal(r, "", None),
+    let (app, user, sig) = match signed_user(&req) {
+        Ok(s) => s,
+        Err(res) => return *res,
     };
     match run_signed_quick(&core, sig, |c| Ok(c.has_device(&app, &user)?)).await {
         Ok(has) => json_answer(StatusCode::OK, &json!({"device_registered": has, "status": true})),
@@ -369,10 +378,9 @@ where
     F: FnOnce(&Core, &Caller, &str, &str, Option<String>) -> Result<Value, Error> + Send + 'static,
 {
     let core = core.into_inner();
-    let (app, user, sig) = match signed(&req, true) {
-        Ok((app, Some(user), sig)) => (app, user, sig),
-        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
-        Err(r) => return refusal(r, "", None),
+    let (app, user, sig) = match signed_user(&req) {
+        Ok(s) => s,
+        Err(res) => return *res,
     };
     let display = display_name(&req).map_err(|reason| Refused::Answer(StatusCode::OK, reason.to_string()));
     let (a, u) = (app.clone(), user.clone());
@@ -404,10 +412,9 @@ fn sms_of(raw: &[u8]) -> Result<(String, Option<String>, Option<String>), String
 
 async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let (app, user, sig) = match signed(&req, true) {
-        Ok((app, Some(user), sig)) => (app, user, sig),
-        Ok(_) => return refused(StatusCode::BAD_REQUEST, "no user in the path"),
-        Err(r) => return refusal(r, "", None),
+    let (app, user, sig) = match signed_user(&req) {
+        Ok(s) => s,
+        Err(res) => return *res,
     };
     let sms = body(payload, &core).await.and_then(|b| sms_of(&b).map_err(|r| Refused::Answer(StatusCode::OK, r)));
     let (a, u) = (app.clone(), user.clone());

@@ -65,6 +65,13 @@ pub enum OpenError {
     TooNew { path: String, found: i64, known: i64 },
 }
 
+/// A connection of its own to the database file, with the PRAGMAs every connection has.
+fn open_with(path: &Path, busy: Duration, synchronous: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    set_pragmas(&conn, busy, synchronous)?;
+    Ok(conn)
+}
+
 fn set_pragmas(conn: &Connection, busy: Duration, synchronous: &str) -> rusqlite::Result<()> {
     conn.busy_timeout(busy)?;
     // rusqlite keeps 16 prepared statements by default; the writer alone runs more than that, and
@@ -97,8 +104,7 @@ impl Store {
             // the WAL after a commit that leaves it longer than WAL_CHECKPOINT_PAGES; a thread of
             // its own checkpoints beside it (see `Writer::start_checkpointer`).
             conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")).map_err(sq)?;
-            let checkpoints = Connection::open(&path).map_err(sq)?;
-            set_pragmas(&checkpoints, busy, sync).map_err(sq)?;
+            let checkpoints = open_with(&path, busy, sync).map_err(sq)?;
             let thread = |source| OpenError::Thread { path: name.clone(), source };
             let writer = writer::Writer::start(conn).map_err(thread)?;
             writer.start_checkpointer(checkpoints, CHECKPOINT_EVERY).map_err(thread)?;
@@ -115,11 +121,7 @@ impl Store {
             .build(manager)
             .map_err(|source| OpenError::Pool { path: name, source })?;
         let quick = (0..=config.http_workers())
-            .map(|_| {
-                let conn = Connection::open(&path)?;
-                set_pragmas(&conn, QUICK_BUSY.min(busy), sync)?;
-                Ok(std::sync::Mutex::new(conn))
-            })
+            .map(|_| open_with(&path, QUICK_BUSY.min(busy), sync).map(std::sync::Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|source| OpenError::Sqlite { path: path.display().to_string(), source })?;
         Ok(Store { pool, quick: std::sync::Arc::new(quick), waits: Default::default(), writer })

@@ -37,10 +37,9 @@ struct Queue {
 
 struct State {
     conn: Connection,
-    /// The writers whose writes the open transaction holds, waiting for its commit.
-    waiting: Vec<Arc<Waiter>>,
-    /// Answers to the queued writes that the open transaction holds, given once it is committed.
-    answers: Vec<Answer>,
+    /// How to answer each write the open transaction holds (a parked writer or a queued one),
+    /// once its commit is known.
+    waiting: Vec<Answer>,
     /// Writes committed, and commits made (for /metrics: their ratio is the batch size).
     writes: u64,
     commits: u64,
@@ -49,7 +48,7 @@ struct State {
 /// A write sent from async code, run by the committer in the open transaction: `None` when it
 /// failed (and was answered at once), else how to answer it once the commit is known.
 type Job = Box<dyn FnOnce(&mut MutexGuard<'_, State>) -> Option<Answer> + Send>;
-/// Answers a queued write: true when the commit holding it succeeded.
+/// Answers a write: true when the commit holding it succeeded.
 type Answer = Box<dyn FnOnce(bool) + Send>;
 
 /// A writer parked until the commit of its write.
@@ -121,7 +120,7 @@ impl Writer {
     /// dropped.
     pub(super) fn start(conn: Connection) -> std::io::Result<Arc<Writer>> {
         let writer = Arc::new(Writer {
-            state: Mutex::new(State { conn, waiting: Vec::new(), answers: Vec::new(), writes: 0, commits: 0 }),
+            state: Mutex::new(State { conn, waiting: Vec::new(), writes: 0, commits: 0 }),
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
         });
@@ -141,7 +140,11 @@ impl Writer {
         let mut st = self.lock();
         let out = run(&mut st, f)?;
         let me = Arc::new(Waiter { thread: std::thread::current(), outcome: AtomicU8::new(PENDING) });
-        st.waiting.push(Arc::clone(&me));
+        let waiter = Arc::clone(&me);
+        st.waiting.push(Box::new(move |committed: bool| {
+            waiter.outcome.store(if committed { COMMITTED } else { FAILED }, Ordering::Release);
+            waiter.thread.unpark();
+        }));
         drop(st);
         self.queue().parked = true;
         self.work.notify_one();
@@ -241,36 +244,32 @@ fn committer(writer: Weak<Writer>) {
                 // (its sender is dropped); the committer goes on.
                 let st = &mut st;
                 if let Ok(Some(answer)) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(st))) {
-                    st.answers.push(answer);
+                    st.waiting.push(answer);
                 }
             }
         }
-        if !held(&st) {
+        if st.waiting.is_empty() {
             continue;
         }
-        let count = st.waiting.len() + st.answers.len();
-        let outcome = match exec(&st.conn, "COMMIT") {
+        let count = st.waiting.len();
+        let committed = match exec(&st.conn, "COMMIT") {
             Ok(()) => {
                 st.writes += count as u64;
                 st.commits += 1;
-                COMMITTED
+                true
             }
             Err(e) => {
                 log::error!("commit of {count} writes failed: {e}");
                 if !st.conn.is_autocommit() {
                     let _ = exec(&st.conn, "ROLLBACK");
                 }
-                FAILED
+                false
             }
         };
         let batch = std::mem::take(&mut st.waiting);
-        let answers = std::mem::take(&mut st.answers);
         // The writers run on once the lock is free.
         drop(st);
-        settle(batch, outcome);
-        for answer in answers {
-            answer(outcome == COMMITTED);
-        }
+        settle(batch, committed);
     }
 }
 
@@ -278,7 +277,7 @@ fn committer(writer: Weak<Writer>) {
 /// changes nothing; when its failure took the whole transaction with it (SQLite rolls back on
 /// I/O errors), the writes the transaction held are answered as failed.
 fn run<T>(st: &mut MutexGuard<'_, State>, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-    if held(st) && st.conn.is_autocommit() {
+    if !st.waiting.is_empty() && st.conn.is_autocommit() {
         lost(st);
     }
     if st.conn.is_autocommit() {
@@ -289,9 +288,9 @@ fn run<T>(st: &mut MutexGuard<'_, State>, f: impl FnOnce(&Connection) -> Result<
         .map_err(Error::from)
         .and_then(|sp| f(sp.0).and_then(|out| sp.release().map(|()| out).map_err(Error::from)));
     if out.is_err() {
-        if held(st) && st.conn.is_autocommit() {
+        if !st.waiting.is_empty() && st.conn.is_autocommit() {
             lost(st);
-        } else if !held(st) && !st.conn.is_autocommit() {
+        } else if st.waiting.is_empty() && !st.conn.is_autocommit() {
             // Nothing else in the transaction: end it rather than hold the lock.
             let _ = exec(&st.conn, "ROLLBACK");
         }
@@ -299,25 +298,16 @@ fn run<T>(st: &mut MutexGuard<'_, State>, f: impl FnOnce(&Connection) -> Result<
     out
 }
 
-/// Whether the open transaction holds writes waiting for its commit.
-fn held(st: &State) -> bool {
-    !st.waiting.is_empty() || !st.answers.is_empty()
-}
-
 /// The open transaction ended without a commit (rolled back by SQLite): its writes failed.
 fn lost(st: &mut State) {
-    log::error!("{} writes were rolled back by the database", st.waiting.len() + st.answers.len());
-    settle(std::mem::take(&mut st.waiting), FAILED);
-    for answer in std::mem::take(&mut st.answers) {
-        answer(false);
-    }
+    log::error!("{} writes were rolled back by the database", st.waiting.len());
+    settle(std::mem::take(&mut st.waiting), false);
 }
 
 /// Tells the writers of a batch how it ended.
-fn settle(batch: Vec<Arc<Waiter>>, outcome: u8) {
-    for w in batch {
-        w.outcome.store(outcome, Ordering::Release);
-        w.thread.unpark();
+fn settle(batch: Vec<Answer>, committed: bool) {
+    for answer in batch {
+        answer(committed);
     }
 }
 
