@@ -39,6 +39,16 @@ enum Command {
     Backup { file: PathBuf },
     /// Replace the database of a stopped data directory with the backup FILE
     Restore { file: PathBuf },
+    /// Copy a SQLite database (the data directory's, or a backup) into the configured PostgreSQL
+    MigrateStore {
+        #[arg(long, value_enum)]
+        from: Backend,
+        #[arg(long, value_enum)]
+        to: Backend,
+        /// The SQLite file to copy (default: gatehouse.db in data_dir)
+        #[arg(long, value_name = "FILE")]
+        sqlite_file: Option<PathBuf>,
+    },
     /// Time Argon2id verifies with the configured parameters (for bench/run)
     #[command(hide = true)]
     Argon2Bench {
@@ -67,6 +77,12 @@ enum AppCommand {
     },
     /// List applications
     List,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -187,7 +203,23 @@ fn read_stdin_line(what: &str) -> Result<Secret, String> {
 }
 
 fn run(config: Config, command: Command) -> Result<(), String> {
+    if config.store.backend == "postgres" && matches!(command, Command::Backup { .. } | Command::Restore { .. }) {
+        return Err("backup and restore copy the SQLite file; with store.backend = \"postgres\", use \
+                    PostgreSQL's own (pg_dump, pg_basebackup, a standby)"
+            .into());
+    }
     match &command {
+        Command::MigrateStore { from, to, sqlite_file } => {
+            if (*from, *to) != (Backend::Sqlite, Backend::Postgres) {
+                return Err("migrate-store copies --from sqlite --to postgres".into());
+            }
+            let file = sqlite_file.clone().unwrap_or_else(|| config.db_path());
+            let copied = crate::store::migrate::sqlite_to_postgres(&config, &file)?;
+            let counts: Vec<String> = copied.iter().map(|(t, n)| format!("{n} {t}")).collect();
+            println!("copied {} into PostgreSQL: {}", file.display(), counts.join(", "));
+            println!("give every node the master key {} with it", config.master_key_path().display());
+            return Ok(());
+        }
         Command::Backup { file } => {
             let users = crate::store::backup::backup(&config, file)?;
             println!(
@@ -256,7 +288,10 @@ fn run(config: Config, command: Command) -> Result<(), String> {
             drop(lock);
             served
         }
-        Command::Backup { .. } | Command::Restore { .. } | Command::Argon2Bench { .. } => Ok(()),
+        Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Argon2Bench { .. }
+        | Command::MigrateStore { .. } => Ok(()),
         Command::App(AppCommand::Add { id, secret_stdin }) => {
             let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
             let secret = core.add_app(&id, given).map_err(e)?;

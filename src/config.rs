@@ -56,6 +56,8 @@ pub struct Tokens {
 pub struct Reaper {
     /// How often expired and revoked rows are deleted.
     pub interval: Seconds,
+    /// Rows deleted per transaction: writes waiting meanwhile go between two batches.
+    pub batch: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +87,16 @@ pub struct Passwords {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
+    /// "sqlite" (one file in data_dir, the default) or "postgres" (shared by several nodes).
+    pub backend: String,
+    /// PostgreSQL: a libpq connection string or URL; several hosts with
+    /// target_session_attrs=read-write follow a failover.
+    pub postgres_url: String,
+    /// PostgreSQL: pooled connections of this node.
+    pub postgres_pool_size: u32,
+    /// PostgreSQL: how long a request waits for a connection (or for the server to come back)
+    /// before it is answered 503.
+    pub postgres_connect_timeout: Seconds,
     /// Pooled SQLite connections.
     pub pool_size: u32,
     /// How long a writer waits for the database lock.
@@ -317,7 +329,7 @@ impl Default for Tokens {
 
 impl Default for Reaper {
     fn default() -> Self {
-        Reaper { interval: Seconds::secs(60) }
+        Reaper { interval: Seconds::secs(60), batch: 2000 }
     }
 }
 
@@ -335,7 +347,15 @@ impl Default for Passwords {
 
 impl Default for Store {
     fn default() -> Self {
-        Store { pool_size: 8, busy_timeout: Seconds::secs(5), synchronous: "full".into() }
+        Store {
+            backend: "sqlite".into(),
+            postgres_url: String::new(),
+            postgres_pool_size: 16,
+            postgres_connect_timeout: Seconds::secs(3),
+            pool_size: 8,
+            busy_timeout: Seconds::secs(5),
+            synchronous: "full".into(),
+        }
     }
 }
 
@@ -424,6 +444,23 @@ impl Config {
         }
         if self.passwords.min_length < 8 {
             return bad("passwords.min_length", "must be at least 8".into());
+        }
+        match self.store.backend.as_str() {
+            "sqlite" => {}
+            "postgres" if self.store.postgres_url.trim().is_empty() => {
+                return bad("store.postgres_url", "must be set when store.backend is \"postgres\"".into());
+            }
+            "postgres" => {}
+            other => return bad("store.backend", format!("{other:?} is not \"sqlite\" or \"postgres\"")),
+        }
+        if self.store.postgres_pool_size == 0 {
+            return bad("store.postgres_pool_size", "must be at least 1".into());
+        }
+        if self.store.postgres_connect_timeout.0 < Duration::from_millis(100) {
+            return bad("store.postgres_connect_timeout", "must be at least 100ms".into());
+        }
+        if self.reaper.batch == 0 {
+            return bad("reaper.batch", "must be at least 1".into());
         }
         if self.store.pool_size == 0 {
             return bad("store.pool_size", "must be at least 1".into());

@@ -32,7 +32,7 @@ impl Core {
 
 /// Records one event in the write `tx` of the operation it records: committed with it, or not at all.
 pub(crate) fn audit_in(
-    tx: &rusqlite::Connection,
+    tx: &crate::store::Db,
     caller: &Caller,
     event: &str,
     app_id: Option<&str>,

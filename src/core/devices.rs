@@ -63,7 +63,7 @@ pub fn validate_logins(logins: &[String]) -> Result<Vec<String>, Error> {
 }
 
 /// The user `login` if `app_id` owns them; `UnknownUser` for anyone else.
-fn app_user_in(c: &rusqlite::Connection, app_id: &str, login: &str) -> Result<User, Error> {
+fn app_user_in(c: &crate::store::Db, app_id: &str, login: &str) -> Result<User, Error> {
     match users::by_login(c, login)? {
         Some((u, _)) if users::is_member(c, u.id, app_id)? => Ok(u),
         _ => Err(Error::UnknownUser(login.to_string())),
@@ -148,7 +148,13 @@ impl Core {
     /// Spends a signed request's nonce, to be kept until `keep_until` (ms); false when the
     /// application spent it already and it is still kept. The spend is durable before this returns
     /// true: it is appended to the log in the store, which refills the set when the server starts.
+    /// With PostgreSQL the spend is a row of the shared table, so that a nonce spent on one node
+    /// is refused on every other.
     pub fn use_nonce(&self, app_id: &str, nonce: &str, keep_until: i64) -> Result<bool, Error> {
+        if self.store.is_shared() {
+            let now = now_ms();
+            return self.store.write(|tx| devices::spend_nonce(tx, app_id, nonce, keep_until, now));
+        }
         let key = Nonces::key(app_id, nonce);
         if !self.nonces.spend(key, keep_until, now_ms()) {
             return Ok(false);
@@ -164,6 +170,7 @@ impl Core {
     /// [`Core::use_nonce`] for async code: spends the nonce in memory at once (None when the
     /// application spent it already) and gives the future of its durable record, which the
     /// caller must await before answering. Should the record fail, the nonce is not spent.
+    /// SQLite only (its set in memory is the whole truth); with PostgreSQL use `use_nonce`.
     pub fn spend_nonce(
         self: &Arc<Self>,
         app_id: &str,

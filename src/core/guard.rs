@@ -5,7 +5,8 @@
 //! address. An account waits an increasing delay after each failure (`throttle.delay`, doubling),
 //! and both are locked out for `throttle.lockout` once they reach their number of failures within
 //! `throttle.window`. While throttled, even the right password fails. A success clears the
-//! account's count. The counts live in memory: a restart forgets them, as it forgets nothing else.
+//! account's count. With SQLite the counts live in memory (a restart forgets them); with PostgreSQL
+//! they live in the database, so that failures spread over several nodes count as on one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,13 +33,8 @@ impl Caller {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    window_start: i64,
-    last_failure: i64,
-    locked_until: i64,
-}
+use crate::store::throttle::{self as shared, Entry};
+use crate::store::Store;
 
 /// What a failure led to.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,43 +47,75 @@ pub enum Outcome {
 pub struct Throttle {
     cfg: config::Throttle,
     entries: Mutex<HashMap<String, Entry>>,
+    /// The store that keeps the counts when several nodes share it.
+    shared: Option<Store>,
 }
 
 /// Beyond this many entries, expired ones are swept before a new one is added.
 const SWEEP_AT: usize = 100_000;
 
 impl Throttle {
+    /// Counts kept in this process's memory.
     pub fn new(cfg: config::Throttle) -> Throttle {
-        Throttle { cfg, entries: Mutex::new(HashMap::new()) }
+        Throttle { cfg, entries: Mutex::new(HashMap::new()), shared: None }
+    }
+
+    /// Counts kept in `store` when other nodes share it, else in memory.
+    pub fn for_store(cfg: config::Throttle, store: &Store) -> Throttle {
+        Throttle { shared: store.is_shared().then(|| store.clone()), ..Throttle::new(cfg) }
     }
 
     fn keys(account: &str, caller: &Caller) -> (String, Option<String>) {
         (format!("a:{}", account.to_lowercase()), caller.addr.map(|a| format!("n:{a}")))
     }
 
-    fn limit(&self, key: &str) -> u32 {
-        if key.starts_with("a:") {
-            self.cfg.account_failures
-        } else {
-            self.cfg.address_failures
+    fn limit(&self, key: &str) -> i64 {
+        i64::from(if key.starts_with("a:") { self.cfg.account_failures } else { self.cfg.address_failures })
+    }
+
+    /// How long `key`, with its count `e`, must wait at `now` (0: not at all).
+    fn wait(&self, key: &str, e: &Entry, now: i64) -> i64 {
+        if e.locked_until > now {
+            return e.locked_until - now;
         }
+        if key.starts_with("a:") && e.failures > 0 && now - e.window_start < self.cfg.window.millis() {
+            let shift = e.failures.saturating_sub(1).min(20);
+            let delay = self.cfg.delay.millis().saturating_mul(1 << shift).min(self.cfg.lockout.millis());
+            return e.last_failure.saturating_add(delay).saturating_sub(now).max(0);
+        }
+        0
+    }
+
+    /// Counts one failure in `e`; true when it locked `key` out.
+    fn count(&self, key: &str, e: &mut Entry, now: i64) -> bool {
+        if now - e.window_start >= self.cfg.window.millis() || (e.locked_until != 0 && e.locked_until <= now) {
+            *e = Entry { window_start: now, ..Entry::default() };
+        }
+        e.failures += 1;
+        e.last_failure = now;
+        if e.failures >= self.limit(key) && e.locked_until <= now {
+            e.locked_until = now.saturating_add(self.cfg.lockout.millis());
+            return true;
+        }
+        false
     }
 
     /// Err(Throttled) when the account or the address must wait; the wait is in milliseconds.
     pub fn check(&self, account: &str, caller: &Caller, now: i64) -> Result<(), Error> {
         let (acct, addr) = Self::keys(account, caller);
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<&String> = std::iter::once(&acct).chain(addr.as_ref()).collect();
         let mut wait = 0i64;
-        for key in std::iter::once(&acct).chain(addr.as_ref()) {
-            let Some(e) = entries.get(key) else { continue };
-            if e.locked_until > now {
-                wait = wait.max(e.locked_until - now);
-            } else if key.starts_with("a:") && e.failures > 0 && now - e.window_start < self.cfg.window.millis() {
-                let shift = e.failures.saturating_sub(1).min(20);
-                let delay = self.cfg.delay.millis().saturating_mul(1 << shift).min(self.cfg.lockout.millis());
-                let until = e.last_failure.saturating_add(delay);
-                if until > now {
-                    wait = wait.max(until - now);
+        if let Some(store) = &self.shared {
+            for key in keys {
+                if let Some(e) = store.with(|c| shared::get(c, key))? {
+                    wait = wait.max(self.wait(key, &e, now));
+                }
+            }
+        } else {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            for key in keys {
+                if let Some(e) = entries.get(key) {
+                    wait = wait.max(self.wait(key, e, now));
                 }
             }
         }
@@ -99,8 +127,20 @@ impl Throttle {
     }
 
     /// Counts a failure against the account and the address; says whether it locked one out.
-    pub fn failed(&self, account: &str, caller: &Caller, now: i64) -> Outcome {
+    pub fn failed(&self, account: &str, caller: &Caller, now: i64) -> Result<Outcome, Error> {
         let (acct, addr) = Self::keys(account, caller);
+        if let Some(store) = &self.shared {
+            let locked = store.write(|tx| {
+                let mut locked = false;
+                for key in std::iter::once(&acct).chain(addr.as_ref()) {
+                    let mut e = shared::get_for_update(tx, key)?.unwrap_or_default();
+                    locked |= self.count(key, &mut e, now);
+                    shared::put(tx, key, &e)?;
+                }
+                Ok(locked)
+            })?;
+            return Ok(if locked { Outcome::LockedOut } else { Outcome::Counted });
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= SWEEP_AT {
             let (window, lockout) = (self.cfg.window.millis(), self.cfg.lockout.millis());
@@ -108,25 +148,23 @@ impl Throttle {
         }
         let mut outcome = Outcome::Counted;
         for key in std::iter::once(acct).chain(addr) {
-            let limit = self.limit(&key);
-            let e = entries.entry(key).or_default();
-            if now - e.window_start >= self.cfg.window.millis() || (e.locked_until != 0 && e.locked_until <= now) {
-                *e = Entry { window_start: now, ..Entry::default() };
-            }
-            e.failures += 1;
-            e.last_failure = now;
-            if e.failures >= limit && e.locked_until <= now {
-                e.locked_until = now.saturating_add(self.cfg.lockout.millis());
+            let mut e = entries.get(&key).copied().unwrap_or_default();
+            if self.count(&key, &mut e, now) {
                 outcome = Outcome::LockedOut;
             }
+            entries.insert(key, e);
         }
-        outcome
+        Ok(outcome)
     }
 
     /// A success clears the account's count (not the address's).
-    pub fn succeeded(&self, account: &str) {
+    pub fn succeeded(&self, account: &str) -> Result<(), Error> {
         let key = format!("a:{}", account.to_lowercase());
+        if let Some(store) = &self.shared {
+            return store.write(|tx| shared::clear(tx, &key));
+        }
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        Ok(())
     }
 }
 
@@ -155,16 +193,16 @@ mod tests {
         let t = throttle();
         let c = from("10.0.0.1");
         assert!(t.check("bob", &c, 0).is_ok());
-        assert_eq!(t.failed("bob", &c, 0), Outcome::Counted);
+        assert_eq!(t.failed("bob", &c, 0).unwrap(), Outcome::Counted);
         assert!(matches!(t.check("bob", &c, 500), Err(Error::Throttled { retry_after_ms: 500 })));
         assert!(t.check("bob", &c, 1000).is_ok());
-        t.failed("bob", &c, 1000);
+        t.failed("bob", &c, 1000).unwrap();
         assert!(
             matches!(t.check("bob", &c, 2000), Err(Error::Throttled { retry_after_ms: 1000 })),
             "2 s after the second"
         );
         assert!(t.check("bob", &c, 3000).is_ok());
-        assert_eq!(t.failed("bob", &c, 3000), Outcome::LockedOut);
+        assert_eq!(t.failed("bob", &c, 3000).unwrap(), Outcome::LockedOut);
         assert!(matches!(t.check("bob", &c, 100_000), Err(Error::Throttled { .. })));
         assert!(t.check("bob", &c, 303_001).is_ok(), "the lockout ends");
         // Another account from another address is not held up.
@@ -175,12 +213,12 @@ mod tests {
     fn a_success_clears_the_account() {
         let t = throttle();
         let c = from("10.0.0.1");
-        t.failed("bob", &c, 0);
-        t.failed("bob", &c, 1000);
-        t.succeeded("BOB");
+        t.failed("bob", &c, 0).unwrap();
+        t.failed("bob", &c, 1000).unwrap();
+        t.succeeded("BOB").unwrap();
         assert!(t.check("bob", &c, 1001).is_ok());
-        t.failed("bob", &c, 1001);
-        assert_eq!(t.failed("bob", &c, 3001), Outcome::Counted, "the count started again");
+        t.failed("bob", &c, 1001).unwrap();
+        assert_eq!(t.failed("bob", &c, 3001).unwrap(), Outcome::Counted, "the count started again");
     }
 
     #[test]
@@ -188,9 +226,9 @@ mod tests {
         let t = throttle();
         let c = from("10.0.0.9");
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            assert_eq!(t.failed(name, &c, i as i64), Outcome::Counted);
+            assert_eq!(t.failed(name, &c, i as i64).unwrap(), Outcome::Counted);
         }
-        assert_eq!(t.failed("e", &c, 10), Outcome::LockedOut);
+        assert_eq!(t.failed("e", &c, 10).unwrap(), Outcome::LockedOut);
         assert!(matches!(t.check("someone-new", &c, 20), Err(Error::Throttled { .. })));
         assert!(t.check("someone-new", &from("10.0.0.10"), 20).is_ok());
     }

@@ -1,7 +1,7 @@
 //! Single-use links: a code of 256 random bits, stored as its digest, good once until it expires.
 //! A new link for a user voids that user's older unused links of the same purpose.
 
-use rusqlite::Connection;
+use crate::store::Db as Connection;
 
 use super::crypto::{random_token, sha256, Secret};
 use super::{Error, User};
@@ -59,6 +59,6 @@ pub fn consume(tx: &Connection, purpose: Purpose, code: &Secret, now: i64) -> Re
 }
 
 /// The link if it is live, without using it.
-pub fn peek(conn: &rusqlite::Connection, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
+pub fn peek(conn: &crate::store::Db, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
     links::live(conn, &digest(code), purpose.as_str(), now)?.ok_or(Error::Gone)
 }

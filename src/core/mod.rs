@@ -198,11 +198,7 @@ impl Core {
             MasterKey::load(&key_path)?
         } else {
             let configured = !config.master_key_file.as_os_str().is_empty();
-            let sealed: i64 = store
-                .with(|c| {
-                    Ok(c.query_row("SELECT count(*) FROM applications WHERE secret_enc IS NOT NULL", [], |r| r.get(0))?)
-                })
-                .map_err(|e| OpenError::Other(e.to_string()))?;
+            let sealed = store.with(crate::store::apps::sealed_count).map_err(|e| OpenError::Other(e.to_string()))?;
             if configured || sealed > 0 {
                 return Err(OpenError::KeyMissing(key_path.display().to_string()));
             }
@@ -213,8 +209,13 @@ impl Core {
         let hasher = Hasher::new(&config.argon2, config.hash_workers(), config.argon2.queue)
             .map_err(|e| OpenError::Other(e.to_string()))?;
         let outbox = mail::Outbox::open(config.data_dir.join("outbox"), &config.mail.from).map_err(OpenError::Other)?;
-        let throttle = guard::Throttle::new(config.throttle.clone());
-        let nonces = devices::Nonces::load(&store, now_ms()).map_err(|e| OpenError::Other(e.to_string()))?;
+        let throttle = guard::Throttle::for_store(config.throttle.clone(), &store);
+        // With PostgreSQL, nonces are spent in the shared table (`Core::use_nonce`).
+        let nonces = if store.is_shared() {
+            devices::Nonces::default()
+        } else {
+            devices::Nonces::load(&store, now_ms()).map_err(|e| OpenError::Other(e.to_string()))?
+        };
         let core = Core {
             config: Arc::new(config),
             store,
@@ -243,15 +244,31 @@ impl Core {
         tokio::task::spawn_blocking(move || f(&core)).await.map_err(internal)?
     }
 
+    /// [`Core::call`] for a few reads by index (a token check): with SQLite they run right here on
+    /// the executor, cheaper than the hop to the blocking pool; with PostgreSQL, whose answer
+    /// comes over the network, on the blocking pool like any other call.
+    pub async fn quick<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Core) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.store.is_shared() {
+            self.call(f).await
+        } else {
+            f(self)
+        }
+    }
+
     /// [`Core::call`] for an operation that is one write and nothing else (`f` uses only `tx`):
     /// it runs on the writer's thread, inside the transaction of the next commit, and is
     /// answered once that commit is done, without a thread of the blocking pool waiting for it.
     pub async fn call_write<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
     where
-        F: FnOnce(&Core, &rusqlite::Connection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&Core, &crate::store::Db) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
         let core = Arc::clone(self);
+        let mut f = f;
         self.store.write_async(move |tx| f(&core, tx)).await
     }
 
@@ -268,7 +285,7 @@ impl Core {
 
     /// The database answers.
     pub fn health(&self) -> Result<(), Error> {
-        self.store.with(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+        self.store.ping()
     }
 }
 

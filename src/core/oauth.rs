@@ -55,7 +55,7 @@ impl Core {
 
     fn issue_grant(
         &self,
-        tx: &rusqlite::Connection,
+        tx: &crate::store::Db,
         user: User,
         client_id: &str,
         family: [u8; 16],
@@ -105,7 +105,7 @@ impl Core {
             let user =
                 users::by_id(tx, id)?.ok_or_else(|| super::internal("a user vanished in its own transaction"))?;
             audit_in(tx, caller, "user_added", Some(client_id), Some(&user), None)?;
-            self.issue_grant(tx, user, client_id, random_bytes::<16>(), now)
+            self.issue_grant(tx, user.clone(), client_id, random_bytes::<16>(), now)
         })?;
         log::info!("user {} signed up through client {client_id} into workspace {}", grant.user.id, grant.workspace_id);
         Ok(grant)
@@ -145,7 +145,7 @@ impl Core {
                 return Err(Error::NotMember);
             }
             audit_in(tx, caller, "login_ok", Some(client_id), Some(&user), None)?;
-            self.issue_grant(tx, user, client_id, random_bytes::<16>(), now)
+            self.issue_grant(tx, user.clone(), client_id, random_bytes::<16>(), now)
         })
     }
 
@@ -157,7 +157,7 @@ impl Core {
     /// revoked although the answer is an error.
     pub fn refresh_grant_in(
         &self,
-        tx: &rusqlite::Connection,
+        tx: &crate::store::Db,
         client_id: Option<&str>,
         refresh: &Secret,
     ) -> Result<Result<Grant, Error>, Error> {

@@ -1,7 +1,7 @@
-//! The reaper: deletes what has expired or been revoked, on an interval.
+//! The reaper: deletes what has expired or been revoked, on an interval, in bounded batches.
 
 use super::{now_ms, Core, Error};
-use crate::store::{audit, devices, links, tokens};
+use crate::store::{audit, devices, links, throttle, tokens, Db};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
@@ -11,21 +11,29 @@ pub struct Reaped {
     pub audit: usize,
 }
 
+/// The advisory lock of the reaper: with several nodes, one reaps at a time.
+const REAPER_LOCK: i64 = 0x6761_7465_0002;
+
 impl Core {
-    /// One sweep.
+    /// One sweep: each kind of row deleted `reaper.batch` rows per transaction, so that a write
+    /// waits at most for one batch, until a batch finds fewer than that. With several nodes, a
+    /// batch that finds another node's reaper at work is skipped.
     pub fn reap(&self) -> Result<Reaped, Error> {
         // Idle tokens are judged by their last use: write the uses kept in memory first.
         self.flush_touches()?;
         let now = now_ms();
         let retention = self.config.audit.retention.millis();
-        let reaped = self.store.write(|tx| {
-            Ok(Reaped {
-                tokens: tokens::reap(tx, now)?,
-                links: links::reap(tx, now)?,
-                nonces: devices::reap_nonces(tx, now)?,
-                audit: audit::reap(tx, now.saturating_sub(retention))?,
-            })
-        })?;
+        let keep_throttle = self.config.throttle.window.millis().max(self.config.throttle.lockout.millis());
+        let shared = self.store.is_shared();
+        let reaped = Reaped {
+            tokens: self.reap_batches(|tx, n| tokens::reap(tx, now, n))?,
+            links: self.reap_batches(|tx, n| links::reap(tx, now, n))?,
+            nonces: self.reap_batches(|tx, n| devices::reap_nonces(tx, now, n))?,
+            audit: self.reap_batches(|tx, n| audit::reap(tx, now.saturating_sub(retention), n))?,
+        };
+        if shared {
+            self.reap_batches(|tx, n| throttle::reap(tx, now, keep_throttle, n))?;
+        }
         self.nonces.reap(now);
         let c = &self.counters;
         super::stats::bump(&c.reaped_tokens, reaped.tokens as u64);
@@ -44,5 +52,24 @@ impl Core {
             log::debug!("reaper removed nothing");
         }
         Ok(reaped)
+    }
+
+    /// Runs `delete` (at most n rows) in one write after another until one deletes fewer than a
+    /// batch; answers how many rows went.
+    fn reap_batches(&self, delete: impl Fn(&Db, i64) -> Result<usize, Error>) -> Result<usize, Error> {
+        let batch = i64::from(self.config.reaper.batch);
+        let mut total = 0;
+        loop {
+            let n = self.store.write(|tx| {
+                if !crate::store::try_cluster_lock(tx, REAPER_LOCK)? {
+                    return Ok(0);
+                }
+                delete(tx, batch)
+            })?;
+            total += n;
+            if (n as i64) < batch {
+                return Ok(total);
+            }
+        }
     }
 }

@@ -43,19 +43,27 @@ impl Core {
         use super::stats::bump;
         let now = now_ms();
         if let Err(e) = self.throttle.check(account, caller, now) {
-            bump(&self.counters.throttled, 1);
+            if matches!(e, Error::Throttled { .. }) {
+                bump(&self.counters.throttled, 1);
+            }
             return Err(e);
         }
         let result = attempt();
         match &result {
             Ok(_) => {
                 bump(&self.counters.logins_ok, 1);
-                self.throttle.succeeded(account)
+                if let Err(e) = self.throttle.succeeded(account) {
+                    log::warn!("a sign-in's failure count was not cleared: {e}");
+                }
             }
             Err(Error::BadCredentials | Error::WrongPassword) => {
                 bump(&self.counters.logins_failed, 1);
                 self.audit(caller, "login_failed", None, None, Some(account));
-                if self.throttle.failed(account, caller, now) == Outcome::LockedOut {
+                let outcome = self.throttle.failed(account, caller, now).unwrap_or_else(|e| {
+                    log::warn!("a failed sign-in was not counted: {e}");
+                    Outcome::Counted
+                });
+                if outcome == Outcome::LockedOut {
                     bump(&self.counters.lockouts, 1);
                     self.audit(caller, "lockout", None, None, Some(account));
                     log::warn!(
@@ -84,7 +92,7 @@ impl Core {
     /// Writes a new token of `kind` in `tx`; the token itself is returned, never stored.
     pub(crate) fn issue_token(
         &self,
-        tx: &rusqlite::Connection,
+        tx: &crate::store::Db,
         kind: TokenKind,
         (user_id, app_id): (i64, &str),
         (api_key, family): (Option<String>, Option<[u8; 16]>),
@@ -227,7 +235,7 @@ impl Core {
             if !users::is_member(tx, user.id, app_id)? {
                 return Err(Error::NotMember);
             }
-            let issued = self.issue_token(tx, kind, (user.id, app_id), (api_key, None), now)?;
+            let issued = self.issue_token(tx, kind, (user.id, app_id), (api_key.clone(), None), now)?;
             audit_in(tx, caller, "login_ok", Some(app_id), Some(&user), None)?;
             Ok(issued)
         })?;
@@ -239,7 +247,7 @@ impl Core {
     /// memory (not yet written) included.
     fn live_token(
         &self,
-        c: &rusqlite::Connection,
+        c: &crate::store::Db,
         d: &[u8; 32],
         kind: TokenKind,
         now: i64,

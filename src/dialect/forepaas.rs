@@ -344,7 +344,7 @@ async fn check_session(req: HttpRequest, core: web::Data<Core>) -> HttpResponse 
         Ok(p) => p,
         Err(text) => return bad_request(&text, started),
     };
-    match core.check_token(TokenKind::Iam, &token, app_id.as_deref()) {
+    match core.into_inner().quick(move |c| c.check_token(TokenKind::Iam, &token, app_id.as_deref())).await {
         Ok(info) => answer(StatusCode::OK, &SessionAnswer::new(&info, started)),
         Err(e) => error(&e, started),
     }

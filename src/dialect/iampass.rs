@@ -240,8 +240,13 @@ fn check(c: &Core, sig: &Signature) -> Result<i64, Refused> {
 /// runs on the executor, and the answer waits for the nonce's record to be committed.
 async fn run_signed_quick<T, F>(core: &std::sync::Arc<Core>, sig: Signature, f: F) -> Result<T, Refused>
 where
-    F: FnOnce(&Core) -> Result<T, Refused>,
+    F: FnOnce(&Core) -> Result<T, Refused> + Send + 'static,
+    T: Send + 'static,
 {
+    if core.store.is_shared() {
+        // PostgreSQL: the reads and the nonce go over the network, off the executor.
+        return run_signed(core, sig, f).await;
+    }
     let keep_until = check(core, &sig)?;
     let Some(recorded) = core.spend_nonce(&sig.app, &sig.nonce, keep_until) else {
         return Err(denied("replayed nonce"));
@@ -359,7 +364,8 @@ async fn has_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Ok(s) => s,
         Err(res) => return *res,
     };
-    match run_signed_quick(&core, sig, |c| Ok(c.has_device(&app, &user)?)).await {
+    let (a, u) = (app.clone(), user.clone());
+    match run_signed_quick(&core, sig, move |c| Ok(c.has_device(&a, &u)?)).await {
         Ok(has) => json_answer(StatusCode::OK, &json!({"device_registered": has, "status": true})),
         Err(r) => refusal(r, &app, Some(&user)),
     }

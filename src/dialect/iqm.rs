@@ -321,7 +321,7 @@ async fn user_info(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Ok(b) => b,
         Err(reason) => return unauthorized(reason),
     };
-    match core.check_bearer(&token, ow) {
+    match core.clone().into_inner().quick(move |c| c.check_bearer(&token, ow)).await {
         Ok(b) => answer(
             StatusCode::OK,
             &json!({"success": true, "data": {

@@ -227,7 +227,7 @@ async fn current_user(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     let Some(token) = session_of(&req) else {
         return failure(&req, StatusCode::UNAUTHORIZED, "No valid session");
     };
-    match core.check_token(TokenKind::CmsSession, &token, Some(APP_CMS)) {
+    match core.clone().into_inner().quick(move |c| c.check_token(TokenKind::CmsSession, &token, Some(APP_CMS))).await {
         Ok(info) => user_answer(&info.user, &core, None),
         Err(e) => error(&req, &e),
     }

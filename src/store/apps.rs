@@ -1,7 +1,7 @@
 //! applications
 
-use rusqlite::{params, Connection, OptionalExtension};
-
+use super::db::Db;
+use crate::args;
 use crate::core::Error;
 
 pub struct AppRow {
@@ -12,59 +12,58 @@ pub struct AppRow {
     pub created_at: i64,
 }
 
-pub fn ensure_builtin(conn: &Connection, ids: &[&str], now: i64) -> Result<(), Error> {
-    let mut st = conn.prepare_cached(
-        "INSERT INTO applications (id, secret_enc, builtin, created_at) VALUES (?1, NULL, 1, ?2)
-         ON CONFLICT (id) DO NOTHING",
-    )?;
+pub fn ensure_builtin(conn: &Db, ids: &[&str], now: i64) -> Result<(), Error> {
     for id in ids {
-        st.execute(params![id, now])?;
+        conn.execute(
+            "INSERT INTO applications (id, secret_enc, builtin, created_at) VALUES (?1, NULL, 1, ?2)
+             ON CONFLICT (id) DO NOTHING",
+            args![id, now],
+        )?;
     }
     Ok(())
 }
 
 /// Inserts an application; `Error::Exists` when the id is taken.
-pub fn insert(conn: &Connection, id: &str, secret_enc: &[u8], now: i64) -> Result<(), Error> {
-    match conn
-        .prepare_cached("INSERT INTO applications (id, secret_enc, builtin, created_at) VALUES (?1, ?2, 0, ?3)")?
-        .execute(params![id, secret_enc, now])
-    {
-        Ok(_) => Ok(()),
-        Err(e) if super::is_unique_violation(&e) => Err(Error::Exists(format!("application {id}"))),
-        Err(e) => Err(e.into()),
+pub fn insert(conn: &Db, id: &str, secret_enc: &[u8], now: i64) -> Result<(), Error> {
+    let n = conn.execute(
+        "INSERT INTO applications (id, secret_enc, builtin, created_at) VALUES (?1, ?2, 0, ?3)
+         ON CONFLICT DO NOTHING",
+        args![id, secret_enc, now],
+    )?;
+    if n == 0 {
+        return Err(Error::Exists(format!("application {id}")));
     }
+    Ok(())
 }
 
-pub fn exists(conn: &Connection, id: &str) -> Result<bool, Error> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM applications WHERE id = ?1")?
-        .query_row([id], |_| Ok(()))
-        .optional()?
-        .is_some())
+pub fn exists(conn: &Db, id: &str) -> Result<bool, Error> {
+    Ok(conn.query_opt("SELECT 1 FROM applications WHERE id = ?1", args![id], |_| Ok(()))?.is_some())
 }
 
 /// The sealed secret: None for an unknown application, Some(None) for one without a secret.
-pub fn sealed_secret(conn: &Connection, id: &str) -> Result<Option<Option<Vec<u8>>>, Error> {
-    Ok(conn
-        .prepare_cached("SELECT secret_enc FROM applications WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?)
+pub fn sealed_secret(conn: &Db, id: &str) -> Result<Option<Option<Vec<u8>>>, Error> {
+    conn.query_opt("SELECT secret_enc FROM applications WHERE id = ?1", args![id], |r| r.get(0))
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<AppRow>, Error> {
-    let mut st = conn.prepare(
+/// How many applications have a sealed secret (a master key is needed to open them).
+pub fn sealed_count(conn: &Db) -> Result<i64, Error> {
+    conn.value("SELECT count(*) FROM applications WHERE secret_enc IS NOT NULL", args![])
+}
+
+pub fn list(conn: &Db) -> Result<Vec<AppRow>, Error> {
+    conn.query_all(
         "SELECT a.id, a.builtin, a.secret_enc IS NOT NULL, a.created_at,
                 (SELECT count(*) FROM memberships m WHERE m.app_id = a.id)
          FROM applications a ORDER BY a.id",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(AppRow {
-            id: r.get(0)?,
-            builtin: r.get(1)?,
-            has_secret: r.get(2)?,
-            created_at: r.get(3)?,
-            members: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![],
+        |r| {
+            Ok(AppRow {
+                id: r.get(0)?,
+                builtin: r.get(1)?,
+                has_secret: r.get(2)?,
+                created_at: r.get(3)?,
+                members: r.get(4)?,
+            })
+        },
+    )
 }

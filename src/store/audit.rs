@@ -1,7 +1,7 @@
 //! audit: security events.
 
-use rusqlite::{params, Connection};
-
+use super::db::Db;
+use crate::args;
 use crate::core::Error;
 
 pub struct AuditRow {
@@ -14,34 +14,35 @@ pub struct AuditRow {
     pub dialect: Option<String>,
 }
 
-pub fn insert(conn: &Connection, r: &AuditRow) -> Result<(), Error> {
-    conn.prepare_cached(
+pub fn insert(conn: &Db, r: &AuditRow) -> Result<(), Error> {
+    conn.execute(
         "INSERT INTO audit (at, event, app_id, user_id, login, client, dialect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![r.at, r.event, r.app_id, r.user_id, r.login, r.client, r.dialect])?;
+        args![r.at, r.event, r.app_id, r.user_id, r.login, r.client, r.dialect],
+    )?;
     Ok(())
 }
 
 /// Events since `since`, of one login (case-insensitively) when given, oldest first.
-pub fn list(conn: &Connection, since: i64, login: Option<&str>) -> Result<Vec<AuditRow>, Error> {
-    let mut st = conn.prepare(
+pub fn list(conn: &Db, since: i64, login: Option<&str>) -> Result<Vec<AuditRow>, Error> {
+    conn.query_all(
         "SELECT at, event, app_id, user_id, login, client, dialect FROM audit
-         WHERE at >= ?1 AND (?2 IS NULL OR lower(login) = lower(?2)) ORDER BY at, id",
-    )?;
-    let rows = st.query_map(params![since, login], |r| {
-        Ok(AuditRow {
-            at: r.get(0)?,
-            event: r.get(1)?,
-            app_id: r.get(2)?,
-            user_id: r.get(3)?,
-            login: r.get(4)?,
-            client: r.get(5)?,
-            dialect: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+         WHERE at >= ?1 AND (CAST(?2 AS TEXT) IS NULL OR lower(login) = lower(CAST(?2 AS TEXT))) ORDER BY at, id",
+        args![since, login],
+        |r| {
+            Ok(AuditRow {
+                at: r.get(0)?,
+                event: r.get(1)?,
+                app_id: r.get(2)?,
+                user_id: r.get(3)?,
+                login: r.get(4)?,
+                client: r.get(5)?,
+                dialect: r.get(6)?,
+            })
+        },
+    )
 }
 
-pub fn reap(conn: &Connection, before: i64) -> Result<usize, Error> {
-    Ok(conn.prepare_cached("DELETE FROM audit WHERE at < ?1")?.execute(params![before])?)
+/// Deletes at most `batch` events older than `before`; returns how many.
+pub fn reap(conn: &Db, before: i64, batch: i64) -> Result<usize, Error> {
+    conn.execute("DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 LIMIT ?2)", args![before, batch])
 }

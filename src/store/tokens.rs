@@ -1,6 +1,7 @@
 //! tokens: opaque bearer tokens of every kind, stored as SHA-256 digests.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::Db;
+use crate::args;
 
 use crate::core::Error;
 
@@ -18,12 +19,9 @@ pub struct TokenRow {
     pub family: Option<[u8; 16]>,
 }
 
-pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), Error> {
-    conn.prepare_cached(
-        "INSERT INTO tokens (digest, kind, user_id, app_id, api_key_id, created_at, last_used_at, idle_ms, expires_at, family)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
+pub fn insert(conn: &Db, t: &TokenRow) -> Result<(), Error> {
+    conn.execute("INSERT INTO tokens (digest, kind, user_id, app_id, api_key_id, created_at, last_used_at, idle_ms, expires_at, family)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", args![
         &t.digest[..],
         t.kind,
         t.user_id,
@@ -53,7 +51,7 @@ pub struct LiveToken {
     pub user: crate::core::User,
 }
 
-pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
+pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
     let sql = format!(
         "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, {}
          FROM tokens t
@@ -68,83 +66,77 @@ pub fn live(conn: &Connection, digest: &[u8; 32], kind: &str, now: i64) -> Resul
                 OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
         super::users::columns_of("u")
     );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(params![&digest[..], kind, now], |r| {
-            Ok(LiveToken {
-                user_id: r.get(0)?,
-                app_id: r.get(1)?,
-                created_at: r.get(2)?,
-                expires_at: r.get(3)?,
-                idle_ms: r.get(4)?,
-                family: r.get(5)?,
-                last_used_at: r.get(6)?,
-                user: super::users::user_at(r, 7)?,
-            })
+    conn.query_opt(&sql, args![&digest[..], kind, now], |r| {
+        Ok(LiveToken {
+            user_id: r.get(0)?,
+            app_id: r.get(1)?,
+            created_at: r.get(2)?,
+            expires_at: r.get(3)?,
+            idle_ms: r.get(4)?,
+            family: r.get(5)?,
+            last_used_at: r.get(6)?,
+            user: super::users::user_at(r, 7)?,
         })
-        .optional()?)
+    })
 }
 
 /// Records uses for the idle timeout (never moving a last use backwards).
-pub fn touch(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<(), Error> {
-    conn.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE digest = ?1 AND last_used_at < ?2")?
-        .execute(params![&digest[..], now])?;
+pub fn touch(conn: &Db, digest: &[u8; 32], now: i64) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE tokens SET last_used_at = ?2 WHERE digest = ?1 AND last_used_at < ?2",
+        args![&digest[..], now],
+    )?;
     Ok(())
 }
 
-pub fn revoke(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<bool, Error> {
-    let n = conn
-        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE digest = ?1 AND revoked_at IS NULL")?
-        .execute(params![&digest[..], now])?;
+pub fn revoke(conn: &Db, digest: &[u8; 32], now: i64) -> Result<bool, Error> {
+    let n = conn.execute(
+        "UPDATE tokens SET revoked_at = ?2 WHERE digest = ?1 AND revoked_at IS NULL",
+        args![&digest[..], now],
+    )?;
     Ok(n == 1)
 }
 
 /// Revokes every live token of a user for an application (all applications when `app_id` is None).
-pub fn revoke_for_user(conn: &Connection, user_id: i64, app_id: Option<&str>, now: i64) -> Result<usize, Error> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE tokens SET revoked_at = ?3
+pub fn revoke_for_user(conn: &Db, user_id: i64, app_id: Option<&str>, now: i64) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked_at = ?3
          WHERE user_id = ?1 AND (?2 IS NULL OR app_id = ?2) AND revoked_at IS NULL",
-        )?
-        .execute(params![user_id, app_id, now])?)
+        args![user_id, app_id, now],
+    )?)
 }
 
 /// Revokes every live token of a user but `keep`.
-pub fn revoke_for_user_except(
-    conn: &Connection,
-    user_id: i64,
-    keep: Option<&[u8; 32]>,
-    now: i64,
-) -> Result<usize, Error> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE tokens SET revoked_at = ?3
+pub fn revoke_for_user_except(conn: &Db, user_id: i64, keep: Option<&[u8; 32]>, now: i64) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked_at = ?3
          WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR digest <> ?2)",
-        )?
-        .execute(params![user_id, keep.map(|k| &k[..]), now])?)
+        args![user_id, keep.map(|k| &k[..]), now],
+    )?)
 }
 
-pub fn revoke_for_api_key(conn: &Connection, api_key_id: &str, now: i64) -> Result<usize, Error> {
-    Ok(conn
-        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE api_key_id = ?1 AND revoked_at IS NULL")?
-        .execute(params![api_key_id, now])?)
+pub fn revoke_for_api_key(conn: &Db, api_key_id: &str, now: i64) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked_at = ?2 WHERE api_key_id = ?1 AND revoked_at IS NULL",
+        args![api_key_id, now],
+    )?)
 }
 
-/// Deletes revoked, expired and idle tokens; returns how many.
-pub fn reap(conn: &Connection, now: i64) -> Result<usize, Error> {
-    Ok(conn
-        .prepare_cached(
-            "DELETE FROM tokens
+/// Deletes at most `batch` revoked, expired and idle tokens; returns how many.
+pub fn reap(conn: &Db, now: i64, batch: i64) -> Result<usize, Error> {
+    conn.execute(
+        "DELETE FROM tokens WHERE id IN (SELECT id FROM tokens
          WHERE revoked_at IS NOT NULL
             OR expires_at <= ?1
-            OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?1)",
-        )?
-        .execute(params![now])?)
+            OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?1)
+         LIMIT ?2)",
+        args![now, batch],
+    )
 }
 
 /// Number of token rows (for tests and `gatehouse` status output).
-pub fn count(conn: &Connection) -> Result<i64, Error> {
-    Ok(conn.prepare_cached("SELECT count(*) FROM tokens")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
+pub fn count(conn: &Db) -> Result<i64, Error> {
+    conn.value("SELECT count(*) FROM tokens", args![])
 }
 
 /// A refresh token as rotation needs to see it, live or not.
@@ -157,13 +149,12 @@ pub struct RefreshRow {
     pub used_at: Option<i64>,
 }
 
-pub fn refresh_row(conn: &Connection, digest: &[u8; 32], kind: &str) -> Result<Option<RefreshRow>, Error> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT user_id, app_id, family, expires_at, revoked_at, used_at FROM tokens
+pub fn refresh_row(conn: &Db, digest: &[u8; 32], kind: &str) -> Result<Option<RefreshRow>, Error> {
+    conn.query_opt(
+        "SELECT user_id, app_id, family, expires_at, revoked_at, used_at FROM tokens
              WHERE digest = ?1 AND kind = ?2 AND family IS NOT NULL",
-        )?
-        .query_row(params![&digest[..], kind], |r| {
+        args![&digest[..], kind],
+        |r| {
             Ok(RefreshRow {
                 user_id: r.get(0)?,
                 app_id: r.get(1)?,
@@ -172,20 +163,19 @@ pub fn refresh_row(conn: &Connection, digest: &[u8; 32], kind: &str) -> Result<O
                 revoked_at: r.get(4)?,
                 used_at: r.get(5)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Marks a refresh token used; false when it was used or revoked already (the race was lost).
-pub fn mark_used(conn: &Connection, digest: &[u8; 32], now: i64) -> Result<bool, Error> {
-    let n = conn
-        .prepare_cached("UPDATE tokens SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL AND revoked_at IS NULL")?
-        .execute(params![&digest[..], now])?;
+pub fn mark_used(conn: &Db, digest: &[u8; 32], now: i64) -> Result<bool, Error> {
+    let n = conn.execute(
+        "UPDATE tokens SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL AND revoked_at IS NULL",
+        args![&digest[..], now],
+    )?;
     Ok(n == 1)
 }
 
-pub fn revoke_family(conn: &Connection, family: &[u8], now: i64) -> Result<usize, Error> {
-    Ok(conn
-        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL")?
-        .execute(params![family, now])?)
+pub fn revoke_family(conn: &Db, family: &[u8], now: i64) -> Result<usize, Error> {
+    Ok(conn.execute("UPDATE tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL", args![family, now])?)
 }

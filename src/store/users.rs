@@ -1,7 +1,7 @@
 //! users and memberships
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
-
+use super::db::{Db, Row};
+use crate::args;
 use crate::core::{Error, User};
 
 const COLUMNS: &str = "id, login, email, first_name, last_name, civility, locale, customer_id, user_type,
@@ -12,12 +12,12 @@ pub(crate) fn columns_of(alias: &str) -> String {
     COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
 
-fn user(r: &Row<'_>) -> rusqlite::Result<User> {
+fn user(r: &Row<'_>) -> Result<User, Error> {
     user_at(r, 0)
 }
 
 /// A user read from the row's columns `base..base + 15`, in the order of `COLUMNS`.
-pub(crate) fn user_at(r: &Row<'_>, base: usize) -> rusqlite::Result<User> {
+pub(crate) fn user_at(r: &Row<'_>, base: usize) -> Result<User, Error> {
     Ok(User {
         id: r.get(base)?,
         login: r.get(base + 1)?,
@@ -54,14 +54,13 @@ pub struct NewUser<'a> {
 }
 
 /// Inserts a user; `Error::Exists` when the login is taken.
-pub fn insert(conn: &Connection, u: &NewUser<'_>, now: i64) -> Result<i64, Error> {
-    let res = conn
-        .prepare_cached(
-            "INSERT INTO users (login, login_key, email, first_name, last_name, civility, user_type,
+pub fn insert(conn: &Db, u: &NewUser<'_>, now: i64) -> Result<i64, Error> {
+    conn.query_opt(
+        "INSERT INTO users (login, login_key, email, first_name, last_name, civility, user_type,
                             password_hash, password_expires_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT DO NOTHING RETURNING id",
+        args![
             u.login,
             login_key(u.login),
             u.email,
@@ -72,101 +71,90 @@ pub fn insert(conn: &Connection, u: &NewUser<'_>, now: i64) -> Result<i64, Error
             u.password_hash,
             u.password_expires_at,
             now
-        ]);
-    match res {
-        Ok(_) => Ok(conn.last_insert_rowid()),
-        Err(e) if super::is_unique_violation(&e) => Err(Error::Exists(format!("user {}", u.login))),
-        Err(e) => Err(e.into()),
-    }
+        ],
+        |r| r.get(0),
+    )?
+    .ok_or_else(|| Error::Exists(format!("user {}", u.login)))
 }
 
 /// The user with this login and their password hash.
-pub fn by_login(conn: &Connection, login: &str) -> Result<Option<(User, Option<String>)>, Error> {
+pub fn by_login(conn: &Db, login: &str) -> Result<Option<(User, Option<String>)>, Error> {
     let sql = format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_key = ?1");
-    Ok(conn.prepare_cached(&sql)?.query_row([login_key(login)], |r| Ok((user(r)?, r.get(15)?))).optional()?)
+    conn.query_opt(&sql, args![login_key(login)], |r| Ok((user(r)?, r.get(15)?)))
 }
 
-pub fn by_id(conn: &Connection, id: i64) -> Result<Option<User>, Error> {
+pub fn by_id(conn: &Db, id: i64) -> Result<Option<User>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?1");
-    Ok(conn.prepare_cached(&sql)?.query_row([id], user).optional()?)
+    conn.query_opt(&sql, args![id], user)
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<(User, Vec<String>)>, Error> {
+pub fn list(conn: &Db) -> Result<Vec<(User, Vec<String>)>, Error> {
+    let concat = if conn.is_postgres() { "string_agg(app_id, ',')" } else { "group_concat(app_id, ',')" };
     let sql = format!(
-        "SELECT {COLUMNS}, (SELECT group_concat(app_id, ',') FROM
-            (SELECT app_id FROM memberships m WHERE m.user_id = users.id ORDER BY app_id))
+        "SELECT {COLUMNS}, (SELECT {concat} FROM
+            (SELECT app_id FROM memberships m WHERE m.user_id = users.id ORDER BY app_id) AS a)
          FROM users ORDER BY id"
     );
-    let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map([], |r| {
+    conn.query_all(&sql, args![], |r| {
         let apps: Option<String> = r.get(15)?;
         let apps = apps.map(|a| a.split(',').map(String::from).collect()).unwrap_or_default();
         Ok((user(r)?, apps))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
 }
 
-pub fn set_blocked(conn: &Connection, id: i64, blocked: bool) -> Result<(), Error> {
-    conn.prepare_cached("UPDATE users SET blocked = ?2 WHERE id = ?1")?.execute(params![id, blocked])?;
+pub fn set_blocked(conn: &Db, id: i64, blocked: bool) -> Result<(), Error> {
+    conn.execute("UPDATE users SET blocked = ?2 WHERE id = ?1", args![id, blocked])?;
     Ok(())
 }
 
-pub fn set_password(conn: &Connection, id: i64, hash: &str, expires_at: Option<i64>) -> Result<(), Error> {
-    conn.prepare_cached("UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0 WHERE id = ?1")?
-        .execute(params![id, hash, expires_at])?;
+pub fn set_password(conn: &Db, id: i64, hash: &str, expires_at: Option<i64>) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0 WHERE id = ?1",
+        args![id, hash, expires_at],
+    )?;
     Ok(())
 }
 
-pub fn is_member(conn: &Connection, user_id: i64, app_id: &str) -> Result<bool, Error> {
+pub fn is_member(conn: &Db, user_id: i64, app_id: &str) -> Result<bool, Error> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM memberships WHERE user_id = ?1 AND app_id = ?2")?
-        .query_row(params![user_id, app_id], |_| Ok(()))
-        .optional()?
+        .query_opt("SELECT 1 FROM memberships WHERE user_id = ?1 AND app_id = ?2", args![user_id, app_id], |_| Ok(()))?
         .is_some())
 }
 
 /// Adds a membership; false when it was there already.
-pub fn add_membership(conn: &Connection, user_id: i64, app_id: &str, now: i64) -> Result<bool, Error> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO memberships (user_id, app_id, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![user_id, app_id, now])?;
+pub fn add_membership(conn: &Db, user_id: i64, app_id: &str, now: i64) -> Result<bool, Error> {
+    let n = conn.execute(
+        "INSERT INTO memberships (user_id, app_id, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+        args![user_id, app_id, now],
+    )?;
     Ok(n == 1)
 }
 
 /// Removes a membership; false when there was none.
-pub fn remove_membership(conn: &Connection, user_id: i64, app_id: &str) -> Result<bool, Error> {
-    let n = conn
-        .prepare_cached("DELETE FROM memberships WHERE user_id = ?1 AND app_id = ?2")?
-        .execute(params![user_id, app_id])?;
+pub fn remove_membership(conn: &Db, user_id: i64, app_id: &str) -> Result<bool, Error> {
+    let n = conn.execute("DELETE FROM memberships WHERE user_id = ?1 AND app_id = ?2", args![user_id, app_id])?;
     Ok(n == 1)
 }
 
 /// The applications a user belongs to.
-pub fn membership_count(conn: &Connection, user_id: i64) -> Result<i64, Error> {
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM memberships WHERE user_id = ?1")?
-        .query_row([user_id], |r| r.get(0))?)
+pub fn membership_count(conn: &Db, user_id: i64) -> Result<i64, Error> {
+    conn.value("SELECT count(*) FROM memberships WHERE user_id = ?1", args![user_id])
 }
 
-pub fn delete(conn: &Connection, user_id: i64) -> Result<(), Error> {
-    conn.prepare_cached("DELETE FROM users WHERE id = ?1")?.execute([user_id])?;
+pub fn delete(conn: &Db, user_id: i64) -> Result<(), Error> {
+    conn.execute("DELETE FROM users WHERE id = ?1", args![user_id])?;
     Ok(())
 }
 
 /// Gives a user the next free workspace id (from 200001 up) if they have none; returns theirs.
 /// Call inside a write transaction, so that two callers never take the same id.
-pub fn ensure_workspace(conn: &Connection, user_id: i64) -> Result<i64, Error> {
-    let current: Option<i64> =
-        conn.prepare_cached("SELECT workspace_id FROM users WHERE id = ?1")?.query_row([user_id], |r| r.get(0))?;
+pub fn ensure_workspace(conn: &Db, user_id: i64) -> Result<i64, Error> {
+    let current: Option<i64> = conn.value("SELECT workspace_id FROM users WHERE id = ?1", args![user_id])?;
     if let Some(ws) = current {
         return Ok(ws);
     }
-    let next: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(workspace_id), 200000) + 1 FROM users")?
-        .query_row([], |r| r.get(0))?;
-    conn.prepare_cached("UPDATE users SET workspace_id = ?2 WHERE id = ?1")?.execute(params![user_id, next])?;
+    let next: i64 = conn.value("SELECT COALESCE(MAX(workspace_id), 200000) + 1 FROM users", args![])?;
+    conn.execute("UPDATE users SET workspace_id = ?2 WHERE id = ?1", args![user_id, next])?;
     Ok(next)
 }

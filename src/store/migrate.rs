@@ -1,0 +1,140 @@
+//! `gatehouse migrate-store`: moves a single box's SQLite database into PostgreSQL, so that the
+//! same users, applications, keys, tokens and devices are served by several nodes.
+//!
+//! Every row is copied as it is (password hashes, digests and sealed secrets included, so every
+//! user signs in with the same password and every token stays live), in one transaction: the
+//! destination gets all of it or nothing. The destination must hold no users or applications of
+//! its own. The master key that sealed the application secrets goes with the data: give every
+//! node the same key file.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::db::{ToValue, Value};
+use super::{sqlite, Db, Store};
+use crate::config::Config;
+use crate::core::Error;
+
+/// The tables, parents before children; how to read each so that the first of duplicate keys is
+/// the one to keep (the SQLite nonce log may hold a nonce twice).
+const TABLES: &[(&str, &str)] = &[
+    ("applications", ""),
+    ("users", "ORDER BY id"),
+    ("memberships", ""),
+    ("api_keys", ""),
+    ("tokens", "ORDER BY id"),
+    ("links", ""),
+    ("devices", "ORDER BY id"),
+    ("nonces", "ORDER BY expires_at DESC"),
+    ("audit", "ORDER BY id"),
+];
+
+/// Tables whose ids come from an identity column, set past the copied ids afterwards.
+const IDENTITIES: &[&str] = &["users", "tokens", "devices", "audit"];
+
+/// A value read from SQLite, owned.
+enum Owned {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl ToValue for Owned {
+    fn to_value(&self) -> Value<'_> {
+        match self {
+            Owned::Null => Value::Null,
+            Owned::Int(i) => Value::Int(*i),
+            Owned::Text(s) => Value::Text(s),
+            Owned::Blob(b) => Value::Blob(b),
+        }
+    }
+}
+
+/// How many rows of each table were copied.
+pub type Copied = Vec<(&'static str, usize)>;
+
+/// Copies the SQLite database `file` into the PostgreSQL database of `config`'s store.
+pub fn sqlite_to_postgres(config: &Config, file: &Path) -> Result<Copied, String> {
+    if config.store.backend != "postgres" {
+        return Err("set store.backend = \"postgres\" and store.postgres_url (or GATEHOUSE_STORE__BACKEND and \
+                    GATEHOUSE_STORE__POSTGRES_URL) to name the destination"
+            .into());
+    }
+    let src = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let version: i64 =
+        src.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| format!("{}: {e}", file.display()))?;
+    if version != sqlite::schema_version() {
+        return Err(format!(
+            "{} is at schema version {version}, this gatehouse copies version {}: start this gatehouse on it once \
+             (store.backend = \"sqlite\") so that it migrates, then copy",
+            file.display(),
+            sqlite::schema_version()
+        ));
+    }
+    let rows = read_all(&src).map_err(|e| format!("{}: {e}", file.display()))?;
+    let dest = Store::open(config).map_err(|e| e.to_string())?;
+    let taken: i64 = dest
+        .with(|c| c.value("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM applications)", crate::args![]))
+        .map_err(|e| e.to_string())?;
+    if taken > 0 {
+        return Err("the PostgreSQL database already holds users or applications: copy into an empty one".into());
+    }
+    dest.write(|tx| write_all(tx, &rows)).map_err(|e| e.to_string())?;
+    Ok(rows.iter().map(|(table, _, r)| (*table, r.len())).collect())
+}
+
+type TableRows = (&'static str, Vec<String>, Vec<Vec<Owned>>);
+
+fn read_all(src: &Connection) -> rusqlite::Result<Vec<TableRows>> {
+    let mut out = Vec::new();
+    for (table, order) in TABLES {
+        let mut st = src.prepare(&format!("SELECT * FROM {table} {order}"))?;
+        let columns: Vec<String> = st.column_names().iter().map(|c| c.to_string()).collect();
+        let n = columns.len();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        use rusqlite::types::ValueRef;
+                        Ok(match r.get_ref(i)? {
+                            ValueRef::Null => Owned::Null,
+                            ValueRef::Integer(v) => Owned::Int(v),
+                            ValueRef::Real(v) => Owned::Int(v as i64),
+                            ValueRef::Text(t) => Owned::Text(String::from_utf8_lossy(t).into_owned()),
+                            ValueRef::Blob(b) => Owned::Blob(b.to_vec()),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<Owned>>>()
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        out.push((*table, columns, rows));
+    }
+    Ok(out)
+}
+
+fn write_all(tx: &Db, tables: &[TableRows]) -> Result<(), Error> {
+    for (table, columns, rows) in tables {
+        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+            columns.join(", "),
+            marks.join(", ")
+        );
+        for row in rows {
+            let args: Vec<&dyn ToValue> = row.iter().map(|v| v as &dyn ToValue).collect();
+            tx.execute(&sql, &args)?;
+        }
+    }
+    for table in IDENTITIES {
+        tx.value::<i64>(
+            &format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) FROM {table}"
+            ),
+            crate::args![],
+        )?;
+    }
+    Ok(())
+}

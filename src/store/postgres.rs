@@ -1,0 +1,242 @@
+//! The PostgreSQL backend: several gatehouse nodes over one database.
+//!
+//! A pool of connections (r2d2, each connection with its prepared statements), the migrations
+//! from schema.postgres.sql under an advisory lock (nodes starting together migrate once), and
+//! transactions at SERIALIZABLE: the core's writes were written for SQLite's one writer, and
+//! SERIALIZABLE keeps them as correct with several nodes writing at once (a read-then-write that
+//! raced another node fails with a serialization failure and is run again). A write is answered
+//! once COMMIT returned, so it is as durable as the server's `synchronous_commit` makes it.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::db::{Db, Fault, PgConn};
+use super::OpenError;
+use crate::config::Config;
+use crate::core::Error;
+
+/// The schema, embedded in the binary.
+pub const SCHEMA: &str = include_str!("../../schema.postgres.sql");
+
+/// Runs of one write before it is answered 503.
+const ATTEMPTS: u32 = 6;
+
+/// The advisory lock nodes take while they migrate.
+const MIGRATION_LOCK: i64 = 0x6761_7465_0001;
+
+#[derive(Clone)]
+pub struct Postgres {
+    pool: r2d2::Pool<Manager>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct Stats {
+    waits: AtomicU64,
+    writes: AtomicU64,
+    retries: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+struct Manager {
+    config: postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn::new(self.config.connect(self.tls.clone())?))
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed() || conn.fault.get() == Fault::Lost
+    }
+}
+
+/// The hosts, port and database of a connection string, for messages: never its password.
+pub fn describe(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!("{} port {} database {}", hosts.join(","), ports.join(","), config.get_dbname().unwrap_or("(default)"))
+}
+
+/// TLS through rustls (ring), checked against the system's CA roots; used when the connection
+/// string asks for it (sslmode=prefer, the default, uses it when the server offers it).
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl Postgres {
+    pub fn open(config: &Config) -> Result<Postgres, OpenError> {
+        let mut pg: postgres::Config = config.store.postgres_url.parse().map_err(|e: postgres::Error| {
+            OpenError::Postgres { server: "(store.postgres_url)".into(), reason: e.to_string() }
+        })?;
+        let timeout = config.store.postgres_connect_timeout.0;
+        pg.connect_timeout(timeout);
+        pg.application_name("gatehouse");
+        let server = describe(&pg);
+        let fail = |reason: String| OpenError::Postgres { server: server.clone(), reason };
+        let manager = Manager { config: pg, tls: tls().map_err(&fail)? };
+        let pool = r2d2::Pool::builder()
+            .max_size(config.store.postgres_pool_size)
+            .min_idle(Some(1))
+            // A connection is found broken when it is used (and the work run again on a new one).
+            .test_on_check_out(false)
+            .connection_timeout(timeout)
+            .build(manager)
+            .map_err(|e| fail(e.to_string()))?;
+        let store = Postgres { pool, stats: Default::default() };
+        let mut conn = store.pool.get().map_err(|e| fail(e.to_string()))?;
+        migrate(&mut conn).map_err(fail)?;
+        log::info!("store: postgres {server}");
+        Ok(store)
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager>, Error> {
+        if self.pool.state().idle_connections == 0 {
+            self.stats.waits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.pool.get().map_err(|e| {
+            self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+            log::warn!("postgres: no connection: {e}");
+            Error::Busy
+        })
+    }
+
+    /// Reads outside a transaction; once more on a new connection when the first was lost.
+    pub fn with<T>(&self, mut f: impl FnMut(&Db) -> Result<T, Error>) -> Result<T, Error> {
+        for attempt in 1.. {
+            let mut conn = self.conn()?;
+            conn.fault.set(Fault::None);
+            let out = f(&Db::Pg(RefCell::new(&mut conn)));
+            if out.is_err() && conn.fault.get() == Fault::Lost && attempt < 2 {
+                continue;
+            }
+            if out.is_err() && conn.fault.get() != Fault::None {
+                self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+            }
+            return out;
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// One SERIALIZABLE transaction, run again while it may be (see `Store::write`).
+    pub fn write<T>(&self, f: &mut dyn FnMut(&Db) -> Result<T, Error>) -> Result<T, Error> {
+        for attempt in 1..=ATTEMPTS {
+            let mut conn = self.conn()?;
+            conn.fault.set(Fault::None);
+            let mut committing = false;
+            let out = (|| {
+                conn.batch("BEGIN ISOLATION LEVEL SERIALIZABLE")?;
+                let result = f(&Db::Pg(RefCell::new(&mut conn)));
+                match result {
+                    Ok(v) => {
+                        committing = true;
+                        conn.batch("COMMIT")?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        if conn.fault.get() != Fault::Lost {
+                            let _ = conn.client.batch_execute("ROLLBACK");
+                        }
+                        Err(e)
+                    }
+                }
+            })();
+            let fault = conn.fault.get();
+            drop(conn);
+            match out {
+                Ok(v) => {
+                    self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                // A serialization failure rolled the transaction back, even at COMMIT; a connection
+                // lost before COMMIT was sent took its transaction with it. Lost during COMMIT, the
+                // write may or may not have committed: answered 503, never run twice.
+                Err(_) if attempt < ATTEMPTS && (fault == Fault::Retry || (fault == Fault::Lost && !committing)) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let jitter = u64::from(crate::core::crypto::random_bytes::<1>()[0]) % 8;
+                    std::thread::sleep(Duration::from_millis(u64::from(attempt) * 2 + jitter));
+                }
+                Err(e) => {
+                    if fault != Fault::None {
+                        self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                        log::warn!("postgres: a write was answered busy after {attempt} attempt(s)");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::Busy)
+    }
+
+    pub fn pool_stats(&self) -> (u64, u64, u64) {
+        let st = self.pool.state();
+        (self.stats.waits.load(Ordering::Relaxed), u64::from(st.connections), u64::from(st.idle_connections))
+    }
+
+    /// Every write commits on its own: (writes, commits) are equal.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        let n = self.stats.writes.load(Ordering::Relaxed);
+        (n, n)
+    }
+
+    pub fn fault_stats(&self) -> (u64, u64) {
+        (self.stats.retries.load(Ordering::Relaxed), self.stats.unavailable.load(Ordering::Relaxed))
+    }
+}
+
+/// Applies every block of schema.postgres.sql above the database's version, each in its own
+/// transaction, while holding an advisory lock: nodes that start together migrate once.
+fn migrate(conn: &mut PgConn) -> Result<(), String> {
+    let blocks = super::sqlite::versions(SCHEMA);
+    let known = blocks.last().map(|(n, _)| *n).unwrap_or(0);
+    let client = &mut conn.client;
+    let e = |e: postgres::Error| e.to_string();
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(e)?;
+    let out = (|| {
+        client.batch_execute("CREATE TABLE IF NOT EXISTS gatehouse_schema (version BIGINT NOT NULL)").map_err(e)?;
+        let current: i64 =
+            client.query_one("SELECT coalesce(max(version), 0) FROM gatehouse_schema", &[]).map_err(e)?.get(0);
+        if current > known {
+            return Err(format!(
+                "the database is at schema version {current}, newer than this gatehouse knows ({known}); use a newer gatehouse"
+            ));
+        }
+        for (version, sql) in blocks.into_iter().filter(|(n, _)| *n > current) {
+            let mut tx = client.transaction().map_err(e)?;
+            tx.batch_execute(&sql).map_err(e)?;
+            tx.execute("INSERT INTO gatehouse_schema (version) VALUES ($1)", &[&version]).map_err(e)?;
+            tx.commit().map_err(e)?;
+            log::info!("postgres: schema migrated to version {version}");
+        }
+        Ok(())
+    })();
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    out
+}
