@@ -69,7 +69,7 @@ impl Core {
     }
 
     pub fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, Error> {
-        let rows = self.store.with(|c| apikeys::list(c))?;
+        let rows = self.store.with(apikeys::list)?;
         Ok(rows
             .into_iter()
             .map(|(k, login)| ApiKeyInfo {

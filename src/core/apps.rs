@@ -39,7 +39,7 @@ impl Core {
     }
 
     pub fn list_apps(&self) -> Result<Vec<AppRow>, Error> {
-        self.store.with(|c| apps::list(c))
+        self.store.with(apps::list)
     }
 
     /// The application's secret in the clear, for checks that need it (IAMPASS signatures, IQM

@@ -241,7 +241,7 @@ impl Core {
         T: Send + 'static,
     {
         let core = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&core)).await.map_err(internal)?
+        tokio::task::spawn_blocking(move || crate::store::blocking(|| f(&core))).await.map_err(internal)?
     }
 
     /// [`Core::call`] for a few reads by index (a token check): with SQLite they run right here on

@@ -56,7 +56,7 @@ impl Core {
 
     /// Runs `delete` (at most n rows) in one write after another until one deletes fewer than a
     /// batch; answers how many rows went.
-    fn reap_batches(&self, delete: impl Fn(&Db, i64) -> Result<usize, Error>) -> Result<usize, Error> {
+    fn reap_batches(&self, delete: impl Fn(&Db, i64) -> Result<usize, Error> + Sync) -> Result<usize, Error> {
         let batch = i64::from(self.config.reaper.batch);
         let mut total = 0;
         loop {

@@ -38,6 +38,10 @@ pub struct Stats {
     pub pool_idle: u64,
     pub db_writes: u64,
     pub db_commits: u64,
+    /// PostgreSQL: transactions run again (serialization failure, deadlock, lost connection).
+    pub db_retries: u64,
+    /// PostgreSQL: calls answered 503 because the store could not be reached or could not commit.
+    pub db_unavailable: u64,
     pub nonces_kept: u64,
 }
 
@@ -48,6 +52,7 @@ impl Core {
         let (hash_waiting, hash_rejected) = self.hasher.queue_stats();
         let (pool_waits, pool_open, pool_idle) = self.store.pool_stats();
         let (db_writes, db_commits) = self.store.commit_stats();
+        let (db_retries, db_unavailable) = self.store.fault_stats();
         Stats {
             logins_ok: get(&c.logins_ok),
             logins_failed: get(&c.logins_failed),
@@ -64,6 +69,8 @@ impl Core {
             pool_idle,
             db_writes,
             db_commits,
+            db_retries,
+            db_unavailable,
             nonces_kept: self.nonces.len() as u64,
         }
     }

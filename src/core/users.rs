@@ -135,7 +135,7 @@ impl Core {
     }
 
     pub fn list_users(&self) -> Result<Vec<(User, Vec<String>)>, Error> {
-        self.store.with(|c| users::list(c))
+        self.store.with(users::list)
     }
 
     /// Makes a user a member of an application; false when they were already.

@@ -234,14 +234,39 @@ pub enum Fault {
 
 /// A pooled PostgreSQL connection with its prepared statements.
 pub struct PgConn {
-    pub(super) client: postgres::Client,
+    /// Dropped by hand (see `Drop`).
+    client: std::mem::ManuallyDrop<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
     pub(super) fault: Cell<Fault>,
 }
 
+impl Drop for PgConn {
+    /// The client says goodbye to the server through a runtime of its own, which must not start on
+    /// an async executor's thread: there, it is dropped on a thread of its own.
+    fn drop(&mut self) {
+        // SAFETY: the client is taken once, here, and never used again.
+        let client = unsafe { std::mem::ManuallyDrop::take(&mut self.client) };
+        if super::on_executor() {
+            let _ = std::thread::Builder::new().name("postgres-close".into()).spawn(move || drop(client));
+        }
+    }
+}
+
 impl PgConn {
     pub(super) fn new(client: postgres::Client) -> PgConn {
-        PgConn { client, statements: HashMap::new(), fault: Cell::new(Fault::None) }
+        PgConn {
+            client: std::mem::ManuallyDrop::new(client),
+            statements: HashMap::new(),
+            fault: Cell::new(Fault::None),
+        }
+    }
+
+    pub(super) fn client(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
     }
 
     /// Turns a driver error into the core's, remembering whether it can be retried.
@@ -260,7 +285,7 @@ impl PgConn {
             {
                 Fault::Lost
             }
-            None if self.client.is_closed() || e.is_closed() => Fault::Lost,
+            None if self.is_closed() || e.is_closed() => Fault::Lost,
             _ => Fault::None,
         };
         // A later error of the same transaction ("transaction is aborted") does not hide the first.
@@ -268,7 +293,7 @@ impl PgConn {
             self.fault.set(fault);
         }
         match fault {
-            Fault::None => internal(format!("postgres: {e}")),
+            Fault::None => internal(format!("postgres: {e}: {}", e.as_db_error().map(|d| d.message()).unwrap_or(""))),
             Fault::Retry => Error::Busy,
             Fault::Lost => {
                 log::warn!("postgres: connection lost: {e}");
@@ -281,7 +306,7 @@ impl PgConn {
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
-        let st = self.client.prepare(&placeholders(sql)).map_err(|e| self.error(e))?;
+        let st = self.client().prepare(&placeholders(sql)).map_err(|e| self.error(e))?;
         self.statements.insert(sql.to_string(), st.clone());
         Ok(st)
     }
@@ -291,7 +316,7 @@ impl PgConn {
         let values: Vec<Value<'_>> = args.iter().map(|a| a.to_value()).collect();
         let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect();
-        self.client.query(&st, &params).map_err(|e| self.error(e))
+        self.client().query(&st, &params).map_err(|e| self.error(e))
     }
 
     fn execute(&mut self, sql: &str, args: &[&dyn ToValue]) -> Result<u64, Error> {
@@ -299,11 +324,11 @@ impl PgConn {
         let values: Vec<Value<'_>> = args.iter().map(|a| a.to_value()).collect();
         let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect();
-        self.client.execute(&st, &params).map_err(|e| self.error(e))
+        self.client().execute(&st, &params).map_err(|e| self.error(e))
     }
 
     pub(super) fn batch(&mut self, sql: &str) -> Result<(), Error> {
-        self.client.batch_execute(sql).map_err(|e| self.error(e))
+        self.client().batch_execute(sql).map_err(|e| self.error(e))
     }
 }
 

@@ -65,7 +65,7 @@ impl Store {
     /// Opens the configured backend, brings its schema up to date, and pools its connections.
     pub fn open(config: &Config) -> Result<Store, OpenError> {
         Ok(Store(match config.store.backend.as_str() {
-            "postgres" => Backend::Postgres(postgres::Postgres::open(config)?),
+            "postgres" => Backend::Postgres(off_executor(|| postgres::Postgres::open(config))?),
             _ => Backend::Sqlite(sqlite::Sqlite::open(config)?),
         }))
     }
@@ -87,19 +87,19 @@ impl Store {
     /// Runs `f`, a few reads by index. SQLite: on a connection of its own, right here (a token
     /// check calls it on the executor). PostgreSQL: on a pooled connection, so call it off the
     /// executor (`Core::quick` does).
-    pub fn read_quick<T>(&self, f: impl FnMut(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn read_quick<T: Send>(&self, f: impl FnMut(&Db) -> Result<T, Error> + Send) -> Result<T, Error> {
         match &self.0 {
             Backend::Sqlite(s) => s.read_quick(f),
-            Backend::Postgres(p) => p.with(f),
+            Backend::Postgres(p) => off_executor(|| p.with(f)),
         }
     }
 
     /// Runs `f`, reads, on a pooled connection. Blocking: call it from the blocking pool or the CLI.
     /// PostgreSQL: run once more on a new connection when the first one turned out lost.
-    pub fn with<T>(&self, f: impl FnMut(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn with<T: Send>(&self, f: impl FnMut(&Db) -> Result<T, Error> + Send) -> Result<T, Error> {
         match &self.0 {
             Backend::Sqlite(s) => s.with(f),
-            Backend::Postgres(p) => p.with(f),
+            Backend::Postgres(p) => off_executor(|| p.with(f)),
         }
     }
 
@@ -108,10 +108,10 @@ impl Store {
     /// from inside another `write`'s `f`. PostgreSQL: a SERIALIZABLE transaction, run again
     /// (so `f` must do nothing but its writes) after a serialization failure, a deadlock, or a
     /// connection lost before COMMIT; answered `Busy` (503) when it still cannot commit.
-    pub fn write<T>(&self, mut f: impl FnMut(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn write<T: Send>(&self, mut f: impl FnMut(&Db) -> Result<T, Error> + Send) -> Result<T, Error> {
         match &self.0 {
             Backend::Sqlite(s) => s.write(f),
-            Backend::Postgres(p) => p.write(&mut f),
+            Backend::Postgres(p) => off_executor(|| p.write(&mut f)),
         }
     }
 
@@ -129,7 +129,9 @@ impl Store {
                 let p = p.clone();
                 let mut f = f;
                 Either::Right(async move {
-                    tokio::task::spawn_blocking(move || p.write(&mut f)).await.map_err(crate::core::internal)?
+                    tokio::task::spawn_blocking(move || blocking(|| p.write(&mut f)))
+                        .await
+                        .map_err(crate::core::internal)?
                 })
             }
         }
@@ -164,6 +166,40 @@ impl Store {
             Backend::Postgres(p) => p.fault_stats(),
         }
     }
+}
+
+thread_local! {
+    /// Set while this thread runs blocking work for async code (`blocking`).
+    static BLOCKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, blocking work that async code handed to tokio's blocking pool (`Core::call` does).
+/// PostgreSQL's client may block there; see `off_executor`.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BLOCKING.with(|b| b.set(self.0));
+        }
+    }
+    let _reset = Reset(BLOCKING.with(|b| b.replace(true)));
+    f()
+}
+
+/// True on an async executor's thread (not in `blocking`, not on a plain thread).
+fn on_executor() -> bool {
+    !BLOCKING.with(|b| b.get()) && tokio::runtime::Handle::try_current().is_ok()
+}
+
+/// Runs `f`, which drives PostgreSQL's client (a runtime of its own that must not start inside
+/// another): right here on the blocking pool, the command line or any plain thread; on a thread of
+/// its own when called from an async executor's thread (which the server never does, but a test
+/// calling the core from async code does), rather than panicking.
+fn off_executor<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if !on_executor() {
+        return f();
+    }
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Takes a lock that only one node holds at a time, for the rest of the transaction `tx`

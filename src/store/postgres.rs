@@ -54,11 +54,11 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+        conn.client().simple_query("").map(|_| ())
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.client.is_closed() || conn.fault.get() == Fault::Lost
+        conn.is_closed() || conn.fault.get() == Fault::Lost
     }
 }
 
@@ -162,7 +162,7 @@ impl Postgres {
                     }
                     Err(e) => {
                         if conn.fault.get() != Fault::Lost {
-                            let _ = conn.client.batch_execute("ROLLBACK");
+                            let _ = conn.client().batch_execute("ROLLBACK");
                         }
                         Err(e)
                     }
@@ -216,7 +216,7 @@ impl Postgres {
 fn migrate(conn: &mut PgConn) -> Result<(), String> {
     let blocks = super::sqlite::versions(SCHEMA);
     let known = blocks.last().map(|(n, _)| *n).unwrap_or(0);
-    let client = &mut conn.client;
+    let client = conn.client();
     let e = |e: postgres::Error| e.to_string();
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(e)?;
     let out = (|| {

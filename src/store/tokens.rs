@@ -99,27 +99,32 @@ pub fn revoke(conn: &Db, digest: &[u8; 32], now: i64) -> Result<bool, Error> {
 
 /// Revokes every live token of a user for an application (all applications when `app_id` is None).
 pub fn revoke_for_user(conn: &Db, user_id: i64, app_id: Option<&str>, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
+    conn.execute(
         "UPDATE tokens SET revoked_at = ?3
-         WHERE user_id = ?1 AND (?2 IS NULL OR app_id = ?2) AND revoked_at IS NULL",
+         WHERE user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR app_id = ?2) AND revoked_at IS NULL",
         args![user_id, app_id, now],
-    )?)
+    )
 }
 
 /// Revokes every live token of a user but `keep`.
 pub fn revoke_for_user_except(conn: &Db, user_id: i64, keep: Option<&[u8; 32]>, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
-        "UPDATE tokens SET revoked_at = ?3
-         WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR digest <> ?2)",
-        args![user_id, keep.map(|k| &k[..]), now],
-    )?)
+    match keep {
+        Some(keep) => conn.execute(
+            "UPDATE tokens SET revoked_at = ?3 WHERE user_id = ?1 AND revoked_at IS NULL AND digest <> ?2",
+            args![user_id, &keep[..], now],
+        ),
+        None => conn.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+            args![user_id, now],
+        ),
+    }
 }
 
 pub fn revoke_for_api_key(conn: &Db, api_key_id: &str, now: i64) -> Result<usize, Error> {
-    Ok(conn.execute(
+    conn.execute(
         "UPDATE tokens SET revoked_at = ?2 WHERE api_key_id = ?1 AND revoked_at IS NULL",
         args![api_key_id, now],
-    )?)
+    )
 }
 
 /// Deletes at most `batch` revoked, expired and idle tokens; returns how many.
@@ -177,5 +182,5 @@ pub fn mark_used(conn: &Db, digest: &[u8; 32], now: i64) -> Result<bool, Error> 
 }
 
 pub fn revoke_family(conn: &Db, family: &[u8], now: i64) -> Result<usize, Error> {
-    Ok(conn.execute("UPDATE tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL", args![family, now])?)
+    conn.execute("UPDATE tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL", args![family, now])
 }

@@ -160,6 +160,20 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
     metric(&mut out, "gatehouse_db_commits_total", "counter", "Commits made by the writer.", &[("", s.db_commits)]);
     metric(
         &mut out,
+        "gatehouse_db_retries_total",
+        "counter",
+        "PostgreSQL transactions run again after a serialization failure, a deadlock or a lost connection.",
+        &[("", s.db_retries)],
+    );
+    metric(
+        &mut out,
+        "gatehouse_db_unavailable_total",
+        "counter",
+        "Calls answered 503 because the database could not be reached or could not commit.",
+        &[("", s.db_unavailable)],
+    );
+    metric(
+        &mut out,
         "gatehouse_nonces_kept",
         "gauge",
         "Nonces of signed requests kept in memory to refuse replays.",
@@ -169,7 +183,7 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
         &mut out,
         "gatehouse_db_pool_connections",
         "gauge",
-        "Pooled SQLite connections, by state.",
+        "Pooled database connections, by state.",
         &[("state=\"open\"", s.pool_open), ("state=\"idle\"", s.pool_idle)],
     );
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(out)

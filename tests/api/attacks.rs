@@ -211,10 +211,15 @@ async fn security_events_land_in_the_audit_log() {
     app.send("POST", "/cms/iap/auth/resetPwd", &[], Some(("application/json", body))).await;
 
     let data = app.core.config.data_dir.display().to_string();
+    let store = &app.core.config.store;
     let dir = tempfile::tempdir().unwrap();
     let out = crate::helpers::gatehouse_cli(
         dir.path(),
-        &[("GATEHOUSE_DATA_DIR", &data)],
+        &[
+            ("GATEHOUSE_DATA_DIR", &data),
+            ("GATEHOUSE_STORE__BACKEND", &store.backend),
+            ("GATEHOUSE_STORE__POSTGRES_URL", &store.postgres_url),
+        ],
         &["audit", "--user", who, "--since", "1h"],
         "",
     );

@@ -1,5 +1,7 @@
-//! Spawns the real server on a loopback port over a real SQLite file in a temp dir, and talks
-//! to it over real HTTP.
+//! Spawns the real server on a loopback port over a real SQLite file in a temp dir, or over a
+//! fresh database of a throwaway PostgreSQL (`crate::BACKEND`, set by the test binary: `api` runs
+//! the suite on SQLite, `api_postgres` the same dialect files on PostgreSQL), and talks to it over
+//! real HTTP.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,8 +31,27 @@ pub struct Answer {
     pub json: Value,
 }
 
+/// True when this test binary runs the suite on PostgreSQL.
+pub fn on_postgres() -> bool {
+    crate::BACKEND == "postgres"
+}
+
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config { data_dir: data_dir.to_path_buf(), log_level: "debug".into(), ..Config::default() };
+    if on_postgres() {
+        // Without PostgreSQL (a developer's machine; never on CI) the test runs on SQLite, and says so.
+        if let Some(cluster) = crate::pg::cluster_or_skip() {
+            config.store.backend = "postgres".into();
+            // A data directory keeps its database: a server started again on it finds its data.
+            let marker = data_dir.join("test-postgres-url");
+            config.store.postgres_url = std::fs::read_to_string(&marker).unwrap_or_else(|_| {
+                let url = cluster.new_database();
+                std::fs::create_dir_all(data_dir).unwrap();
+                std::fs::write(&marker, &url).unwrap();
+                url
+            });
+        }
+    }
     config.http.workers = 1;
     config.argon2.workers = 2;
     // Tests fail sign-ins on purpose and often; the throttle has tests of its own (attacks.rs).
@@ -169,10 +190,23 @@ impl TestApp {
 
     /// A direct connection to the same SQLite file, for looking at what was stored.
     pub fn db(&self) -> rusqlite::Connection {
+        assert!(!self.core.store.is_shared(), "db() is the SQLite file: use count() or blob()");
         rusqlite::Connection::open(self.core.config.db_path()).unwrap()
     }
 
+    /// The number the query answers, read from the store directly, whichever backend it is.
     pub fn count(&self, sql: &str) -> i64 {
+        if self.core.store.is_shared() {
+            return crate::pg::value(&self.core.config.store.postgres_url, sql);
+        }
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// The bytes the query answers, read from the store directly, whichever backend it is.
+    pub fn blob(&self, sql: &str) -> Vec<u8> {
+        if self.core.store.is_shared() {
+            return crate::pg::value(&self.core.config.store.postgres_url, sql);
+        }
         self.db().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 }

@@ -1,4 +1,8 @@
-//! Every integration test builds into this one binary (one link instead of one per file).
+//! Every integration test builds into this one binary (one link instead of one per file), on the
+//! SQLite backend. `tests/api_postgres` builds the dialect files again, on PostgreSQL.
+
+/// The store every test of this binary runs on.
+const BACKEND: &str = "sqlite";
 
 mod attacks;
 mod browser;
@@ -10,6 +14,7 @@ mod iampass;
 mod iqm;
 mod mail;
 mod openapi;
+mod pg;
 mod process;
 mod readme;
 mod smartserver;

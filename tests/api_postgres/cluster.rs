@@ -1,0 +1,144 @@
+//! Several gatehouse nodes over one PostgreSQL: what one node did, every other knows at once;
+//! what guards security (nonces, the throttle, refresh rotation) holds across nodes.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_in, Answer, TestApp};
+use crate::iampass::{fresh_nonce, sign};
+
+/// `n` nodes (servers with a Core each, as separate processes would have) on one fresh database,
+/// with one master key between them (the first node's). None (the test is skipped) without
+/// PostgreSQL, never on CI.
+async fn nodes(n: usize, tweak: impl Fn(&mut gatehouse::config::Config)) -> Option<Vec<TestApp>> {
+    let cluster = crate::pg::cluster_or_skip()?;
+    let url = cluster.new_database();
+    let mut out: Vec<TestApp> = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let key = out.first().map(|first| first.core.config.master_key_path());
+        let url = url.clone();
+        out.push(
+            spawn_app_in(dir, &data, |c| {
+                c.store.backend = "postgres".into();
+                c.store.postgres_url = url;
+                if let Some(key) = key {
+                    c.master_key_file = key;
+                }
+                tweak(c);
+            })
+            .await,
+        );
+    }
+    Some(out)
+}
+
+async fn iam_login(node: &TestApp, login: &str, password: &str) -> Answer {
+    node.post_json(
+        "/iam/login",
+        &json!({"login": login, "password": password, "app_id": "forepaas", "auth_mode": "forepaas_id_resource_owner"}),
+    )
+    .await
+}
+
+async fn check(node: &TestApp, token: &str) -> u16 {
+    node.get(&format!("/iam/checkSession?app_id=forepaas&token={token}")).await.status
+}
+
+#[actix_web::test]
+async fn a_token_issued_on_one_node_checks_on_every_other_at_once() {
+    let Some(nodes) = nodes(3, |_| {}).await else { return };
+    nodes[0].add_user("ann", "correct horse battery", &["forepaas"]);
+    let a = iam_login(&nodes[1], "ann", "correct horse battery").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let token = a.json["token"].as_str().unwrap().to_string();
+    for node in &nodes {
+        assert_eq!(check(node, &token).await, 200);
+    }
+    let out = nodes[2].send("DELETE", &format!("/iam/logout?app_id=forepaas&token={token}"), &[], None).await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    for node in &nodes {
+        assert_eq!(check(node, &token).await, 401, "logged out on another node");
+    }
+}
+
+#[actix_web::test]
+async fn a_nonce_spent_on_one_node_is_refused_on_another() {
+    let Some(nodes) = nodes(2, |_| {}).await else { return };
+    let secret = nodes[0].core.add_app("partner-app", None).unwrap().expose().to_string();
+    let nonce = fresh_nonce();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let target = "/management/has_registered_mobile_device/partner-app/nobody";
+    async fn call(node: &TestApp, target: &str, secret: &str, nonce: &str, ts: &str) -> Answer {
+        let url = format!("{}{target}", node.base.trim_start_matches("http://"));
+        let auth = format!("hmac partner-app:{nonce}:{}", sign(secret, nonce, &url, ts));
+        node.send("GET", target, &[("Authentication", &auth), ("X-IAMPASS-Authentication-Timestamp", ts)], None).await
+    }
+    let first = call(&nodes[0], target, &secret, &nonce, &ts).await;
+    assert_ne!(first.status, 401, "{}", first.text);
+    let again = call(&nodes[1], target, &secret, &nonce, &ts).await;
+    assert_eq!(again.status, 401, "{}", again.text);
+    assert!(again.text.contains("replayed"), "{}", again.text);
+}
+
+#[actix_web::test]
+async fn failures_spread_over_three_nodes_lock_the_account_as_on_one() {
+    let Some(nodes) = nodes(3, |c| {
+        c.throttle.account_failures = 5;
+        c.throttle.delay = gatehouse::config::Seconds(std::time::Duration::ZERO);
+    })
+    .await
+    else {
+        return;
+    };
+    nodes[0].add_user("bea", "correct horse battery", &["forepaas"]);
+    for i in 0..5 {
+        let a = iam_login(&nodes[i % 3], "bea", "wrong password").await;
+        assert_eq!(a.status, 401, "failure {i}: {}", a.text);
+    }
+    for node in &nodes {
+        let a = iam_login(node, "bea", "correct horse battery").await;
+        assert_eq!(a.status, 429, "locked on every node: {}", a.text);
+        assert!(a.headers.get("retry-after").is_some());
+    }
+}
+
+#[actix_web::test]
+async fn two_nodes_racing_on_one_refresh_token_have_one_winner_and_the_family_dies() {
+    let Some(nodes) = nodes(2, |_| {}).await else { return };
+    let secret = nodes[0].core.add_app("iqm-client", None).unwrap().expose().to_string();
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("iqm-client:{secret}")));
+    let body = json!({"email": "cy@iqm.com", "password": "correct horse battery"});
+    let up = nodes[1]
+        .send(
+            "POST",
+            "/api/v3/ua/sign-up",
+            &[("Authorization", &basic)],
+            Some(("application/json", body.to_string().into())),
+        )
+        .await;
+    assert_eq!(up.status, 200, "{}", up.text);
+    let token = up.json["data"]["refresh_token"].as_str().unwrap().to_string();
+    let refresh = |node: &TestApp| {
+        let url = node.url("/api/v3/ua/oauth/token");
+        let body = json!({"grant_type": "refresh_token", "refresh_token": token});
+        actix_web::rt::spawn(async move {
+            let mut res = awc::Client::default().post(url).send_json(&body).await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let (a, b) = (refresh(&nodes[0]), refresh(&nodes[1]));
+    let answers = [a.await.unwrap(), b.await.unwrap()];
+    let winners: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    assert!(answers.iter().any(|(s, _)| *s == 401), "{answers:?}");
+    // The loser was a reuse: the family is revoked, the winner's new refresh token with it.
+    let newer = winners[0].1["refresh_token"].as_str().unwrap();
+    let body = json!({"grant_type": "refresh_token", "refresh_token": newer});
+    for node in &nodes {
+        let again =
+            node.send("POST", "/api/v3/ua/oauth/token", &[], Some(("application/json", body.to_string().into()))).await;
+        assert_eq!(again.status, 401, "{}", again.text);
+    }
+}

@@ -1,0 +1,30 @@
+//! The API suite again, on the PostgreSQL backend: the dialect files of `tests/api` unchanged
+//! (they must not care which store answers), over a throwaway PostgreSQL that `pg` starts, one
+//! fresh database per test. Plus what only several nodes can show (`cluster`).
+//!
+//! The files about the SQLite file itself (durability, backup, the process and CLI on a data
+//! directory) stay in `tests/api`.
+
+/// The store every test of this binary runs on.
+const BACKEND: &str = "postgres";
+
+#[path = "../api/attacks.rs"]
+mod attacks;
+#[path = "../api/browser.rs"]
+mod browser;
+mod cluster;
+#[path = "../api/forepaas.rs"]
+mod forepaas;
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[path = "../api/iampass.rs"]
+mod iampass;
+#[path = "../api/iqm.rs"]
+mod iqm;
+#[path = "../api/mail.rs"]
+mod mail;
+#[path = "../api/pg.rs"]
+mod pg;
+#[path = "../api/smartserver.rs"]
+mod smartserver;
