@@ -201,6 +201,22 @@ pub fn command(program: &str) -> Command {
     cmd
 }
 
+/// A temp dir the server user may write (for clusters of a test's own: a primary, a standby).
+pub fn server_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("pgtest-").tempdir().expect("temp dir");
+    if let Some((uid, gid)) = server_user() {
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown the temp dir to postgres");
+    }
+    dir
+}
+
+/// Runs a PostgreSQL program (pg_ctl, pg_basebackup) as the server user; panics with its output
+/// when it fails.
+pub fn run_tool(program: &str, args: &[&str]) {
+    let out = command(program).args(args).current_dir("/").output().expect("run a PostgreSQL tool");
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Creates a new cluster in `data` (whose parent must be writable by the server user).
 pub fn initdb(data: &Path) {
     let out = command("initdb")

@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_in, Answer, TestApp};
+use crate::helpers::{gatehouse_cli, spawn_app_in, Answer, TestApp};
 use crate::iampass::{fresh_nonce, sign};
 
 /// `n` nodes (servers with a Core each, as separate processes would have) on one fresh database,
@@ -141,4 +141,57 @@ async fn two_nodes_racing_on_one_refresh_token_have_one_winner_and_the_family_di
             node.send("POST", "/api/v3/ua/oauth/token", &[], Some(("application/json", body.to_string().into()))).await;
         assert_eq!(again.status, 401, "{}", again.text);
     }
+}
+
+#[actix_web::test]
+async fn migrate_store_moves_a_single_box_into_postgres_and_everyone_signs_in_as_before() {
+    let Some(cluster) = crate::pg::cluster_or_skip() else { return };
+    // A single box on SQLite, set up with the command line.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.display().to_string();
+    let sqlite_env = [("GATEHOUSE_DATA_DIR", data_s.as_str())];
+    let out =
+        gatehouse_cli(dir.path(), &sqlite_env, &["user", "add", "dee", "--password-stdin"], "correct horse battery\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gatehouse_cli(dir.path(), &sqlite_env, &["app", "add", "partner-app"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let secret = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_string();
+
+    let url = cluster.new_database();
+    let pg_env = [
+        ("GATEHOUSE_DATA_DIR", data_s.as_str()),
+        ("GATEHOUSE_STORE__BACKEND", "postgres"),
+        ("GATEHOUSE_STORE__POSTGRES_URL", url.as_str()),
+    ];
+    let out = gatehouse_cli(dir.path(), &pg_env, &["migrate-store", "--from", "sqlite", "--to", "postgres"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("1 users") && said.contains("3 applications"), "{said}");
+    // Twice is refused: the destination is no longer empty.
+    let again = gatehouse_cli(dir.path(), &pg_env, &["migrate-store", "--from", "sqlite", "--to", "postgres"], "");
+    assert!(!again.status.success());
+
+    // A node on PostgreSQL, with the box's master key: the same password, the same secret.
+    let node_dir = tempfile::tempdir().unwrap();
+    let key = data.join("master.key");
+    let node = spawn_app_in(node_dir, &dir.path().join("node"), |c| {
+        c.store.backend = "postgres".into();
+        c.store.postgres_url = url.clone();
+        c.master_key_file = key;
+    })
+    .await;
+    let a = iam_login(&node, "dee", "correct horse battery").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let nonce = fresh_nonce();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let target = "/management/has_registered_mobile_device/partner-app/nobody";
+    let signed = format!("{}{target}", node.base.trim_start_matches("http://"));
+    let auth = format!("hmac partner-app:{nonce}:{}", sign(&secret, &nonce, &signed, &ts));
+    let a =
+        node.send("GET", target, &[("Authentication", &auth), ("X-IAMPASS-Authentication-Timestamp", &ts)], None).await;
+    assert_ne!(a.status, 401, "the sealed secret opens on the new store: {}", a.text);
+    // New users get ids past the copied ones.
+    let added = node.add_user("eve", "correct horse battery", &["forepaas"]);
+    assert!(added.id > 1);
 }

@@ -13,6 +13,7 @@ mod attacks;
 #[path = "../api/browser.rs"]
 mod browser;
 mod cluster;
+mod failover;
 #[path = "../api/forepaas.rs"]
 mod forepaas;
 #[allow(dead_code)]
