@@ -92,6 +92,9 @@ pub struct Store {
     /// PostgreSQL: a libpq connection string or URL; several hosts with
     /// target_session_attrs=read-write follow a failover.
     pub postgres_url: String,
+    /// PostgreSQL: PEM file of the CA certificates the server's certificate is checked against;
+    /// empty: the system's CA roots.
+    pub postgres_ca_file: PathBuf,
     /// PostgreSQL: pooled connections of this node.
     pub postgres_pool_size: u32,
     /// PostgreSQL: how long a request waits for a connection (or for the server to come back)
@@ -350,6 +353,7 @@ impl Default for Store {
         Store {
             backend: "sqlite".into(),
             postgres_url: String::new(),
+            postgres_ca_file: PathBuf::new(),
             postgres_pool_size: 16,
             postgres_connect_timeout: Seconds::secs(3),
             pool_size: 8,

@@ -76,12 +76,23 @@ pub fn describe(config: &postgres::Config) -> String {
     format!("{} port {} database {}", hosts.join(","), ports.join(","), config.get_dbname().unwrap_or("(default)"))
 }
 
-/// TLS through rustls (ring), checked against the system's CA roots; used when the connection
-/// string asks for it (sslmode=prefer, the default, uses it when the server offers it).
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+/// TLS through rustls (ring); used when the connection string asks for it (sslmode=prefer, the
+/// default, uses it when the server offers it). The server's certificate is always checked, for
+/// its name too (libpq's verify-full), against `ca_file` or else the system's CA roots.
+fn tls(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
+    if ca_file.as_os_str().is_empty() {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    } else {
+        let certs = CertificateDer::pem_file_iter(ca_file)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("store.postgres_ca_file {}: {e}", ca_file.display()))?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("store.postgres_ca_file {}: {e}", ca_file.display()))?;
+        }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -101,7 +112,7 @@ impl Postgres {
         pg.application_name("gatehouse");
         let server = describe(&pg);
         let fail = |reason: String| OpenError::Postgres { server: server.clone(), reason };
-        let manager = Manager { config: pg, tls: tls().map_err(&fail)? };
+        let manager = Manager { config: pg, tls: tls(&config.store.postgres_ca_file).map_err(&fail)? };
         let pool = r2d2::Pool::builder()
             .max_size(config.store.postgres_pool_size)
             .min_idle(Some(1))

@@ -195,3 +195,62 @@ async fn migrate_store_moves_a_single_box_into_postgres_and_everyone_signs_in_as
     let added = node.add_user("eve", "correct horse battery", &["forepaas"]);
     assert!(added.id > 1);
 }
+
+#[actix_web::test]
+async fn tls_to_postgres_is_checked_against_the_configured_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use std::os::unix::fs::MetadataExt;
+    if crate::pg::cluster_or_skip().is_none() {
+        return;
+    }
+    let dir = crate::pg::server_dir();
+    let data = dir.path().join("data");
+    crate::pg::initdb(&data);
+    // A CA of the test's own, and the server's certificate for 127.0.0.1 signed by it.
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&server_key, &ca).unwrap();
+    let owner = std::fs::metadata(&data).unwrap();
+    for (name, text) in [("server.crt", server.pem()), ("server.key", server_key.serialize_pem())] {
+        let path = data.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = crate::helpers::free_port();
+    let mut server = crate::failover::own_server(
+        dir.path(),
+        "data",
+        port,
+        &["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"],
+    );
+    // Once it is up, only TLS connections are let in.
+    std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n").unwrap();
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGHUP) };
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=require");
+
+    // Without the CA, the server's certificate is refused, and the node does not start.
+    let mut config = crate::helpers::test_config(&dir.path().join("refused"));
+    config.store.backend = "postgres".into();
+    config.store.postgres_url = url.clone();
+    let refused = gatehouse::core::Core::open(config);
+    assert!(refused.as_ref().is_err_and(|e| e.to_string().contains("TLS")), "{:?}", refused.err());
+
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = spawn_app_in(node_dir, &dir.path().join("node"), |c| {
+        c.store.backend = "postgres".into();
+        c.store.postgres_url = url.clone();
+        c.store.postgres_ca_file = ca_file.clone();
+    })
+    .await;
+    node.add_user("fay", "correct horse battery", &["forepaas"]);
+    let a = iam_login(&node, "fay", "correct horse battery").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    drop(node);
+    crate::failover::stop_now(&mut server, libc::SIGINT);
+}

@@ -354,7 +354,7 @@ async fn killing_a_node_mid_load_loses_no_answered_write_and_the_others_go_on() 
 }
 
 /// A server of the test's own, on `dir`/`name`, that the test may stop and start.
-fn own_server(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Child {
+pub(crate) fn own_server(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Child {
     let data = dir.join(name);
     let mut child = crate::pg::spawn_server(&data, port, extra);
     std::thread::scope(|s| s.spawn(|| crate::pg::wait_ready(&mut child, port, Duration::from_secs(30))).join())
@@ -363,7 +363,7 @@ fn own_server(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Child {
     child
 }
 
-fn stop_now(child: &mut Child, signal: i32) {
+pub(crate) fn stop_now(child: &mut Child, signal: i32) {
     unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     child.wait().unwrap();
 }
