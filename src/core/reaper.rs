@@ -11,8 +11,9 @@ pub struct Reaped {
     pub audit: usize,
 }
 
-/// The advisory lock of the reaper: with several nodes, one reaps at a time.
-const REAPER_LOCK: i64 = 0x6761_7465_0002;
+/// The advisory locks of the reaper, one per kind of row (added to this): with several nodes, one
+/// reaps a kind at a time.
+const REAPER_LOCK: i64 = 0x6761_7465_0100;
 
 impl Core {
     /// One sweep: each kind of row deleted `reaper.batch` rows per transaction, so that a write
@@ -26,13 +27,13 @@ impl Core {
         let keep_throttle = self.config.throttle.window.millis().max(self.config.throttle.lockout.millis());
         let shared = self.store.is_shared();
         let reaped = Reaped {
-            tokens: self.reap_batches(|tx, n| tokens::reap(tx, now, n))?,
-            links: self.reap_batches(|tx, n| links::reap(tx, now, n))?,
-            nonces: self.reap_batches(|tx, n| devices::reap_nonces(tx, now, n))?,
-            audit: self.reap_batches(|tx, n| audit::reap(tx, now.saturating_sub(retention), n))?,
+            tokens: self.reap_batches(1, |tx, n| tokens::reap(tx, now, n))?,
+            links: self.reap_batches(2, |tx, n| links::reap(tx, now, n))?,
+            nonces: self.reap_batches(3, |tx, n| devices::reap_nonces(tx, now, n))?,
+            audit: self.reap_batches(4, |tx, n| audit::reap(tx, now.saturating_sub(retention), n))?,
         };
         if shared {
-            self.reap_batches(|tx, n| throttle::reap(tx, now, keep_throttle, n))?;
+            self.reap_batches(5, |tx, n| throttle::reap(tx, now, keep_throttle, n))?;
         }
         self.nonces.reap(now);
         let c = &self.counters;
@@ -55,20 +56,26 @@ impl Core {
     }
 
     /// Runs `delete` (at most n rows) in one write after another until one deletes fewer than a
-    /// batch; answers how many rows went.
-    fn reap_batches(&self, delete: impl Fn(&Db, i64) -> Result<usize, Error> + Sync) -> Result<usize, Error> {
+    /// batch; answers how many rows went. A batch that finds another node's reaper at work ends
+    /// this node's sweep of that kind: the other goes on to the end.
+    fn reap_batches(
+        &self,
+        kind: i64,
+        delete: impl Fn(&Db, i64) -> Result<usize, Error> + Sync,
+    ) -> Result<usize, Error> {
         let batch = i64::from(self.config.reaper.batch);
         let mut total = 0;
         loop {
             let n = self.store.write(|tx| {
-                if !crate::store::try_cluster_lock(tx, REAPER_LOCK)? {
-                    return Ok(0);
+                if !crate::store::try_cluster_lock(tx, REAPER_LOCK + kind)? {
+                    return Ok(None);
                 }
-                delete(tx, batch)
+                delete(tx, batch).map(Some)
             })?;
-            total += n;
-            if (n as i64) < batch {
-                return Ok(total);
+            match n {
+                Some(n) if (n as i64) == batch => total += n,
+                Some(n) => return Ok(total + n),
+                None => return Ok(total),
             }
         }
     }

@@ -21,9 +21,9 @@ use crate::core::Error;
 pub const SCHEMA: &str = include_str!("../../schema.postgres.sql");
 
 /// Runs of one write before it is answered 503. Between two, a wait that doubles from 1 ms up to
-/// 64 ms, with jitter, so that writers that collided do not collide again at once (about 0.4 s
-/// in all before the tenth run).
-const ATTEMPTS: u32 = 10;
+/// 128 ms, with jitter, so that writers that collided do not collide again at once (about 1.5 s
+/// in all before the sixteenth run).
+const ATTEMPTS: u32 = 16;
 
 /// The advisory lock nodes take while they migrate.
 const MIGRATION_LOCK: i64 = 0x6761_7465_0001;
@@ -193,7 +193,7 @@ impl Postgres {
                 // write may or may not have committed: answered 503, never run twice.
                 Err(_) if attempt < ATTEMPTS && (fault == Fault::Retry || (fault == Fault::Lost && !committing)) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let base = 1u64 << attempt.min(6);
+                    let base = 1u64 << attempt.min(7);
                     let jitter = u64::from(crate::core::crypto::random_bytes::<1>()[0]) % base.max(2);
                     std::thread::sleep(Duration::from_millis(base / 2 + jitter));
                 }
