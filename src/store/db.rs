@@ -400,6 +400,27 @@ impl Db<'_> {
         &self,
         sql: &str,
         args: &[&dyn ToValue],
+        f: impl FnMut(&Row<'_>) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
+        self.rows(sql, args, usize::MAX, f)
+    }
+
+    /// The first row of a query, if any, read by `f`.
+    pub fn query_opt<T>(
+        &self,
+        sql: &str,
+        args: &[&dyn ToValue],
+        f: impl FnMut(&Row<'_>) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        Ok(self.rows(sql, args, 1, f)?.pop())
+    }
+
+    /// At most `limit` rows of a query, each read by `f`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        args: &[&dyn ToValue],
+        limit: usize,
         mut f: impl FnMut(&Row<'_>) -> Result<T, Error>,
     ) -> Result<Vec<T>, Error> {
         match self {
@@ -408,38 +429,15 @@ impl Db<'_> {
                 let mut st = c.prepare_cached(sql).map_err(sqlite_err)?;
                 let mut rows = st.query(rusqlite::params_from_iter(values.iter())).map_err(sqlite_err)?;
                 let mut out = Vec::new();
-                while let Some(r) = rows.next().map_err(sqlite_err)? {
+                while out.len() < limit {
+                    let Some(r) = rows.next().map_err(sqlite_err)? else { break };
                     out.push(f(&Row::Sqlite(r))?);
                 }
                 Ok(out)
             }
             Db::Pg(c) => {
                 let rows = c.borrow_mut().query(sql, args)?;
-                rows.iter().map(|r| f(&Row::Pg(r))).collect()
-            }
-        }
-    }
-
-    /// The first row of a query, if any, read by `f`.
-    pub fn query_opt<T>(
-        &self,
-        sql: &str,
-        args: &[&dyn ToValue],
-        mut f: impl FnMut(&Row<'_>) -> Result<T, Error>,
-    ) -> Result<Option<T>, Error> {
-        match self {
-            Db::Sqlite(c) => {
-                let values: Vec<Value<'_>> = args.iter().map(|a| a.to_value()).collect();
-                let mut st = c.prepare_cached(sql).map_err(sqlite_err)?;
-                let mut rows = st.query(rusqlite::params_from_iter(values.iter())).map_err(sqlite_err)?;
-                match rows.next().map_err(sqlite_err)? {
-                    Some(r) => Ok(Some(f(&Row::Sqlite(r))?)),
-                    None => Ok(None),
-                }
-            }
-            Db::Pg(c) => {
-                let rows = c.borrow_mut().query(sql, args)?;
-                rows.first().map(|r| f(&Row::Pg(r))).transpose()
+                rows.iter().take(limit).map(|r| f(&Row::Pg(r))).collect()
             }
         }
     }

@@ -12,17 +12,20 @@ use crate::iampass::{fresh_nonce, sign};
 /// PostgreSQL, never on CI.
 async fn nodes(n: usize, tweak: impl Fn(&mut gatehouse::config::Config)) -> Option<Vec<TestApp>> {
     let cluster = crate::pg::cluster_or_skip()?;
-    let url = cluster.new_database();
+    Some(nodes_on(&cluster.new_database(), n, tweak).await)
+}
+
+/// `n` nodes on the database at `url`, with the first node's master key.
+pub(crate) async fn nodes_on(url: &str, n: usize, tweak: impl Fn(&mut gatehouse::config::Config)) -> Vec<TestApp> {
     let mut out: Vec<TestApp> = Vec::new();
     for _ in 0..n {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let key = out.first().map(|first| first.core.config.master_key_path());
-        let url = url.clone();
         out.push(
             spawn_app_in(dir, &data, |c| {
                 c.store.backend = "postgres".into();
-                c.store.postgres_url = url;
+                c.store.postgres_url = url.to_string();
                 if let Some(key) = key {
                     c.master_key_file = key;
                 }
@@ -31,7 +34,7 @@ async fn nodes(n: usize, tweak: impl Fn(&mut gatehouse::config::Config)) -> Opti
             .await,
         );
     }
-    Some(out)
+    out
 }
 
 async fn iam_login(node: &TestApp, login: &str, password: &str) -> Answer {

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{free_port, gatehouse_cli, serve, spawn_app_in, Served, TestApp};
+use crate::helpers::{free_port, gatehouse_cli, serve, Served, TestApp};
 use crate::iampass::{fresh_nonce, sign};
 
 const PASSWORD: &str = "correct horse battery";
@@ -249,24 +249,10 @@ fn basic(id: &str, secret: &str) -> String {
 
 /// In-process nodes on `url`, with the first node's master key, and the load's credentials.
 async fn app_nodes(n: usize, url: &str) -> (Vec<TestApp>, Creds) {
-    let mut nodes: Vec<TestApp> = Vec::new();
-    for _ in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let key = nodes.first().map(|first| first.core.config.master_key_path());
-        let url = url.to_string();
-        nodes.push(
-            spawn_app_in(dir, &data, |c| {
-                c.store.backend = "postgres".into();
-                c.store.postgres_url = url;
-                c.store.postgres_connect_timeout = gatehouse::config::Seconds::secs(1);
-                if let Some(key) = key {
-                    c.master_key_file = key;
-                }
-            })
-            .await,
-        );
-    }
+    let nodes = crate::cluster::nodes_on(url, n, |c| {
+        c.store.postgres_connect_timeout = gatehouse::config::Seconds::secs(1);
+    })
+    .await;
     let iqm = nodes[0].core.add_app("iqm-client", None).unwrap().expose().to_string();
     let app_secret = nodes[0].core.add_app("partner-app", None).unwrap().expose().to_string();
     nodes[0].add_user("loader", PASSWORD, &["forepaas"]);
