@@ -279,3 +279,39 @@ async fn two_nodes_reaping_at_once_delete_every_row_once_in_batches() {
     assert_eq!(ra.tokens + rb.tokens, 7, "{ra:?} {rb:?}");
     assert_eq!(nodes[0].count("SELECT count(*) FROM tokens"), 0);
 }
+
+#[actix_web::test]
+async fn the_database_password_never_reaches_a_log_line() {
+    let Some(cluster) = crate::pg::cluster_or_skip() else { return };
+    // The test server trusts loopback, so any password opens it; a real one would check it.
+    let password = "s3cret-db-password";
+    let url = cluster.new_database().replacen("postgres@", &format!("postgres:{password}@"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let env = [
+        ("GATEHOUSE_STORE__BACKEND", "postgres"),
+        ("GATEHOUSE_STORE__POSTGRES_URL", url.as_str()),
+        ("RUST_LOG", "trace"),
+    ];
+    let served = crate::helpers::serve(
+        dir.path(),
+        &env,
+        crate::helpers::free_port(),
+        std::fs::File::create(&log_path).unwrap().into(),
+    );
+    let a = crate::helpers::call("GET", &format!("{}/healthz", served.base), None).await;
+    assert_eq!(a.status, 200);
+    drop(served);
+    // A server that cannot be reached: the error names the host, port and database only.
+    let closed = url.replace(&format!(":{}/", cluster.port), &format!(":{}/", crate::helpers::free_port()));
+    let env = [("GATEHOUSE_STORE__BACKEND", "postgres"), ("GATEHOUSE_STORE__POSTGRES_URL", closed.as_str())];
+    let failed = gatehouse_cli(dir.path(), &env, &["user", "list"], "");
+    assert!(!failed.status.success());
+    let said = String::from_utf8_lossy(&failed.stderr).to_string();
+    assert!(said.contains("127.0.0.1 port"), "{said}");
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logged.contains("store: postgres 127.0.0.1"), "the log says which server");
+    for text in [&logged, &said] {
+        assert!(!text.contains(password), "the password leaked");
+    }
+}
