@@ -213,28 +213,28 @@ async fn check_session_answers_the_session_without_echoing_the_token() {
 
 #[actix_web::test]
 async fn a_token_unused_for_the_idle_timeout_is_refused_and_use_slides_it() {
-    let app = spawn_app_with(|c| c.tokens.idle_timeout = gatehouse::config::Seconds(Duration::from_millis(1200))).await;
+    let app = spawn_app_with(|c| c.tokens.idle_timeout = gatehouse::config::Seconds(Duration::from_millis(2500))).await;
     app.add_user("john.doe", PASSWORD, &["forepaas"]);
     let token = login_token(&app, "john.doe", "forepaas").await;
     let check = format!("/iam/checkSession?token={token}");
-    // Used every 500 ms, it stays alive well past the 1200 ms idle timeout.
+    // Used every second, it stays alive well past the 2.5 s idle timeout.
     for _ in 0..4 {
-        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(app.get(&check).await.status, 200);
     }
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(3500)).await;
     assert_envelope(&app.get(&check).await, 401, "Invalid token");
 }
 
 #[actix_web::test]
 async fn a_token_dies_at_its_lifetime_however_much_it_is_used() {
-    let app = spawn_app_with(|c| c.tokens.lifetime = gatehouse::config::Seconds(Duration::from_millis(900))).await;
+    let app = spawn_app_with(|c| c.tokens.lifetime = gatehouse::config::Seconds(Duration::from_millis(2000))).await;
     app.add_user("john.doe", PASSWORD, &["forepaas"]);
     let token = login_token(&app, "john.doe", "forepaas").await;
     let check = format!("/iam/checkSession?token={token}");
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.get(&check).await.status, 200);
-    actix_web::rt::time::sleep(Duration::from_millis(800)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(2000)).await;
     assert_envelope(&app.get(&check).await, 401, "Invalid token");
 }
 

@@ -153,32 +153,34 @@ async fn current_user_needs_a_live_session_and_logout_ends_it() {
 
 #[actix_web::test]
 async fn a_session_unused_for_the_timeout_ends_and_use_slides_it() {
-    let app = spawn_app_with(|c| c.cms.session_timeout = gatehouse::config::Seconds(Duration::from_millis(1200))).await;
+    let app = spawn_app_with(|c| c.cms.session_timeout = gatehouse::config::Seconds(Duration::from_millis(2500))).await;
     add_mark(&app);
     let cookie = session(&app, "mark").await;
+    // Four uses 1 s apart outlast the 2.5 s timeout; then 3.5 s unused end it.
     for _ in 0..4 {
-        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(current(&app, &cookie).await.status, 200);
     }
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(3500)).await;
     assert_failure(&current(&app, &cookie).await, 401, "/cms/iap/users/current");
 }
 
 #[actix_web::test]
 async fn a_session_ends_at_its_cap_however_much_it_is_used() {
     let app = spawn_app_with(|c| {
-        c.cms.session_timeout = gatehouse::config::Seconds(Duration::from_millis(1000));
-        c.cms.session_lifetime = gatehouse::config::Seconds(Duration::from_millis(1800));
+        c.cms.session_timeout = gatehouse::config::Seconds(Duration::from_millis(2500));
+        c.cms.session_lifetime = gatehouse::config::Seconds(Duration::from_millis(3600));
     })
     .await;
     add_mark(&app);
     let cookie = session(&app, "mark").await;
-    // Used every 600 ms it never idles out, but the cap ends it after 1800 ms.
+    // Used every 1200 ms it never idles out (a loaded machine's late wake-ups have 1.3 s of
+    // room), but the cap ends it after 3600 ms.
     for _ in 0..2 {
-        actix_web::rt::time::sleep(Duration::from_millis(600)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(current(&app, &cookie).await.status, 200);
     }
-    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(1400)).await;
     assert_failure(&current(&app, &cookie).await, 401, "/cms/iap/users/current");
 }
 
