@@ -242,7 +242,7 @@ async fn a_token_dies_at_its_lifetime_however_much_it_is_used() {
 async fn the_reaper_removes_revoked_and_expired_tokens() {
     let app = spawn_app_with(|c| {
         c.reaper.interval = gatehouse::config::Seconds(Duration::from_millis(150));
-        c.tokens.lifetime = gatehouse::config::Seconds(Duration::from_millis(600));
+        c.tokens.lifetime = gatehouse::config::Seconds(Duration::from_millis(4000));
     })
     .await;
     app.add_user("john.doe", PASSWORD, &["forepaas"]);
@@ -250,10 +250,20 @@ async fn the_reaper_removes_revoked_and_expired_tokens() {
     let _expiring = login_token(&app, "john.doe", "forepaas").await;
     assert_eq!(app.count("SELECT count(*) FROM tokens"), 2);
     app.delete(&format!("/iam/logout?token={logged_out}")).await;
-    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(app.count("SELECT count(*) FROM tokens"), 1, "the revoked token is gone, the live one stays");
-    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(app.count("SELECT count(*) FROM tokens"), 0, "the expired token is gone");
+    // The reaper runs every 150 ms: the revoked token goes at its next pass, the live one stays
+    // until its 4 s lifetime is over.
+    let tokens_become = |n: i64, within_ms: u64| {
+        let app = &app;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_millis(within_ms);
+            while app.count("SELECT count(*) FROM tokens") != n && std::time::Instant::now() < deadline {
+                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+            }
+            app.count("SELECT count(*) FROM tokens")
+        }
+    };
+    assert_eq!(tokens_become(1, 2000).await, 1, "the revoked token is gone, the live one stays");
+    assert_eq!(tokens_become(0, 6000).await, 0, "the expired token is gone");
 }
 
 #[actix_web::test]

@@ -317,7 +317,7 @@ async fn the_whole_reset_path_through_the_outbox_and_the_link() {
 
 #[actix_web::test]
 async fn expired_voided_and_malformed_codes_are_gone() {
-    let app = spawn_app_with(|c| c.links.reset_lifetime = gatehouse::config::Seconds(Duration::from_millis(600))).await;
+    let app = spawn_app_with(|c| c.links.reset_lifetime = gatehouse::config::Seconds(Duration::from_millis(2500))).await;
     add_mark(&app);
     app.send("POST", "/cms/iap/auth/resetPwd", &[], reset_body("mark", "mark@example.com")).await;
     let first = link_in(&app.wait_outbox(1).await[0], "reset").unwrap();
@@ -326,7 +326,7 @@ async fn expired_voided_and_malformed_codes_are_gone() {
     assert_ne!(first, second);
     assert_eq!(app.get(&first).await.status, 410, "a newer link voids the older one");
     assert_eq!(app.get(&second).await.status, 200);
-    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(2600)).await;
     let body = Some(("application/json", json!({"password": "a fresh strong password"}).to_string().into_bytes()));
     assert_eq!(app.send("POST", &second, &[], body.clone()).await.status, 410, "expired");
     assert_eq!(app.get("/reset/not-a-code").await.status, 410);
