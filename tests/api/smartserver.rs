@@ -317,7 +317,8 @@ async fn the_whole_reset_path_through_the_outbox_and_the_link() {
 
 #[actix_web::test]
 async fn expired_voided_and_malformed_codes_are_gone() {
-    let app = spawn_app_with(|c| c.links.reset_lifetime = gatehouse::config::Seconds(Duration::from_millis(2500))).await;
+    let app =
+        spawn_app_with(|c| c.links.reset_lifetime = gatehouse::config::Seconds(Duration::from_millis(2500))).await;
     add_mark(&app);
     app.send("POST", "/cms/iap/auth/resetPwd", &[], reset_body("mark", "mark@example.com")).await;
     let first = link_in(&app.wait_outbox(1).await[0], "reset").unwrap();
