@@ -349,6 +349,19 @@ pub(crate) fn own_server(dir: &Path, name: &str, port: u16, extra: &[&str]) -> C
     child
 }
 
+/// Waits for every node to say healthy again (without a restart), lets the load go on a while,
+/// and answers what it saw once it is sure writes were answered after the recovery.
+async fn recovered(nodes: &[TestApp], load: Load) -> Ledger {
+    for n in nodes {
+        assert!(health_becomes(&n.base, 200, Duration::from_secs(20)).await, "healthy again, no restart");
+    }
+    let answered = load.snapshot(0, 200) + load.snapshot(1, 200);
+    sleep(1500).await;
+    let ledger = load.finish().await;
+    assert!(ledger.count(0, 200) + ledger.count(1, 200) > answered, "writes go on after: {:?}", ledger.statuses);
+    ledger
+}
+
 pub(crate) fn stop_now(child: &mut Child, signal: i32) {
     unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     child.wait().unwrap();
@@ -373,13 +386,7 @@ async fn a_database_restart_mid_load_is_answered_503_then_recovered_from_losing_
     assert!(health_becomes(&nodes[0].base, 503, Duration::from_secs(10)).await, "unhealthy while it is down");
     sleep(1000).await;
     let mut server = own_server(dir.path(), "data", port, &[]);
-    for n in &nodes {
-        assert!(health_becomes(&n.base, 200, Duration::from_secs(20)).await, "healthy again, no restart");
-    }
-    let answered = load.snapshot(0, 200) + load.snapshot(1, 200);
-    sleep(1500).await;
-    let ledger = load.finish().await;
-    assert!(ledger.count(0, 200) + ledger.count(1, 200) > answered, "writes go on after: {:?}", ledger.statuses);
+    let ledger = recovered(&nodes, load).await;
     assert!(ledger.count(0, 503) + ledger.count(1, 503) > 0, "the gap was answered 503: {:?}", ledger.statuses);
     assert_all_there(&url, &ledger);
     stop_now(&mut server, libc::SIGINT); // fast shutdown: the nodes still hold connections
@@ -416,13 +423,7 @@ async fn a_synchronous_standby_promoted_after_the_primary_is_killed_has_every_an
     primary.kill().unwrap(); // SIGKILL
     primary.wait().unwrap();
     crate::pg::run_tool("pg_ctl", &["promote", "-w", "-D", &standby_s]);
-    for n in &nodes {
-        assert!(health_becomes(&n.base, 200, Duration::from_secs(20)).await, "the nodes go on on the standby");
-    }
-    let answered = load.snapshot(0, 200) + load.snapshot(1, 200);
-    sleep(1500).await;
-    let ledger = load.finish().await;
-    assert!(ledger.count(0, 200) + ledger.count(1, 200) > answered, "writes go on after: {:?}", ledger.statuses);
+    let ledger = recovered(&nodes, load).await;
     assert_all_there(&format!("postgres://postgres@127.0.0.1:{p2}/postgres"), &ledger);
     stop_now(&mut standby_server, libc::SIGINT);
 }
