@@ -312,19 +312,29 @@ impl PgConn {
     }
 
     fn query(&mut self, sql: &str, args: &[&dyn ToValue]) -> Result<Vec<postgres::Row>, Error> {
-        let st = self.statement(sql)?;
-        let values: Vec<Value<'_>> = args.iter().map(|a| a.to_value()).collect();
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect();
-        self.client().query(&st, &params).map_err(|e| self.error(e))
+        self.run(sql, args, |client, st, params| client.query(st, params))
     }
 
     fn execute(&mut self, sql: &str, args: &[&dyn ToValue]) -> Result<u64, Error> {
+        self.run(sql, args, |client, st, params| client.execute(st, params))
+    }
+
+    /// Runs the prepared statement of `sql` with `args` through `call` (query or execute).
+    fn run<R>(
+        &mut self,
+        sql: &str,
+        args: &[&dyn ToValue],
+        call: impl FnOnce(
+            &mut postgres::Client,
+            &postgres::Statement,
+            &[&(dyn postgres::types::ToSql + Sync)],
+        ) -> Result<R, postgres::Error>,
+    ) -> Result<R, Error> {
         let st = self.statement(sql)?;
         let values: Vec<Value<'_>> = args.iter().map(|a| a.to_value()).collect();
         let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect();
-        self.client().execute(&st, &params).map_err(|e| self.error(e))
+        call(self.client(), &st, &params).map_err(|e| self.error(e))
     }
 
     pub(super) fn batch(&mut self, sql: &str) -> Result<(), Error> {
