@@ -1,5 +1,7 @@
 //! The reaper: deletes what has expired or been revoked, on an interval, in bounded batches.
 
+use std::sync::atomic::AtomicU64;
+
 use super::{now_ms, Core, Error};
 use crate::store::{audit, devices, links, throttle, tokens, Db};
 
@@ -26,21 +28,21 @@ impl Core {
         let retention = self.config.audit.retention.millis();
         let keep_throttle = self.config.throttle.window.millis().max(self.config.throttle.lockout.millis());
         let shared = self.store.is_shared();
+        let c = &self.counters;
         let reaped = Reaped {
-            tokens: self.reap_batches(1, |tx, n| tokens::reap(tx, now, n))?,
-            links: self.reap_batches(2, |tx, n| links::reap(tx, now, n))?,
-            nonces: self.reap_batches(3, |tx, n| devices::reap_nonces(tx, now, n))?,
-            audit: self.reap_batches(4, |tx, n| audit::reap(tx, now.saturating_sub(retention), n))?,
+            tokens: self.reap_batches(1, &c.reaped_tokens, |tx, n, after| tokens::reap(tx, now, after, n))?,
+            links: self.reap_batches(2, &c.reaped_links, |tx, n, _| until_short(links::reap(tx, now, n), n))?,
+            nonces: self
+                .reap_batches(3, &c.reaped_nonces, |tx, n, _| until_short(devices::reap_nonces(tx, now, n), n))?,
+            audit: self.reap_batches(4, &c.reaped_audit, |tx, n, _| {
+                until_short(audit::reap(tx, now.saturating_sub(retention), n), n)
+            })?,
         };
         if shared {
-            self.reap_batches(5, |tx, n| throttle::reap(tx, now, keep_throttle, n))?;
+            let unused = AtomicU64::new(0);
+            self.reap_batches(5, &unused, |tx, n, _| until_short(throttle::reap(tx, now, keep_throttle, n), n))?;
         }
         self.nonces.reap(now);
-        let c = &self.counters;
-        super::stats::bump(&c.reaped_tokens, reaped.tokens as u64);
-        super::stats::bump(&c.reaped_links, reaped.links as u64);
-        super::stats::bump(&c.reaped_nonces, reaped.nonces as u64);
-        super::stats::bump(&c.reaped_audit, reaped.audit as u64);
         if reaped != Reaped::default() {
             log::info!(
                 "reaper removed {} tokens, {} links, {} nonces, {} audit events",
@@ -55,28 +57,40 @@ impl Core {
         Ok(reaped)
     }
 
-    /// Runs `delete` (at most n rows) in one write after another until one deletes fewer than a
-    /// batch; answers how many rows went. A batch that finds another node's reaper at work ends
-    /// this node's sweep of that kind: the other goes on to the end.
+    /// Runs `batch` in one write after another until it says the sweep is over; answers how many
+    /// rows went. A batch gets `reaper.batch` and the cursor the previous one answered (0 at
+    /// first), and answers how many rows it deleted and the next cursor (None: done). Each batch is
+    /// its own transaction, so a write waiting meanwhile goes between two of them; `removed` counts
+    /// the rows as each batch commits, for /metrics. A batch that
+    /// finds another node's reaper at work ends this node's sweep of that kind: the other goes on.
     fn reap_batches(
         &self,
         kind: i64,
-        delete: impl Fn(&Db, i64) -> Result<usize, Error> + Sync,
+        removed: &AtomicU64,
+        batch: impl Fn(&Db, i64, i64) -> Result<(usize, Option<i64>), Error> + Sync,
     ) -> Result<usize, Error> {
-        let batch = i64::from(self.config.reaper.batch);
-        let mut total = 0;
+        let size = i64::from(self.config.reaper.batch);
+        let (mut total, mut cursor) = (0, 0);
         loop {
-            let n = self.store.write(|tx| {
+            let done = self.store.write(|tx| {
                 if !crate::store::try_cluster_lock(tx, REAPER_LOCK + kind)? {
                     return Ok(None);
                 }
-                delete(tx, batch).map(Some)
+                batch(tx, size, cursor).map(Some)
             })?;
-            match n {
-                Some(n) if (n as i64) == batch => total += n,
-                Some(n) => return Ok(total + n),
+            super::stats::bump(&self.counters.reaper_batches, 1);
+            let Some((n, next)) = done else { return Ok(total) };
+            super::stats::bump(removed, n as u64);
+            total += n;
+            match next {
+                Some(next) => cursor = next,
                 None => return Ok(total),
             }
         }
     }
+}
+
+/// For kinds whose dead rows an index finds: another batch while the last one was full.
+fn until_short(deleted: Result<usize, Error>, batch: i64) -> Result<(usize, Option<i64>), Error> {
+    deleted.map(|n| (n, ((n as i64) == batch).then_some(0)))
 }

@@ -14,6 +14,8 @@ pub struct Counters {
     pub reaped_links: AtomicU64,
     pub reaped_nonces: AtomicU64,
     pub reaped_audit: AtomicU64,
+    /// Transactions of the reaper (each a bounded batch).
+    pub reaper_batches: AtomicU64,
 }
 
 pub fn bump(c: &AtomicU64, n: u64) {
@@ -33,6 +35,7 @@ pub struct Stats {
     pub reaped_links: u64,
     pub reaped_nonces: u64,
     pub reaped_audit: u64,
+    pub reaper_batches: u64,
     pub pool_waits: u64,
     pub pool_open: u64,
     pub pool_idle: u64,
@@ -64,6 +67,7 @@ impl Core {
             reaped_links: get(&c.reaped_links),
             reaped_nonces: get(&c.reaped_nonces),
             reaped_audit: get(&c.reaped_audit),
+            reaper_batches: get(&c.reaper_batches),
             pool_waits,
             pool_open,
             pool_idle,

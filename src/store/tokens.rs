@@ -127,16 +127,28 @@ pub fn revoke_for_api_key(conn: &Db, api_key_id: &str, now: i64) -> Result<usize
     )
 }
 
-/// Deletes at most `batch` revoked, expired and idle tokens; returns how many.
-pub fn reap(conn: &Db, now: i64, batch: i64) -> Result<usize, Error> {
-    conn.execute(
-        "DELETE FROM tokens WHERE id IN (SELECT id FROM tokens
-         WHERE revoked_at IS NOT NULL
-            OR expires_at <= ?1
-            OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?1)
-         LIMIT ?2)",
-        args![now, batch],
-    )
+/// Examines the next `scan` tokens in order of issue after id `after` and deletes those revoked,
+/// expired or idle; returns how many went and the last id examined (None: nothing after `after`).
+///
+/// Being dead is not indexable (an idle token dies by its last use, which changes with every
+/// check), so the reaper walks the table by id. Bounding the rows *examined*, not the rows
+/// deleted, is what bounds a batch: a search for `scan` dead rows could read the whole table.
+pub fn reap(conn: &Db, now: i64, after: i64, scan: i64) -> Result<(usize, Option<i64>), Error> {
+    let last: Option<i64> = conn.value(
+        "SELECT max(id) FROM (SELECT id FROM tokens WHERE id > ?1 ORDER BY id LIMIT ?2) w",
+        args![after, scan],
+    )?;
+    let Some(last) = last else {
+        return Ok((0, None));
+    };
+    let n = conn.execute(
+        "DELETE FROM tokens WHERE id > ?1 AND id <= ?2
+            AND (revoked_at IS NOT NULL
+                 OR expires_at <= ?3
+                 OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?3))",
+        args![after, last, now],
+    )?;
+    Ok((n, Some(last)))
 }
 
 /// Number of token rows (for tests and `gatehouse` status output).

@@ -145,6 +145,13 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
     );
     metric(
         &mut out,
+        "gatehouse_reaper_batches_total",
+        "counter",
+        "Transactions of the reaper, each at most reaper.batch rows.",
+        &[("", s.reaper_batches)],
+    );
+    metric(
+        &mut out,
         "gatehouse_db_pool_waits_total",
         "counter",
         "Database calls that found no idle pooled connection.",

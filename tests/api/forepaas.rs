@@ -1,5 +1,6 @@
 //! ForePaaS Identity Access Manager (/iam), as seed 000 and the field notes show it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -264,6 +265,71 @@ async fn the_reaper_removes_revoked_and_expired_tokens() {
     };
     assert_eq!(tokens_become(1, 2000).await, 1, "the revoked token is gone, the live one stays");
     assert_eq!(tokens_become(0, 6000).await, 0, "the expired token is gone");
+}
+
+/// A backlog of dead tokens goes in transactions of `reaper.batch` rows, and a write that arrives
+/// during the sweep is answered between two of them, not after the last. Not timed: the logout's
+/// answer is compared with how far the sweep had got when it came.
+#[actix_web::test]
+async fn the_reaper_deletes_in_batches_and_writes_go_between_them() {
+    const BACKLOG: i64 = 6_000;
+    let app = spawn_app_with(|c| {
+        c.reaper.batch = 10;
+        c.reaper.interval = gatehouse::config::Seconds(Duration::from_secs(3600));
+    })
+    .await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let live = login_token(&app, "john.doe", "forepaas").await;
+    let user_id = app.count("SELECT id FROM users WHERE login = 'john.doe'");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    app.core
+        .store
+        .write(|tx| {
+            for i in 0..BACKLOG {
+                let mut digest = [0u8; 32];
+                digest[..8].copy_from_slice(&i.to_be_bytes());
+                gatehouse::store::tokens::insert(
+                    tx,
+                    &gatehouse::store::tokens::TokenRow {
+                        digest,
+                        kind: "iam",
+                        user_id,
+                        app_id: "forepaas".into(),
+                        api_key_id: None,
+                        created_at: now - 7_200_000,
+                        last_used_at: now - 7_200_000,
+                        idle_ms: None,
+                        expires_at: now - 3_600_000,
+                        family: None,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let before = app.core.stats();
+
+    let core = Arc::clone(&app.core);
+    let sweep = std::thread::spawn(move || core.reap());
+    while app.core.stats().reaped_tokens == before.reaped_tokens {
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let logout = app.delete(&format!("/iam/logout?token={live}")).await;
+    let removed_at_answer = app.core.stats().reaped_tokens - before.reaped_tokens;
+    assert_eq!(logout.status, 200, "{}", logout.text);
+    assert!(
+        removed_at_answer < BACKLOG as u64,
+        "the logout was answered while the sweep was under way ({removed_at_answer} of {BACKLOG} gone)"
+    );
+
+    let reaped = sweep.join().unwrap().unwrap();
+    // The live token was examined (and kept) by the first batch; its logout came after.
+    assert_eq!(reaped.tokens, BACKLOG as usize);
+    let batches = app.core.stats().reaper_batches - before.reaper_batches;
+    assert!(batches >= (BACKLOG / 10) as u64, "{batches} transactions for {BACKLOG} rows in batches of 10");
+    assert_eq!(app.count("SELECT count(*) FROM tokens WHERE revoked_at IS NULL"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM tokens"), 1, "the revoked token waits for the next sweep");
+    assert!(app.core.reap().unwrap().tokens == 1);
 }
 
 #[actix_web::test]
