@@ -35,7 +35,8 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
 /// Must run inside an actix system.
 pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> {
     let data = aweb::Data::from(Arc::clone(&core));
-    let metrics = aweb::Data::new(web::metrics::Metrics::default());
+    let metrics = aweb::Data::new(web::metrics::Metrics::new().map_err(std::io::Error::other)?);
+    let metrics_upkeep = metrics.clone();
     let workers = core.config.http_workers();
     let tls = core.config.tls.enabled();
     let server = HttpServer::new(move || {
@@ -60,5 +61,6 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
     core::mail::start_sender(&core.outbox, &core.config.mail);
     actix_web::rt::spawn(web::toucher(Arc::clone(&core)));
     actix_web::rt::spawn(web::reaper(core));
+    actix_web::rt::spawn(web::metrics::upkeep(metrics_upkeep));
     Ok(server)
 }

@@ -584,6 +584,64 @@ async fn metrics_are_scraped_in_prometheus_text() {
 }
 
 #[actix_web::test]
+async fn request_metrics_keep_their_names_buckets_and_counts() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    login_token(&app, "john.doe", "forepaas").await;
+    app.post_json("/iam/login", &password_login("john.doe", "wrong password", "forepaas")).await;
+    let m = app.get("/metrics").await.text;
+    for line in [
+        "# HELP gatehouse_http_requests_total HTTP requests answered, by dialect, route and status.",
+        "# TYPE gatehouse_http_requests_total counter",
+        "# HELP gatehouse_http_request_duration_seconds Time to answer, by dialect and route.",
+        "# TYPE gatehouse_http_request_duration_seconds histogram",
+    ] {
+        assert_eq!(m.lines().filter(|l| *l == line).count(), 1, "{line:?} once in:\n{m}");
+    }
+    // Every bucket of the route, cumulative, in order, then +Inf, _sum and _count; no summary.
+    let labels = "dialect=\"forepaas\",route=\"/iam/login\"";
+    let bucket = format!("gatehouse_http_request_duration_seconds_bucket{{{labels},le=\"");
+    let buckets: Vec<(&str, u64)> = m
+        .lines()
+        .filter_map(|l| l.strip_prefix(bucket.as_str()))
+        .map(|rest| {
+            let (le, count) = rest.split_once("\"} ").unwrap();
+            (le, count.parse().unwrap())
+        })
+        .collect();
+    let les: Vec<&str> = buckets.iter().map(|(le, _)| *le).collect();
+    assert_eq!(
+        les,
+        ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"]
+    );
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {buckets:?}");
+    assert_eq!(buckets.last().unwrap().1, 2);
+    let sum = format!("gatehouse_http_request_duration_seconds_sum{{{labels}}} ");
+    let sum: f64 = m.lines().find_map(|l| l.strip_prefix(sum.as_str())).unwrap().parse().unwrap();
+    assert!(sum > 0.0 && sum < 60.0, "{sum}");
+    assert!(!m.contains("quantile") && !m.contains("_total_total"), "{m}");
+
+    // The next scrape counts the calls made since, the first scrape among them.
+    app.post_json("/iam/login", &password_login("john.doe", "wrong password", "forepaas")).await;
+    let m = app.get("/metrics").await.text;
+    for line in [
+        "gatehouse_http_requests_total{dialect=\"forepaas\",route=\"/iam/login\",status=\"200\"} 1",
+        "gatehouse_http_requests_total{dialect=\"forepaas\",route=\"/iam/login\",status=\"401\"} 2",
+        "gatehouse_http_request_duration_seconds_count{dialect=\"forepaas\",route=\"/iam/login\"} 3",
+        "gatehouse_http_request_duration_seconds_bucket{dialect=\"forepaas\",route=\"/iam/login\",le=\"+Inf\"} 3",
+        "gatehouse_http_requests_total{dialect=\"gatehouse\",route=\"/metrics\",status=\"200\"} 1",
+        "gatehouse_http_request_duration_seconds_count{dialect=\"gatehouse\",route=\"/metrics\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in:\n{m}");
+    }
+
+    // Each server counts its own requests only.
+    let other = spawn_app().await;
+    let m = other.get("/metrics").await.text;
+    assert!(!m.contains("/iam/login"), "{m}");
+}
+
+#[actix_web::test]
 async fn uses_are_written_within_a_second_not_on_every_check() {
     let app = spawn_app().await;
     app.add_user("john.doe", PASSWORD, &["forepaas"]);
