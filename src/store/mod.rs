@@ -137,9 +137,9 @@ impl Store {
         }
     }
 
-    /// The store answers.
+    /// The database answers a trivial query (on SQLite on the executor, like a token check).
     pub fn ping(&self) -> Result<(), Error> {
-        self.with(|c| c.value::<i64>("SELECT 1", args![]).map(|_| ()))
+        self.read_quick(|c| c.value::<i64>("SELECT 1", args![]).map(|_| ()))
     }
 
     /// (calls that found no idle connection so far, open connections, idle connections).

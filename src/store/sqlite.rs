@@ -46,19 +46,20 @@ pub struct Sqlite {
 }
 
 /// A connection of its own to the database file, with the PRAGMAs every connection has.
-fn open_with(path: &Path, busy: Duration, synchronous: &str) -> rusqlite::Result<Connection> {
+fn open_with(path: &Path, busy: Duration, synchronous: &str, mmap: u64) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    set_pragmas(&conn, busy, synchronous)?;
+    set_pragmas(&conn, busy, synchronous, mmap)?;
     Ok(conn)
 }
 
-fn set_pragmas(conn: &Connection, busy: Duration, synchronous: &str) -> rusqlite::Result<()> {
+fn set_pragmas(conn: &Connection, busy: Duration, synchronous: &str, mmap: u64) -> rusqlite::Result<()> {
     conn.busy_timeout(busy)?;
     // rusqlite keeps 16 prepared statements by default; the writer alone runs more than that, and
     // an evicted statement is parsed again on its next use.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};
+         PRAGMA mmap_size = {mmap};"
     ))
 }
 
@@ -69,6 +70,7 @@ impl Sqlite {
         let name = path.display().to_string();
         let busy = config.store.busy_timeout.0;
         let sync = if config.store.synchronous == "normal" { "NORMAL" } else { "FULL" };
+        let mmap = config.store.mmap_mb.saturating_mul(1 << 20);
         let writer = {
             let sq = |source| OpenError::Sqlite { path: name.clone(), source };
             let mut conn = Connection::open(&path).map_err(sq)?;
@@ -78,19 +80,19 @@ impl Sqlite {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
             }
-            set_pragmas(&conn, busy, sync).map_err(sq)?;
+            set_pragmas(&conn, busy, sync, mmap).map_err(sq)?;
             migrate(&mut conn, &name)?;
             // The connection that migrated stays on as the process's one writer. It checkpoints
             // the WAL after a commit that leaves it longer than WAL_CHECKPOINT_PAGES; a thread of
             // its own checkpoints beside it (see `Writer::start_checkpointer`).
             conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")).map_err(sq)?;
-            let checkpoints = open_with(&path, busy, sync).map_err(sq)?;
+            let checkpoints = open_with(&path, busy, sync, mmap).map_err(sq)?;
             let thread = |source| OpenError::Thread { path: name.clone(), source };
             let writer = writer::Writer::start(conn).map_err(thread)?;
             writer.start_checkpointer(checkpoints, CHECKPOINT_EVERY).map_err(thread)?;
             writer
         };
-        let manager = SqliteConnectionManager::file(&path).with_init(move |c| set_pragmas(c, busy, sync));
+        let manager = SqliteConnectionManager::file(&path).with_init(move |c| set_pragmas(c, busy, sync, mmap));
         let pool = r2d2::Pool::builder()
             .max_size(config.store.pool_size)
             .min_idle(Some(1))
@@ -101,7 +103,7 @@ impl Sqlite {
             .build(manager)
             .map_err(|source| OpenError::Pool { path: name, source })?;
         let quick = (0..=config.http_workers())
-            .map(|_| open_with(&path, QUICK_BUSY.min(busy), sync).map(std::sync::Mutex::new))
+            .map(|_| open_with(&path, QUICK_BUSY.min(busy), sync, mmap).map(std::sync::Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|source| OpenError::Sqlite { path: path.display().to_string(), source })?;
         Ok(Sqlite { pool, quick: std::sync::Arc::new(quick), waits: Default::default(), writer })
