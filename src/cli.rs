@@ -454,7 +454,12 @@ fn serve(core: Core) -> Result<(), String> {
         listener.local_addr().map(|a| a.to_string()).unwrap_or(listen),
         core.config.data_dir.display()
     );
-    actix_web::rt::System::new()
-        .block_on(async move { crate::start(core, listener)?.await })
-        .map_err(|e| format!("server: {e}"))
+    let serving = Arc::clone(&core);
+    let served = actix_web::rt::System::new().block_on(async move {
+        let served = crate::start(serving, listener)?.await;
+        // The server has stopped answering: a reaper sweep under way ends after its current batch.
+        core.stop();
+        served
+    });
+    served.map_err(|e| format!("server: {e}"))
 }

@@ -58,6 +58,9 @@ pub struct Reaper {
     pub interval: Seconds,
     /// Rows deleted per transaction: writes waiting meanwhile go between two batches.
     pub batch: u32,
+    /// Tokens a sweep examines at most, going on where the last one stopped: a table of N tokens
+    /// is walked through in N / scan sweeps (expired and idle tokens are refused meanwhile).
+    pub scan: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +110,9 @@ pub struct Store {
     /// SQLite synchronous mode under WAL: "full" (survives power loss) or "normal" (survives a crash
     /// of the process).
     pub synchronous: String,
+    /// SQLite: MiB of the database file each connection reads through mmap instead of read calls
+    /// (SQLite caps it at 2 GiB); 0 = none.
+    pub mmap_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -332,7 +338,7 @@ impl Default for Tokens {
 
 impl Default for Reaper {
     fn default() -> Self {
-        Reaper { interval: Seconds::secs(60), batch: 2000 }
+        Reaper { interval: Seconds::secs(60), batch: 250, scan: 1_000_000 }
     }
 }
 
@@ -359,6 +365,7 @@ impl Default for Store {
             pool_size: 8,
             busy_timeout: Seconds::secs(5),
             synchronous: "full".into(),
+            mmap_mb: 2048,
         }
     }
 }
@@ -465,6 +472,9 @@ impl Config {
         }
         if self.reaper.batch == 0 {
             return bad("reaper.batch", "must be at least 1".into());
+        }
+        if self.reaper.scan < self.reaper.batch {
+            return bad("reaper.scan", "must be at least reaper.batch".into());
         }
         if self.store.pool_size == 0 {
             return bad("store.pool_size", "must be at least 1".into());

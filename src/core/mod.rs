@@ -165,6 +165,10 @@ pub struct Core {
     pub(crate) counters: stats::Counters,
     /// Recent uses of tokens with an idle timeout, not yet written (see `Core::flush_touches`).
     touches: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
+    /// Where the reaper's walk through the tokens goes on at its next sweep (see `Core::reap`).
+    reaper_cursor: std::sync::atomic::AtomicI64,
+    /// Set when the server stops: long work (a reaper sweep) ends at its next step.
+    stopping: std::sync::atomic::AtomicBool,
     /// Application secrets opened so far (see `Core::app_secret`).
     secrets: std::sync::RwLock<std::collections::HashMap<String, Arc<Secret>>>,
     /// Nonces of signed requests spent and still kept (see `Core::use_nonce`).
@@ -224,6 +228,8 @@ impl Core {
             throttle,
             counters: stats::Counters::default(),
             touches: Default::default(),
+            reaper_cursor: Default::default(),
+            stopping: Default::default(),
             secrets: Default::default(),
             nonces,
             outbox: Arc::new(outbox),
@@ -281,6 +287,15 @@ impl Core {
     {
         self.hasher.admit()?;
         self.call(f).await
+    }
+
+    /// The server is stopping: a reaper sweep under way ends after its current batch.
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The database answers.

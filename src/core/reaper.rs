@@ -30,19 +30,16 @@ impl Core {
         let shared = self.store.is_shared();
         let c = &self.counters;
         let reaped = Reaped {
-            tokens: self.reap_batches(1, &c.reaped_tokens, |tx, n, after| tokens::reap(tx, now, after, n))?,
-            links: self.reap_batches(2, &c.reaped_links, |tx, n, _| until_short(links::reap(tx, now, n), n))?,
-            nonces: self
-                .reap_batches(3, &c.reaped_nonces, |tx, n, _| until_short(devices::reap_nonces(tx, now, n), n))?,
-            audit: self.reap_batches(4, &c.reaped_audit, |tx, n, _| {
-                until_short(audit::reap(tx, now.saturating_sub(retention), n), n)
-            })?,
+            tokens: self.reap_tokens(now)?,
+            links: self.reap_batches(2, &c.reaped_links, |tx, n| links::reap(tx, now, n))?,
+            nonces: self.reap_batches(3, &c.reaped_nonces, |tx, n| devices::reap_nonces(tx, now, n))?,
+            audit: self.reap_batches(4, &c.reaped_audit, |tx, n| audit::reap(tx, now.saturating_sub(retention), n))?,
         };
         if shared {
-            let unused = AtomicU64::new(0);
-            self.reap_batches(5, &unused, |tx, n, _| until_short(throttle::reap(tx, now, keep_throttle, n), n))?;
+            self.reap_batches(5, &AtomicU64::new(0), |tx, n| throttle::reap(tx, now, keep_throttle, n))?;
         }
         self.nonces.reap(now);
+        super::stats::bump(&c.reaper_sweeps, 1);
         if reaped != Reaped::default() {
             log::info!(
                 "reaper removed {} tokens, {} links, {} nonces, {} audit events",
@@ -57,40 +54,83 @@ impl Core {
         Ok(reaped)
     }
 
-    /// Runs `batch` in one write after another until it says the sweep is over; answers how many
-    /// rows went. A batch gets `reaper.batch` and the cursor the previous one answered (0 at
-    /// first), and answers how many rows it deleted and the next cursor (None: done). Each batch is
-    /// its own transaction, so a write waiting meanwhile goes between two of them; `removed` counts
-    /// the rows as each batch commits, for /metrics. A batch that
-    /// finds another node's reaper at work ends this node's sweep of that kind: the other goes on.
+    /// For kinds whose dead rows an index finds: runs `delete` (at most `reaper.batch` rows) in one
+    /// write after another until one deletes fewer; answers how many rows went. Each batch is its
+    /// own transaction, so a write waiting meanwhile goes between two of them. A batch that finds
+    /// another node's reaper at work ends this node's sweep of that kind: the other goes on.
     fn reap_batches(
         &self,
         kind: i64,
         removed: &AtomicU64,
-        batch: impl Fn(&Db, i64, i64) -> Result<(usize, Option<i64>), Error> + Sync,
+        delete: impl Fn(&Db, i64) -> Result<usize, Error> + Sync,
     ) -> Result<usize, Error> {
-        let size = i64::from(self.config.reaper.batch);
-        let (mut total, mut cursor) = (0, 0);
-        loop {
-            let done = self.store.write(|tx| {
-                if !crate::store::try_cluster_lock(tx, REAPER_LOCK + kind)? {
-                    return Ok(None);
-                }
-                batch(tx, size, cursor).map(Some)
-            })?;
-            super::stats::bump(&self.counters.reaper_batches, 1);
-            let Some((n, next)) = done else { return Ok(total) };
-            super::stats::bump(removed, n as u64);
+        let batch = i64::from(self.config.reaper.batch);
+        let mut total = 0;
+        while !self.stopping() {
+            let Some(n) = self.reap_batch(kind, removed, |tx| delete(tx, batch))? else {
+                return Ok(total);
+            };
             total += n;
-            match next {
-                Some(next) => cursor = next,
-                None => return Ok(total),
+            if (n as i64) < batch {
+                break;
             }
         }
+        Ok(total)
     }
-}
 
-/// For kinds whose dead rows an index finds: another batch while the last one was full.
-fn until_short(deleted: Result<usize, Error>, batch: i64) -> Result<(usize, Option<i64>), Error> {
-    deleted.map(|n| (n, ((n as i64) == batch).then_some(0)))
+    /// Tokens: a window of the table is read on a reading connection (no index finds the dead
+    /// ones, see `tokens::dead_range`), and the writer taken only to delete the dead ones found,
+    /// at most `reaper.batch` per transaction. A sweep examines at most `reaper.scan` tokens and
+    /// the next goes on from there; at the end of the table the walk starts again.
+    fn reap_tokens(&self, now: i64) -> Result<usize, Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let batch = i64::from(self.config.reaper.batch);
+        let mut budget = i64::from(self.config.reaper.scan);
+        let (mut total, mut after) = (0, self.reaper_cursor.load(Relaxed));
+        while budget > 0 && !self.stopping() {
+            let scan = budget.min((batch * 20).max(10_000));
+            let Some((upto, dead)) = self.store.with(|c| tokens::dead_range(c, now, after, scan, batch))? else {
+                after = 0;
+                break;
+            };
+            if dead > 0 {
+                let removed = &self.counters.reaped_tokens;
+                let Some(n) = self.reap_batch(1, removed, |tx| tokens::delete_dead(tx, now, after, upto))? else {
+                    break;
+                };
+                total += n;
+            }
+            // Ids are handed out in order, so the span of ids is at least the rows examined.
+            budget -= (upto - after).min(scan);
+            after = upto;
+        }
+        self.reaper_cursor.store(after, Relaxed);
+        Ok(total)
+    }
+
+    /// One batch in a write of its own, under the reaper's lock of `kind` (None: another node
+    /// holds it); `removed` counts the rows as it commits, for /metrics. A batch that deleted rows
+    /// is followed by a pause as long as it took: a sweep through a backlog takes at most half of
+    /// the writer's time (each deleted token dirties pages of two indexes keyed at random, and
+    /// writes queued behind a run of batches waited hundreds of milliseconds without it).
+    fn reap_batch(
+        &self,
+        kind: i64,
+        removed: &AtomicU64,
+        delete: impl Fn(&Db) -> Result<usize, Error> + Sync,
+    ) -> Result<Option<usize>, Error> {
+        let started = std::time::Instant::now();
+        let n = self.store.write(|tx| {
+            if !crate::store::try_cluster_lock(tx, REAPER_LOCK + kind)? {
+                return Ok(None);
+            }
+            delete(tx).map(Some)
+        })?;
+        super::stats::bump(&self.counters.reaper_batches, 1);
+        super::stats::bump(removed, n.unwrap_or(0) as u64);
+        if n.unwrap_or(0) > 0 && !self.stopping() {
+            std::thread::sleep(started.elapsed());
+        }
+        Ok(n)
+    }
 }

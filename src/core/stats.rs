@@ -16,6 +16,8 @@ pub struct Counters {
     pub reaped_audit: AtomicU64,
     /// Transactions of the reaper (each a bounded batch).
     pub reaper_batches: AtomicU64,
+    /// Sweeps of the reaper finished.
+    pub reaper_sweeps: AtomicU64,
 }
 
 pub fn bump(c: &AtomicU64, n: u64) {
@@ -36,6 +38,7 @@ pub struct Stats {
     pub reaped_nonces: u64,
     pub reaped_audit: u64,
     pub reaper_batches: u64,
+    pub reaper_sweeps: u64,
     pub pool_waits: u64,
     pub pool_open: u64,
     pub pool_idle: u64,
@@ -68,6 +71,7 @@ impl Core {
             reaped_nonces: get(&c.reaped_nonces),
             reaped_audit: get(&c.reaped_audit),
             reaper_batches: get(&c.reaper_batches),
+            reaper_sweeps: get(&c.reaper_sweeps),
             pool_waits,
             pool_open,
             pool_idle,

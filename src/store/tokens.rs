@@ -52,8 +52,10 @@ pub struct LiveToken {
 }
 
 pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
-    let sql = format!(
-        "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, {}
+    // Every token check runs it: the text is built once (the statement cache looks it up by text).
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, {}
          FROM tokens t
          JOIN users u ON u.id = t.user_id
          JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
@@ -64,9 +66,10 @@ pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option
            AND u.blocked = 0
            AND (t.api_key_id IS NULL
                 OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
-        super::users::columns_of("u")
-    );
-    conn.query_opt(&sql, args![&digest[..], kind, now], |r| {
+            super::users::columns_of("u")
+        )
+    });
+    conn.query_opt(&SQL, args![&digest[..], kind, now], |r| {
         Ok(LiveToken {
             user_id: r.get(0)?,
             app_id: r.get(1)?,
@@ -127,28 +130,42 @@ pub fn revoke_for_api_key(conn: &Db, api_key_id: &str, now: i64) -> Result<usize
     )
 }
 
-/// Examines the next `scan` tokens in order of issue after id `after` and deletes those revoked,
-/// expired or idle; returns how many went and the last id examined (None: nothing after `after`).
+/// What makes a token dead: revoked, expired, or unused for its idle timeout (`?3` is now).
+const DEAD: &str = "(revoked_at IS NOT NULL
+                     OR expires_at <= ?3
+                     OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?3))";
+
+/// The reaper's read: among the next `scan` tokens in order of issue after id `after`, the first
+/// `batch` dead ones. Answers the id up to which a delete should go (the `batch`-th dead token,
+/// or the end of the window when fewer were found) and how many dead ones lie before it; None
+/// when no token comes after `after`.
 ///
-/// Being dead is not indexable (an idle token dies by its last use, which changes with every
-/// check), so the reaper walks the table by id. Bounding the rows *examined*, not the rows
-/// deleted, is what bounds a batch: a search for `scan` dead rows could read the whole table.
-pub fn reap(conn: &Db, now: i64, after: i64, scan: i64) -> Result<(usize, Option<i64>), Error> {
-    let last: Option<i64> = conn.value(
+/// Being dead is not indexable (an idle token dies by its last use, which every check moves),
+/// so the reaper walks the table by id, a window at a time, on a reading connection: the writer
+/// is taken only to delete what was found (`delete_dead`).
+pub fn dead_range(conn: &Db, now: i64, after: i64, scan: i64, batch: i64) -> Result<Option<(i64, usize)>, Error> {
+    let end: Option<i64> = conn.value(
         "SELECT max(id) FROM (SELECT id FROM tokens WHERE id > ?1 ORDER BY id LIMIT ?2) w",
         args![after, scan],
     )?;
-    let Some(last) = last else {
-        return Ok((0, None));
+    let Some(end) = end else {
+        return Ok(None);
     };
-    let n = conn.execute(
-        "DELETE FROM tokens WHERE id > ?1 AND id <= ?2
-            AND (revoked_at IS NOT NULL
-                 OR expires_at <= ?3
-                 OR (idle_ms IS NOT NULL AND last_used_at + idle_ms <= ?3))",
-        args![after, last, now],
+    let dead: Vec<i64> = conn.query_all(
+        &format!("SELECT id FROM tokens WHERE id > ?1 AND id <= ?2 AND {DEAD} ORDER BY id LIMIT ?4"),
+        args![after, end, now, batch],
+        |r| r.get(0),
     )?;
-    Ok((n, Some(last)))
+    match dead.last() {
+        Some(&last) if dead.len() as i64 == batch => Ok(Some((last, dead.len()))),
+        _ => Ok(Some((end, dead.len()))),
+    }
+}
+
+/// Deletes the tokens with ids in (after, upto] that are dead (again: a use may have revived an
+/// idle one since the read); answers how many.
+pub fn delete_dead(conn: &Db, now: i64, after: i64, upto: i64) -> Result<usize, Error> {
+    conn.execute(&format!("DELETE FROM tokens WHERE id > ?1 AND id <= ?2 AND {DEAD}"), args![after, upto, now])
 }
 
 /// Number of token rows (for tests and `gatehouse` status output).

@@ -202,6 +202,13 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
     );
     metric(
         &mut out,
+        "gatehouse_reaper_sweeps_total",
+        "counter",
+        "Sweeps of the reaper finished.",
+        &[("", s.reaper_sweeps)],
+    );
+    metric(
+        &mut out,
         "gatehouse_db_pool_waits_total",
         "counter",
         "Database calls that found no idle pooled connection.",
