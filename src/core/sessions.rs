@@ -338,16 +338,16 @@ impl Core {
     pub fn logout(&self, caller: &Caller, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<(), Error> {
         let now = now_ms();
         let d = digest(token);
-        self.store
-            .write(|tx| {
-                let live = self.live_token(tx, &d, kind, now)?;
-                if app_id.is_some_and(|a| a != live.app_id) {
-                    return Err(Error::BadToken);
-                }
-                tokens::revoke(tx, &d, now)?;
-                log::debug!("user {} signed out of {}", live.user_id, live.app_id);
-                Ok(live)
-            })
-            .map(|live| self.audit(caller, "logout", Some(&live.app_id), Some(&live.user), None))
+        // The audit row goes in the same transaction: one commit per logout, not two.
+        self.store.write(|tx| {
+            let live = self.live_token(tx, &d, kind, now)?;
+            if app_id.is_some_and(|a| a != live.app_id) {
+                return Err(Error::BadToken);
+            }
+            tokens::revoke(tx, &d, now)?;
+            super::audit::audit_in(tx, caller, "logout", Some(&live.app_id), Some(&live.user), None)?;
+            log::debug!("user {} signed out of {}", live.user_id, live.app_id);
+            Ok(())
+        })
     }
 }
