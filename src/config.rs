@@ -365,7 +365,7 @@ impl Default for Store {
             pool_size: 8,
             busy_timeout: Seconds::secs(5),
             synchronous: "full".into(),
-            mmap_mb: 0,
+            mmap_mb: 2048,
         }
     }
 }
