@@ -184,3 +184,33 @@ ALTER TABLE tokens_v7 RENAME TO tokens;
 CREATE INDEX tokens_user ON tokens(user_id, app_id);
 CREATE INDEX tokens_api_key ON tokens(api_key_id) WHERE api_key_id IS NOT NULL;
 CREATE INDEX tokens_family ON tokens(family) WHERE family IS NOT NULL;
+
+-- version 8
+-- IAMPASS sign-ins approved on the user's device. A device registered through the page keeps its
+-- own P-256 signing key (the server holds the public point, never the private key) and may add a
+-- WebAuthn platform credential (face or fingerprint) for the `facial` method.
+ALTER TABLE devices ADD COLUMN public_key BLOB;
+ALTER TABLE devices ADD COLUMN webauthn_id BLOB;
+ALTER TABLE devices ADD COLUMN webauthn_key BLOB;
+ALTER TABLE devices ADD COLUMN webauthn_count INTEGER;
+-- One authenticate_user request and the session it becomes. The session's secret is not stored
+-- at all: it is derived from the token under the master key (Core::session_secret).
+CREATE TABLE auth_sessions (
+    id          INTEGER PRIMARY KEY,
+    token       TEXT NOT NULL UNIQUE,
+    app_id      TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    methods     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    challenge   BLOB NOT NULL,
+    client      TEXT,
+    device_id   INTEGER,
+    created_at  INTEGER NOT NULL,
+    decide_by   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    decided_at  INTEGER
+) STRICT;
+CREATE INDEX auth_sessions_user ON auth_sessions(user_id, app_id, created_at);
+CREATE INDEX auth_sessions_app ON auth_sessions(app_id, created_at);
+CREATE INDEX auth_sessions_pending ON auth_sessions(decide_by) WHERE status = 'pending';
+CREATE INDEX auth_sessions_expires ON auth_sessions(expires_at);

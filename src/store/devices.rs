@@ -4,12 +4,85 @@ use super::db::Db;
 use crate::args;
 use crate::core::Error;
 
-pub fn insert(conn: &Db, user_id: i64, app_id: &str, name: &str, api_key_id: &str, now: i64) -> Result<i64, Error> {
+pub struct NewDevice<'a> {
+    pub user_id: i64,
+    pub app_id: &'a str,
+    pub name: &'a str,
+    pub api_key_id: &'a str,
+    /// The device's own P-256 signing key (SEC1 uncompressed point), when it made one.
+    pub public_key: Option<&'a [u8]>,
+}
+
+pub fn insert(conn: &Db, d: &NewDevice<'_>, now: i64) -> Result<i64, Error> {
     conn.value(
-        "INSERT INTO devices (user_id, app_id, name, api_key_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         RETURNING id",
-        args![user_id, app_id, name, api_key_id, now],
+        "INSERT INTO devices (user_id, app_id, name, api_key_id, public_key, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        args![d.user_id, d.app_id, d.name, d.api_key_id, d.public_key, now],
     )
+}
+
+/// A device as its own calls see it.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub app_id: String,
+    pub name: String,
+    pub public_key: Option<Vec<u8>>,
+    pub webauthn_id: Option<Vec<u8>>,
+    pub webauthn_key: Option<Vec<u8>>,
+    pub webauthn_count: Option<i64>,
+    pub lost_at: Option<i64>,
+}
+
+pub fn by_id(conn: &Db, id: i64) -> Result<Option<DeviceRow>, Error> {
+    conn.query_opt(
+        "SELECT id, user_id, app_id, name, public_key, webauthn_id, webauthn_key, webauthn_count, lost_at
+         FROM devices WHERE id = ?1",
+        args![id],
+        |r| {
+            Ok(DeviceRow {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                app_id: r.get(2)?,
+                name: r.get(3)?,
+                public_key: r.get(4)?,
+                webauthn_id: r.get(5)?,
+                webauthn_key: r.get(6)?,
+                webauthn_count: r.get(7)?,
+                lost_at: r.get(8)?,
+            })
+        },
+    )
+}
+
+/// What the user's live devices for an application can do: (signs with its own key, has a
+/// WebAuthn user-verifying credential), one pair per device.
+pub fn abilities(conn: &Db, user_id: i64, app_id: &str) -> Result<Vec<(bool, bool)>, Error> {
+    conn.query_all(
+        "SELECT public_key IS NOT NULL, webauthn_key IS NOT NULL FROM devices
+         WHERE user_id = ?1 AND app_id = ?2 AND lost_at IS NULL",
+        args![user_id, app_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Records a device's WebAuthn credential (replacing an older one).
+pub fn set_webauthn(conn: &Db, id: i64, credential_id: &[u8], key: &[u8], count: i64) -> Result<bool, Error> {
+    let n = conn.execute(
+        "UPDATE devices SET webauthn_id = ?2, webauthn_key = ?3, webauthn_count = ?4 WHERE id = ?1 AND lost_at IS NULL",
+        args![id, credential_id, key, count],
+    )?;
+    Ok(n == 1)
+}
+
+/// Moves a credential's signature counter forward; false when another use moved it first.
+pub fn advance_webauthn_count(conn: &Db, id: i64, from: i64, to: i64) -> Result<bool, Error> {
+    let n = conn.execute(
+        "UPDATE devices SET webauthn_count = ?3 WHERE id = ?1 AND coalesce(webauthn_count, 0) = ?2",
+        args![id, from, to],
+    )?;
+    Ok(n == 1)
 }
 
 pub fn has_live(conn: &Db, user_id: i64, app_id: &str) -> Result<bool, Error> {

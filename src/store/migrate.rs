@@ -28,10 +28,11 @@ const TABLES: &[(&str, &str)] = &[
     ("devices", "ORDER BY id"),
     ("nonces", "ORDER BY expires_at DESC"),
     ("audit", "ORDER BY id"),
+    ("auth_sessions", "ORDER BY id"),
 ];
 
 /// Tables whose ids come from an identity column, set past the copied ids afterwards.
-const IDENTITIES: &[&str] = &["users", "tokens", "devices", "audit"];
+const IDENTITIES: &[&str] = &["users", "tokens", "devices", "audit", "auth_sessions"];
 
 /// A value read from SQLite, owned.
 enum Owned {

@@ -15,6 +15,7 @@
 pub mod apikeys;
 pub mod apps;
 pub mod audit;
+pub mod auth_sessions;
 pub mod backup;
 pub mod db;
 pub mod devices;
