@@ -154,6 +154,15 @@ pub struct Iampass {
     /// A signed request's timestamp may differ from the server's clock by at most this much; its
     /// nonce is remembered until that timestamp plus this.
     pub timestamp_window: Seconds,
+    /// A sign-in started by authenticate_user waits this long for the device's answer, then is
+    /// `timeout`.
+    pub approval_window: Seconds,
+    /// The longest session authenticate_user may ask for (`duration_seconds`; 3600 when not given).
+    pub max_session: Seconds,
+    /// Sign-ins one user of one application may be asked for per minute.
+    pub signins_per_user_minute: u32,
+    /// Sign-ins one application may start per minute, for all its users.
+    pub signins_per_app_minute: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,7 +246,13 @@ impl Default for Throttle {
 
 impl Default for Iampass {
     fn default() -> Self {
-        Iampass { timestamp_window: Seconds::secs(300) }
+        Iampass {
+            timestamp_window: Seconds::secs(300),
+            approval_window: Seconds::secs(120),
+            max_session: Seconds::secs(86_400),
+            signins_per_user_minute: 6,
+            signins_per_app_minute: 600,
+        }
     }
 }
 
@@ -519,6 +534,15 @@ impl Config {
         }
         if self.iampass.timestamp_window.0 < Duration::from_secs(1) {
             return bad("iampass.timestamp_window", "must be at least 1s".into());
+        }
+        if self.iampass.approval_window.0 < Duration::from_secs(1) {
+            return bad("iampass.approval_window", "must be at least 1s".into());
+        }
+        if self.iampass.max_session.0 < Duration::from_secs(60) {
+            return bad("iampass.max_session", "must be at least 60s".into());
+        }
+        if self.iampass.signins_per_user_minute == 0 || self.iampass.signins_per_app_minute == 0 {
+            return bad("iampass.signins_per_user_minute", "the sign-in limits must be at least 1".into());
         }
         if !self.mail.from.contains('@') || self.mail.from.chars().any(char::is_control) {
             return bad("mail.from", format!("{:?} is not an email address", self.mail.from));

@@ -89,8 +89,9 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
 }
 
-/// The key that encrypts application secrets at rest (AES-256-GCM).
-pub struct MasterKey(LessSafeKey);
+/// The key that encrypts application secrets at rest (AES-256-GCM), and derives the secrets the
+/// server need not store (an IAMPASS session's, see [`MasterKey::derive`]).
+pub struct MasterKey(LessSafeKey, Zeroizing<[u8; 32]>);
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -111,7 +112,16 @@ impl MasterKey {
         // AES-256 takes any 32 bytes.
         #[allow(clippy::expect_used)]
         let key = UnboundKey::new(&AES_256_GCM, bytes).expect("32 bytes is an AES-256 key");
-        MasterKey(LessSafeKey::new(key))
+        // A key of its own for derivation, so that no byte string is ever both an AES key and an
+        // HMAC key.
+        let derive = Zeroizing::new(hmac_sha256(bytes, &[b"gatehouse derivation key v1"]));
+        MasterKey(LessSafeKey::new(key), derive)
+    }
+
+    /// A secret derived from `input` for one `purpose`: HMAC-SHA256 under a key of its own taken
+    /// from the master key. The same input always gives the same secret, so it need not be stored.
+    pub fn derive(&self, purpose: &str, input: &[u8]) -> [u8; 32] {
+        hmac_sha256(self.1.as_slice(), &[purpose.as_bytes(), &[0], input])
     }
 
     /// Reads the key file (64 hex characters).

@@ -248,6 +248,7 @@ impl Core {
                 if !users::remove_membership(tx, u.id, app_id)? {
                     continue;
                 }
+                crate::store::auth_sessions::delete_for(tx, u.id, app_id)?;
                 devices::delete_for(tx, u.id, app_id)?;
                 apikeys::revoke_for_user(tx, u.id, Some(app_id), now)?;
                 tokens::revoke_for_user(tx, u.id, Some(app_id), now)?;
@@ -314,8 +315,13 @@ impl Core {
                 apikeys::revoke(tx, k, now)?;
                 tokens::revoke_for_api_key(tx, k, now)?;
             }
+            // The sign-ins waiting for the lost device fail; the sessions it approved end.
+            for _ in crate::store::auth_sessions::fail_for_lost(tx, user.id, app_id, now)? {
+                audit_in(tx, caller, "signin_failed", Some(app_id), Some(&user), None)?;
+            }
             Ok(keys.len())
         })?;
+        self.signins.notify_waiters();
         log::info!("application {app_id}: {lost} devices of user {} marked lost", user.id);
         self.audit(caller, "device_lost", Some(app_id), Some(&user), None);
         self.new_registration_link(app_id, &user, display_name)
@@ -366,9 +372,23 @@ impl Core {
 
     /// Uses a registration link: the device is recorded and handed an API key for the link's
     /// application. All or nothing.
-    pub fn register_device(&self, caller: &Caller, code: &Secret, device_name: &str) -> Result<Registered, Error> {
+    /// `public_key`, when the device made one, is its own P-256 signing key (an uncompressed SEC1
+    /// point): the device signs its calls with it (see `Core::device_call`), and sign-ins asking
+    /// for the `device` or `facial` method need it.
+    pub fn register_device(
+        &self,
+        caller: &Caller,
+        code: &Secret,
+        device_name: &str,
+        public_key: Option<&[u8]>,
+    ) -> Result<Registered, Error> {
         if device_name.trim().is_empty() || device_name.len() > 255 || device_name.chars().any(char::is_control) {
             return Err(Error::invalid("device_name", "must be 1 to 255 bytes with no control characters"));
+        }
+        if let Some(k) = public_key {
+            if !super::signins::valid_public_key(k) {
+                return Err(Error::invalid("public_key", "must be an uncompressed P-256 point (65 bytes, base64url)"));
+            }
         }
         let now = now_ms();
         let apikey = hex(&random_bytes::<16>());
@@ -391,7 +411,14 @@ impl Core {
                     revoked_at: None,
                 },
             )?;
-            let device_id = devices::insert(tx, link.user_id, &app_id, device_name.trim(), &apikey, now)?;
+            let device = devices::NewDevice {
+                user_id: link.user_id,
+                app_id: &app_id,
+                name: device_name.trim(),
+                api_key_id: &apikey,
+                public_key,
+            };
+            let device_id = devices::insert(tx, &device, now)?;
             Ok((app_id, link.user_id, device_id))
         })?;
         let user = self.user_by_id(user_id)?;

@@ -17,8 +17,10 @@ pub mod password;
 pub mod reaper;
 pub mod reset;
 pub mod sessions;
+pub mod signins;
 pub mod stats;
 pub mod users;
+pub mod webauthn;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -65,6 +67,9 @@ pub enum Error {
     UnknownApiKey,
     #[error("{0} already exists")]
     Exists(String),
+    /// A device reported lost: its own calls are refused.
+    #[error("this device was reported lost")]
+    Lost,
     #[error("the server is busy")]
     Busy,
     /// Too many failed sign-ins: wait this long.
@@ -174,6 +179,9 @@ pub struct Core {
     /// Nonces of signed requests spent and still kept (see `Core::use_nonce`).
     pub(crate) nonces: devices::Nonces,
     pub outbox: Arc<mail::Outbox>,
+    /// Woken when an IAMPASS sign-in starts, is answered or fails: the devices' long polls look
+    /// again (see `Core::signins_changed`).
+    pub(crate) signins: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +241,7 @@ impl Core {
             secrets: Default::default(),
             nonces,
             outbox: Arc::new(outbox),
+            signins: tokio::sync::Notify::new(),
         };
         core.store
             .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS], now_ms()))
@@ -292,6 +301,8 @@ impl Core {
     /// The server is stopping: a reaper sweep under way ends after its current batch.
     pub fn stop(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The devices' long polls answer now rather than hold the shutdown up.
+        self.signins.notify_waiters();
     }
 
     pub(crate) fn stopping(&self) -> bool {

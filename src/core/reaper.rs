@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use super::{now_ms, Core, Error};
-use crate::store::{audit, devices, links, throttle, tokens, Db};
+use crate::store::{audit, auth_sessions, devices, links, throttle, tokens, Db};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
@@ -11,6 +11,8 @@ pub struct Reaped {
     pub links: usize,
     pub nonces: usize,
     pub audit: usize,
+    /// IAMPASS sign-ins a day past their end.
+    pub signins: usize,
 }
 
 /// The advisory locks of the reaper, one per kind of row (added to this): with several nodes, one
@@ -34,7 +36,13 @@ impl Core {
             links: self.reap_batches(2, &c.reaped_links, |tx, n| links::reap(tx, now, n))?,
             nonces: self.reap_batches(3, &c.reaped_nonces, |tx, n| devices::reap_nonces(tx, now, n))?,
             audit: self.reap_batches(4, &c.reaped_audit, |tx, n| audit::reap(tx, now.saturating_sub(retention), n))?,
+            // Kept a day past their end, so that a late status call still reads how it ended.
+            signins: self.reap_batches(6, &AtomicU64::new(0), |tx, n| {
+                auth_sessions::reap(tx, now.saturating_sub(86_400_000), n)
+            })?,
         };
+        // Requests nobody answered in time become `timeout`, each an audit event.
+        self.time_out_signins()?;
         if shared {
             self.reap_batches(5, &AtomicU64::new(0), |tx, n| throttle::reap(tx, now, keep_throttle, n))?;
         }
@@ -42,11 +50,12 @@ impl Core {
         super::stats::bump(&c.reaper_sweeps, 1);
         if reaped != Reaped::default() {
             log::info!(
-                "reaper removed {} tokens, {} links, {} nonces, {} audit events",
+                "reaper removed {} tokens, {} links, {} nonces, {} audit events, {} sign-ins",
                 reaped.tokens,
                 reaped.links,
                 reaped.nonces,
-                reaped.audit
+                reaped.audit,
+                reaped.signins
             );
         } else {
             log::debug!("reaper removed nothing");

@@ -90,6 +90,7 @@ fn error(e: &Error, started: Instant) -> HttpResponse {
         // Not 401: clients log the user out on 401, and the session is fine.
         Error::WrongPassword => (StatusCode::FORBIDDEN, "Wrong password".into()),
         Error::Blocked => (StatusCode::FORBIDDEN, "User is blocked".into()),
+        Error::Lost => (StatusCode::FORBIDDEN, "Device reported lost".into()),
         Error::NotMember => (StatusCode::FORBIDDEN, "User is not allowed to access this application".into()),
         Error::UnknownApp(_) | Error::UnknownUser(_) | Error::UnknownApiKey => {
             (StatusCode::UNAUTHORIZED, "Unauthorized".into())

@@ -13,6 +13,13 @@
 //! - `GET has_registered_mobile_device/{app}/{user}` → 200 `{"device_registered":bool,"status":true}`
 //! - `GET lost_user_mobile_device/{app}/{user}` → 200 `{"register_url":"...","status":true}`
 //! - `POST send_registration_sms/{app}/{user}` `{"phone_number","display_name"?,"message"?}` → `{"status":true}`
+//! - `POST /authentication/authenticate_user/{app}/{user}?methods=&duration_seconds=` → 202
+//!   `{"authentication_status":{"authenticated":true,"session_status":"pending","session_token",
+//!   "session_secret","status_url","logout_url"}}`, or 200 `{"authentication_status":
+//!   {"authenticated":false,"session_status":"failed","reason"}}` when not started
+//! - `GET <status_url>` → 200 `{"authentication_status":{"authenticated":true,"session_status"}}` and
+//!   `POST <logout_url>` → 200 `{"status":true}`, both signed with the session token as the client
+//!   id and the session secret as the shared secret
 //! - unknown application → 404 `Client Application <app> not found` (text); unknown user → 404
 //!   `Client Application <app> or User <user> not found.`; a refused body → 200
 //!   `{"status":false,"reason":"..."}`; a refused signature → 401 `{"status":false,"reason":"..."}`.
@@ -39,6 +46,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(&format!("{prefix}/lost_user_mobile_device/{{app}}/{{user}}"), web::get().to(lost_device))
             .route(&format!("{prefix}/send_registration_sms/{{app}}/{{user}}"), web::post().to(send_sms));
     }
+    cfg.route("/authentication/authenticate_user/{app}/{user}", web::post().to(authenticate_user))
+        .route("/authentication/session/status/{token}", web::get().to(session_status))
+        .route("/authentication/session/logout/{token}", web::post().to(session_logout));
 }
 
 /// The signature of iampass-hmac.md: base64 of the first 16 bytes of
@@ -116,6 +126,11 @@ fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
             res
         }
         Error::Internal(id) => refused(StatusCode::INTERNAL_SERVER_ERROR, &format!("internal error (id {id})")),
+        Error::Throttled { .. } => crate::web::with_retry_after(
+            refused(StatusCode::TOO_MANY_REQUESTS, "too many sign-in requests, retry later"),
+            e,
+        ),
+        Error::BadToken => refused(StatusCode::NOT_FOUND, "no such session"),
         other => refused(StatusCode::BAD_REQUEST, &other.to_string()),
     }
 }
@@ -220,6 +235,11 @@ fn verify(c: &Core, sig: &Signature) -> Result<(), Refused> {
 /// millisecond more.
 fn check(c: &Core, sig: &Signature) -> Result<i64, Refused> {
     let secret = c.app_secret(&sig.app)?;
+    check_with(c, sig, secret.expose())
+}
+
+/// [`check`] with the shared secret given: an application's, or an authentication session's.
+fn check_with(c: &Core, sig: &Signature, secret: &str) -> Result<i64, Refused> {
     let window = c.config.iampass.timestamp_window.millis();
     if (now_ms() - sig.ts.saturating_mul(1000)).abs() > window {
         return Err(denied("stale timestamp"));
@@ -228,7 +248,7 @@ fn check(c: &Core, sig: &Signature) -> Result<i64, Refused> {
     // Every form is computed, so the time taken does not tell which one matched.
     let mut ok = false;
     for candidate in [url.clone(), format!("http://{url}"), format!("https://{url}")] {
-        ok |= ct_eq(&signature(secret.expose(), &sig.nonce, &candidate, &sig.timestamp), &sig.presented);
+        ok |= ct_eq(&signature(secret, &sig.nonce, &candidate, &sig.timestamp), &sig.presented);
     }
     if !ok {
         return Err(denied("bad signature"));
@@ -431,6 +451,114 @@ async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>
     match sent.await {
         Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
         Err(r) => refusal(r, &app, Some(&user)),
+    }
+}
+
+/// `methods` and `duration_seconds` of authenticate_user's query string.
+fn signin_query(req: &HttpRequest) -> Result<(Option<String>, Option<String>), Refused> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| Refused::Answer(StatusCode::BAD_REQUEST, "malformed query string".into()))?;
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    Ok((get("methods"), get("duration_seconds")))
+}
+
+fn signin_answer(status: StatusCode, inner: Value) -> HttpResponse {
+    json_answer(status, &json!({ "authentication_status": inner }))
+}
+
+async fn authenticate_user(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    use crate::core::signins::Start;
+    let core = core.into_inner();
+    let (app, user, sig) = match signed_user(&req) {
+        Ok(s) => s,
+        Err(res) => return *res,
+    };
+    let query = signin_query(&req);
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let (a, u) = (app.clone(), user.clone());
+    let started = run_signed(&core, sig, move |c| {
+        let (methods, duration) = query?;
+        Ok(c.start_signin(&caller, &a, &u, methods.as_deref(), duration.as_deref())?)
+    });
+    match started.await {
+        Ok(Start::Started { token, secret }) => {
+            let base = core.config.public_url();
+            signin_answer(
+                StatusCode::ACCEPTED,
+                json!({
+                    "authenticated": true,
+                    "session_status": "pending",
+                    "session_token": token,
+                    "session_secret": secret.expose(),
+                    "status_url": format!("{base}/authentication/session/status/{token}"),
+                    "logout_url": format!("{base}/authentication/session/logout/{token}"),
+                }),
+            )
+        }
+        Ok(Start::NotStarted(reason)) => {
+            signin_answer(StatusCode::OK, json!({"authenticated": false, "session_status": "failed", "reason": reason}))
+        }
+        Err(r) => refusal(r, &app, Some(&user)),
+    }
+}
+
+/// The session token of a status or logout path (32 hex characters), and the signature made
+/// with it as the client id.
+fn signed_session(req: &HttpRequest) -> Result<(String, Signature), Box<HttpResponse>> {
+    let token = req.match_info().get("token").unwrap_or_default().to_string();
+    if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Box::new(refused(StatusCode::NOT_FOUND, "no such session")));
+    }
+    let sig = signature_of(req, &token).map_err(|r| Box::new(refusal(r, "", None)))?;
+    Ok((token, sig))
+}
+
+/// Verifies a session call's signature with the session's secret and spends its nonce, then runs
+/// `f`, in one trip off the executor.
+async fn run_session<T, F>(core: &std::sync::Arc<Core>, sig: Signature, f: F) -> Result<T, Refused>
+where
+    F: FnOnce(&Core) -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    let verified = core.call(move |c| {
+        let secret = c.session_secret(&sig.app);
+        let checked = check_with(c, &sig, secret.expose()).and_then(|keep_until| {
+            match c.use_nonce(&format!("#session/{}", sig.app), &sig.nonce, keep_until) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(denied("replayed nonce")),
+                Err(e) => Err(Refused::Core(e)),
+            }
+        });
+        Ok(checked.and_then(|()| f(c).map_err(Refused::Core)))
+    });
+    match verified.await {
+        Ok(r) => r,
+        Err(e) => Err(Refused::Core(e)),
+    }
+}
+
+async fn session_status(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (token, sig) = match signed_session(&req) {
+        Ok(s) => s,
+        Err(res) => return *res,
+    };
+    match run_session(&core, sig, move |c| c.signin_status(&token)).await {
+        Ok(status) => signin_answer(StatusCode::OK, json!({"authenticated": true, "session_status": status})),
+        Err(r) => refusal(r, "", None),
+    }
+}
+
+async fn session_logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (token, sig) = match signed_session(&req) {
+        Ok(s) => s,
+        Err(res) => return *res,
+    };
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    match run_session(&core, sig, move |c| c.end_signin(&caller, &token)).await {
+        Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
+        Err(r) => refusal(r, "", None),
     }
 }
 

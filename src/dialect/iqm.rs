@@ -80,7 +80,7 @@ fn error_body(e: &Error, core: &Core) -> HttpResponse {
             "Invalid client credentials",
             Some("The client id and secret of the Authorization header do not match."),
         ),
-        Error::BadCredentials | Error::NotMember | Error::UnknownUser(_) | Error::UnknownApp(_) => {
+        Error::BadCredentials | Error::NotMember | Error::UnknownUser(_) | Error::UnknownApp(_) | Error::Lost => {
             failure(StatusCode::FORBIDDEN, NO_USER, None)
         }
         Error::Blocked => answer(

@@ -1,6 +1,8 @@
 //! What every route shares: the access log, request bodies read under a limit, and /healthz.
-//! The built-in pages (password reset; device registration to come) are in `pages`.
+//! The built-in pages (password reset, device registration) are in `pages`, the device page and
+//! its signed API in `device`.
 
+pub mod device;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
@@ -100,6 +102,7 @@ async fn healthz(core: web::Data<Core>) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz));
     pages::routes(cfg);
+    device::routes(cfg);
     openapi::routes(cfg);
     metrics::routes(cfg);
 }

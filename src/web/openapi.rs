@@ -315,7 +315,180 @@ fn iampass() -> Vec<(String, &'static str, Value)> {
             ),
         ));
     }
+    let session = || {
+        vec![
+            path_param("token"),
+            header_param("Authentication", true),
+            header_param("X-IAMPASS-Authentication-Timestamp", true),
+        ]
+    };
+    let mut start = user();
+    start.push(query_param("methods", false));
+    start.push(query_param("duration_seconds", false));
+    out.push((
+        "/authentication/authenticate_user/{app}/{user}".into(),
+        "post",
+        op(
+            "IAMPASS",
+            "Start a sign-in to be approved on the user's registered device",
+            start,
+            None,
+            vec![
+                ("202", answer("Started: pending", schema_ref("IampassAuthentication"))),
+                ("200", answer("Not started, and why", schema_ref("IampassAuthentication"))),
+                ("404", not_found()),
+            ],
+            e,
+        ),
+    ));
+    out.push((
+        "/authentication/session/status/{token}".into(),
+        "get",
+        op(
+            "IAMPASS",
+            "The session's status (signed with the session token and secret)",
+            session(),
+            None,
+            vec![("200", answer("The status", schema_ref("IampassAuthentication")))],
+            e,
+        ),
+    ));
+    out.push((
+        "/authentication/session/logout/{token}".into(),
+        "post",
+        op(
+            "IAMPASS",
+            "End the session for good (signed with the session token and secret)",
+            session(),
+            None,
+            vec![("200", answer("Closed", schema_ref("IampassStatus")))],
+            e,
+        ),
+    ));
     out
+}
+
+/// The device page's own API (src/web/device.rs): every call signed by the device's key.
+fn device() -> Vec<(String, &'static str, Value)> {
+    let e = "PageAnswer";
+    let signed = || {
+        ["X-Device-Id", "X-Device-Timestamp", "X-Device-Nonce", "X-Device-Signature"]
+            .iter()
+            .map(|h| header_param(h, true))
+            .collect::<Vec<_>>()
+    };
+    let b64 = || json!({"type": "string", "description": "base64url"});
+    let pending = object(
+        json!({
+            "id": {"type": "integer"}, "app_id": string(), "user_id": string(),
+            "methods": {"type": "array", "items": {"type": "string", "enum": ["acceptance", "device", "facial"]}},
+            "client": nullable("string"), "created_at": string(), "expires_in": {"type": "integer"}, "challenge": b64()
+        }),
+        &["id", "app_id", "user_id", "methods", "client", "created_at", "expires_in", "challenge"],
+    );
+    let mut poll = signed();
+    poll.push(query_param("wait", false));
+    poll.push(query_param("have", false));
+    let mut decide = signed();
+    decide.push(path_param("id"));
+    let assertion = object(
+        json!({"client_data_json": b64(), "authenticator_data": b64(), "signature": b64()}),
+        &["client_data_json", "authenticator_data", "signature"],
+    );
+    vec![
+        (
+            "/device".into(),
+            "get",
+            json!({"tags": ["Device"], "summary": "The device page: approve or refuse sign-ins", "responses": {"200": text("The page", "text/html")}}),
+        ),
+        (
+            "/static/device.js".into(),
+            "get",
+            json!({"tags": ["Device"], "summary": "The device page's script (its key, its signed calls)", "responses": {"200": text("JavaScript", "text/javascript")}}),
+        ),
+        (
+            "/device/requests".into(),
+            "get",
+            op(
+                "Device",
+                "The sign-ins waiting for this device's user; waits up to `wait` s while they are `have`",
+                poll,
+                None,
+                vec![(
+                    "200",
+                    answer(
+                        "The device and its waiting requests",
+                        object(
+                            json!({
+                                "device": object(json!({"device_id": {"type": "integer"}, "name": string(), "app_id": string(), "webauthn_id": nullable("string")}), &["device_id", "name", "app_id", "webauthn_id"]),
+                                "requests": {"type": "array", "items": pending}
+                            }),
+                            &["device", "requests"],
+                        ),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/device/requests/{id}".into(),
+            "post",
+            op(
+                "Device",
+                "Approve or refuse one request (a facial approval carries a WebAuthn assertion)",
+                decide,
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"approve": {"type": "boolean"}, "challenge": b64(), "webauthn": assertion}), &["approve", "challenge"])}}}),
+                ),
+                vec![(
+                    "200",
+                    answer(
+                        "Answered",
+                        object(
+                            json!({"success": {"type": "boolean"}, "session_status": {"type": "string", "enum": ["active", "cancelled"]}}),
+                            &["success", "session_status"],
+                        ),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/device/webauthn".into(),
+            "get",
+            op(
+                "Device",
+                "The options of navigator.credentials.create() for this device",
+                signed(),
+                None,
+                vec![(
+                    "200",
+                    answer(
+                        "Options",
+                        object(
+                            json!({"challenge": b64(), "rp_id": string(), "rp_name": string(), "user_handle": b64(), "user_name": string(), "exclude": {"type": "array", "items": b64()}}),
+                            &["challenge", "rp_id", "rp_name", "user_handle", "user_name", "exclude"],
+                        ),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/device/webauthn".into(),
+            "post",
+            op(
+                "Device",
+                "Add the platform authenticator (face or fingerprint) navigator.credentials.create() made",
+                signed(),
+                Some(
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"challenge": b64(), "client_data_json": b64(), "attestation_object": b64()}), &["challenge", "client_data_json", "attestation_object"])}}}),
+                ),
+                vec![("200", answer("Added", schema_ref(e)))],
+                e,
+            ),
+        ),
+    ]
 }
 
 fn iqm() -> Vec<(String, &'static str, Value)> {
@@ -466,7 +639,7 @@ fn pages() -> Vec<(String, &'static str, Value)> {
                 "Register this device; its API key",
                 vec![path_param("code")],
                 Some(
-                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"device_name": string()}), &["device_name"])}}}),
+                    json!({"required": true, "content": {"application/json": {"schema": object(json!({"device_name": string(), "public_key": {"type": "string", "description": "base64url of the device's own P-256 public key (65-byte uncompressed point); needed to answer sign-ins"}}), &["device_name"])}}}),
                 ),
                 vec![(
                     "201",
@@ -539,6 +712,11 @@ fn schemas() -> Value {
         }), &["id", "userName", "firstName", "lastName", "emailAddress", "locale", "customerId", "userType", "licenseAgreementAccepted", "demoMode", "googleApiKey", "blocked"]),
         "IampassRefusal": object(json!({"status": boolean, "reason": string()}), &["status", "reason"]),
         "IampassStatus": object(json!({"status": boolean, "reason": string()}), &["status"]),
+        "IampassAuthentication": object(json!({"authentication_status": object(json!({
+            "authenticated": boolean,
+            "session_status": {"type": "string", "enum": ["pending", "timeout", "closed", "failed", "walkaway", "active", "identifying", "cancelled"]},
+            "reason": string(), "session_token": string(), "session_secret": string(), "status_url": string(), "logout_url": string()
+        }), &["authenticated", "session_status"])}), &["authentication_status"]),
         "IampassUsers": object(json!({"users": {"type": "array", "items": string()}}), &["users"]),
         "IqmTokens": object(json!({"access_token": string(), "refresh_token": string(), "scope": string(), "token_type": string(), "expires_in": integer}), &["access_token", "refresh_token", "scope", "token_type", "expires_in"]),
         "IqmLogin": object(json!({"success": boolean, "data": {"allOf": [schema_ref("IqmTokens"), object(json!({"owId": integer}), &["owId"])]}}), &["success", "data"]),
@@ -555,7 +733,7 @@ fn schemas() -> Value {
 pub fn document() -> Value {
     let mut paths = Map::new();
     for (path, method, operation) in
-        forepaas().into_iter().chain(smartserver()).chain(iampass()).chain(iqm()).chain(pages())
+        forepaas().into_iter().chain(smartserver()).chain(iampass()).chain(iqm()).chain(device()).chain(pages())
     {
         let entry = paths.entry(path).or_insert_with(|| json!({}));
         entry[method] = operation;

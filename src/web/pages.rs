@@ -1,5 +1,5 @@
 //! The built-in pages and their assets, embedded from `static/`: no external asset, no inline
-//! script, so the Content-Security-Policy can forbid both.
+//! script, so the Content-Security-Policy can forbid both. The device page's own API is `device`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -30,7 +30,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Headers every page and page answer carries.
-fn guarded(status: StatusCode) -> HttpResponseBuilder {
+pub(super) fn guarded(status: StatusCode) -> HttpResponseBuilder {
     let mut res = HttpResponse::build(status);
     res.insert_header(("Content-Security-Policy", CSP))
         .insert_header(("X-Content-Type-Options", "nosniff"))
@@ -40,7 +40,7 @@ fn guarded(status: StatusCode) -> HttpResponseBuilder {
     res
 }
 
-fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+pub(super) fn asset(content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type.to_string())
         .insert_header(("X-Content-Type-Options", "nosniff"))
@@ -48,7 +48,7 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-fn html(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+pub(super) fn html(status: StatusCode, body: impl Into<String>) -> HttpResponse {
     guarded(status).content_type("text/html; charset=utf-8").body(body.into())
 }
 
@@ -91,13 +91,17 @@ struct PageAnswer<'a> {
     error: Option<&'a str>,
 }
 
-fn page_json(status: StatusCode, error: Option<&str>) -> HttpResponse {
+pub(super) fn page_json(status: StatusCode, error: Option<&str>) -> HttpResponse {
     let body = serde_json::to_string(&PageAnswer { success: error.is_none(), error }).unwrap_or_default();
     guarded(status).content_type("application/json").body(body)
 }
 
 /// A JSON body of the pages, or the answer that refuses it.
-async fn page_body(req: &HttpRequest, payload: web::Payload, core: &Core) -> Result<serde_json::Value, HttpResponse> {
+pub(super) async fn page_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    core: &Core,
+) -> Result<serde_json::Value, HttpResponse> {
     if media_type(req).as_deref() != Some("application/json") {
         return Err(page_json(StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("Content-Type must be application/json")));
     }
@@ -159,9 +163,16 @@ async fn register_post(req: HttpRequest, payload: web::Payload, core: web::Data<
     let Some(name) = body.get("device_name").and_then(|v| v.as_str()).map(str::to_string) else {
         return page_json(StatusCode::BAD_REQUEST, Some("device_name is required"));
     };
+    let public_key = match body.get("public_key") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(k) => match k.as_str().and_then(crate::core::signins::unb64url) {
+            Some(k) => Some(k),
+            None => return page_json(StatusCode::BAD_REQUEST, Some("public_key must be base64url")),
+        },
+    };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
     let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "page");
-    match core.call(move |c| c.register_device(&caller, &code, &name)).await {
+    match core.call(move |c| c.register_device(&caller, &code, &name, public_key.as_deref())).await {
         Ok(r) => {
             let answer = RegisteredAnswer {
                 app_id: &r.app_id,

@@ -1,6 +1,6 @@
 //! A real headless Chromium driven over WebDriver (Debian's chromium and chromium-driver).
 //!
-//! The WebDriver calls the tests need are six JSON requests; they are written here over awc, the
+//! The WebDriver calls the tests need are a few JSON requests; they are written here over awc, the
 //! HTTP client the tests already use, rather than pulling in a WebDriver crate and its own HTTP
 //! stack for them.
 
@@ -110,6 +110,23 @@ impl Browser {
     pub async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
         self.call("GET", &format!("/element/{id}/text"), Value::Null).await.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Adds a WebDriver virtual authenticator: a platform authenticator (face or fingerprint)
+    /// that can verify the user. Answers its id.
+    pub async fn add_platform_authenticator(&self) -> String {
+        let options = json!({"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+                             "hasUserVerification": true, "isUserConsenting": true, "isUserVerified": true});
+        let v = self.call("POST", "/webauthn/authenticator", options).await;
+        v.as_str().unwrap_or_else(|| panic!("no virtual authenticator: {v}")).to_string()
+    }
+
+    /// Whether the virtual authenticator's user verification (the face, the finger) succeeds.
+    pub async fn set_user_verified(&self, authenticator: &str, verified: bool) {
+        let v = self
+            .call("POST", &format!("/webauthn/authenticator/{authenticator}/uv"), json!({"isUserVerified": verified}))
+            .await;
+        assert!(v.get("error").is_none(), "set user verified: {v}");
     }
 
     /// Waits up to 10 s for the element's text to contain `want`; returns the text seen last.

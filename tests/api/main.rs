@@ -17,5 +17,6 @@ mod openapi;
 mod pg;
 mod process;
 mod readme;
+mod signins;
 mod smartserver;
 mod tls;

@@ -27,5 +27,7 @@ mod iqm;
 mod mail;
 #[path = "../api/pg.rs"]
 mod pg;
+#[path = "../api/signins.rs"]
+mod signins;
 #[path = "../api/smartserver.rs"]
 mod smartserver;

@@ -1,0 +1,236 @@
+//! The device page (`/device`) and its API: the phone that registered through the page answers
+//! the IAMPASS sign-ins of its user there.
+//!
+//! Every call of the API is signed by the device's own P-256 key (made by the page at
+//! registration; the server holds the public point): ECDSA P-256 with SHA-256, the signature as
+//! r || s in base64url, over the lines
+//!
+//! ```text
+//! gatehouse-device-v1
+//! <METHOD>
+//! <path and query, as sent>
+//! <device id>
+//! <timestamp, Unix seconds>
+//! <nonce, 16 to 64 of [A-Za-z0-9_-]>
+//! <hex SHA-256 of the body (of nothing for a GET)>
+//! ```
+//!
+//! sent as `X-Device-Id`, `X-Device-Timestamp`, `X-Device-Nonce` and `X-Device-Signature`.
+//!
+//! - `GET /device/requests?wait=S&have=ID,...` → `{"device":{...},"requests":[...]}`, at once
+//!   without `have` or when the waiting requests are not the `have` list, else when they change
+//!   or after `wait` (≤ 30 s)
+//! - `POST /device/requests/{id}` `{"approve":bool,"challenge","webauthn"?:{...}}` →
+//!   `{"success":true,"session_status":"active"|"cancelled"}`
+//! - `GET /device/webauthn` → the options of navigator.credentials.create();
+//!   `POST /device/webauthn` `{"challenge","client_data_json","attestation_object"}` → `{"success":true}`
+//!
+//! Errors are the pages' `{"success":false,"error":"..."}`: 401 a refused signature, 403 a lost
+//! device, 410 a request that waits no more, 400 a bad body.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::pages::{asset, guarded, html, page_json};
+use crate::core::crypto::{hex, sha256};
+use crate::core::guard::Caller;
+use crate::core::signins::{b64url, unb64url, Assertion, DeviceProof};
+use crate::core::{Core, Error};
+use crate::store::devices::DeviceRow;
+
+const DEVICE_HTML: &str = include_str!("../../static/device.html");
+const DEVICE_JS: &str = include_str!("../../static/device.js");
+
+/// The longest a device's poll waits for a change.
+const MAX_WAIT: u64 = 30;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/static/device.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", DEVICE_JS) }))
+        .route("/device", web::get().to(|| async { html(StatusCode::OK, DEVICE_HTML) }))
+        .route("/device/requests", web::get().to(requests))
+        .route("/device/requests/{id}", web::post().to(decide))
+        .service(
+            web::resource("/device/webauthn")
+                .route(web::get().to(webauthn_options))
+                .route(web::post().to(webauthn_add)),
+        );
+}
+
+fn answer(status: StatusCode, body: &Value) -> HttpResponse {
+    guarded(status).content_type("application/json").body(body.to_string())
+}
+
+/// The one mapping from the core's errors to the device API's answers.
+fn error(e: &Error) -> HttpResponse {
+    match e {
+        Error::BadCredentials => page_json(StatusCode::UNAUTHORIZED, Some("The device's signature was refused")),
+        Error::Lost => page_json(StatusCode::FORBIDDEN, Some("This device was reported lost; register it again")),
+        Error::Gone => page_json(StatusCode::GONE, Some("This request is no longer waiting for an answer")),
+        Error::Invalid { .. } => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+        Error::Busy => super::with_retry_after(page_json(StatusCode::SERVICE_UNAVAILABLE, Some("Server busy")), e),
+        Error::Internal(id) => page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})"))),
+        e => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+    }
+}
+
+/// The signed call's proof, read from its headers, over `body`.
+fn proof(req: &HttpRequest, body: &[u8]) -> Result<DeviceProof, Error> {
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let device_id = h("X-Device-Id").and_then(|v| v.parse::<i64>().ok()).ok_or(Error::BadCredentials)?;
+    let timestamp = h("X-Device-Timestamp").and_then(|v| v.parse::<i64>().ok()).ok_or(Error::BadCredentials)?;
+    let nonce = h("X-Device-Nonce").filter(|n| n.len() <= 64).ok_or(Error::BadCredentials)?.to_string();
+    let signature = h("X-Device-Signature").and_then(unb64url).ok_or(Error::BadCredentials)?;
+    let target = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    let message = format!(
+        "gatehouse-device-v1\n{}\n{target}\n{device_id}\n{timestamp}\n{nonce}\n{}",
+        req.method(),
+        hex(&sha256(body))
+    );
+    Ok(DeviceProof { device_id, timestamp, nonce, signature, message: message.into_bytes() })
+}
+
+/// The device whose signature the call carries.
+async fn device(core: &Arc<Core>, req: &HttpRequest, body: &[u8]) -> Result<DeviceRow, Error> {
+    let p = proof(req, body)?;
+    core.call(move |c| c.device_call(&p)).await
+}
+
+fn query(req: &HttpRequest) -> Vec<(String, String)> {
+    serde_urlencoded::from_str(req.query_string()).unwrap_or_default()
+}
+
+async fn requests(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let device_id = match device(&core, &req, b"").await {
+        Ok(d) => d.id,
+        Err(e) => return error(&e),
+    };
+    let q = query(&req);
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let wait = get("wait").and_then(|w| w.parse::<u64>().ok()).unwrap_or(0).min(MAX_WAIT);
+    // Without `have` the caller knows nothing yet: it is answered at once.
+    let have: Option<Vec<i64>> = get("have").map(|h| h.split(',').filter_map(|i| i.trim().parse().ok()).collect());
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        // Registered before the look, so that a change made meanwhile is not missed.
+        let changed = core.signins.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let (dev, list) = match core.call(move |c| c.device_requests(device_id)).await {
+            Ok(l) => l,
+            Err(e) => return error(&e),
+        };
+        let now = Instant::now();
+        let unchanged = have.as_ref().is_some_and(|h| list.iter().map(|r| r.id).eq(h.iter().copied()));
+        if !unchanged || now >= deadline || core.stopping() {
+            let webauthn_id = dev.webauthn_id.as_deref().map(b64url);
+            let device =
+                json!({"device_id": dev.id, "name": dev.name, "app_id": dev.app_id, "webauthn_id": webauthn_id});
+            return answer(StatusCode::OK, &json!({"device": device, "requests": list}));
+        }
+        // With several nodes a change made on another one wakes no one here: look again soon.
+        let recheck = Duration::from_secs(2).min(deadline - now);
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(recheck) => {}
+        }
+    }
+}
+
+/// A decision's body: approve, the request's challenge, and a WebAuthn assertion when asked for.
+fn decision_of(body: &Value) -> Result<(bool, Vec<u8>, Option<Assertion>), &'static str> {
+    let approve = body.get("approve").and_then(Value::as_bool).ok_or("approve must be true or false")?;
+    let challenge = body.get("challenge").and_then(Value::as_str).and_then(unb64url).ok_or("challenge is required")?;
+    let assertion = match body.get("webauthn") {
+        None | Some(Value::Null) => None,
+        Some(w) => {
+            let field = |k: &str| w.get(k).and_then(Value::as_str).and_then(unb64url);
+            match (field("client_data_json"), field("authenticator_data"), field("signature")) {
+                (Some(client_data_json), Some(authenticator_data), Some(signature)) => {
+                    Some(Assertion { client_data_json, authenticator_data, signature })
+                }
+                _ => return Err("webauthn needs client_data_json, authenticator_data and signature (base64url)"),
+            }
+        }
+    };
+    Ok((approve, challenge, assertion))
+}
+
+/// A POST's device and body: the body read under the limit, then its signature checked.
+async fn signed_body(
+    core: &Arc<Core>,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(DeviceRow, web::Bytes), HttpResponse> {
+    let body = match super::read_body(payload, core.config.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(super::BodyError::TooLarge(_)) => {
+            return Err(page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large")))
+        }
+        Err(super::BodyError::Broken) => return Err(page_json(StatusCode::BAD_REQUEST, Some("Incomplete body"))),
+    };
+    match device(core, req, &body).await {
+        Ok(d) => Ok((d, body)),
+        Err(e) => Err(error(&e)),
+    }
+}
+
+async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (dev, body) = match signed_body(&core, &req, payload).await {
+        Ok(d) => d,
+        Err(res) => return res,
+    };
+    let Ok(id) = req.match_info().get("id").unwrap_or_default().parse::<i64>() else {
+        return error(&Error::Gone);
+    };
+    let parsed = serde_json::from_slice::<Value>(&body).map_err(|_| "the body must be a JSON object");
+    let (approve, challenge, assertion) = match parsed.and_then(|v| decision_of(&v)) {
+        Ok(d) => d,
+        Err(reason) => return page_json(StatusCode::BAD_REQUEST, Some(reason)),
+    };
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+    match core.call(move |c| c.decide_signin(&caller, &dev, id, approve, &challenge, assertion)).await {
+        Ok(status) => answer(StatusCode::OK, &json!({"success": true, "session_status": status})),
+        Err(e) => error(&e),
+    }
+}
+
+async fn webauthn_options(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let dev = match device(&core, &req, b"").await {
+        Ok(d) => d,
+        Err(e) => return error(&e),
+    };
+    match core.call(move |c| c.webauthn_options(&dev)).await {
+        Ok(o) => answer(StatusCode::OK, &json!(o)),
+        Err(e) => error(&e),
+    }
+}
+
+async fn webauthn_add(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (dev, body) = match signed_body(&core, &req, payload).await {
+        Ok(d) => d,
+        Err(res) => return res,
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let field = |k: &str| v.get(k).and_then(Value::as_str).and_then(unb64url);
+    let (Some(challenge), Some(client_data), Some(attestation)) =
+        (field("challenge"), field("client_data_json"), field("attestation_object"))
+    else {
+        return page_json(
+            StatusCode::BAD_REQUEST,
+            Some("challenge, client_data_json and attestation_object are required (base64url)"),
+        );
+    };
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+    match core.call(move |c| c.add_webauthn(&caller, &dev, &challenge, &client_data, &attestation)).await {
+        Ok(()) => page_json(StatusCode::OK, None),
+        Err(e) => error(&e),
+    }
+}
