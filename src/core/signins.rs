@@ -7,20 +7,22 @@
 //! master key, so the database alone gives no one a session's secret.
 //!
 //! The device side: a device registered through the page made its own P-256 key; each of its
-//! calls is signed with it (`device_call`) and refused once the device is lost. `acceptance`
-//! needs an approval from such a device; `device` also binds the approval to the request's own
-//! challenge, signed by the device's key; `facial` also needs a WebAuthn assertion, with user
-//! verification, from the platform authenticator the device registered
-//! (`add_webauthn`), over that same challenge.
+//! calls is signed with it (`device_call`) and refused once the device is lost. A device that
+//! registered without a key (a script, an app that only wanted the API key) may call with the API
+//! key it was handed (`device_by_api_key`). `acceptance` is a tap on approve from either;
+//! `device` needs the approval signed by the device's own key; `facial` also needs a WebAuthn
+//! assertion, with user verification, from the platform authenticator the device registered
+//! (`add_webauthn`), over the request's own challenge.
 
 use base64::Engine;
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 
 use super::audit::audit_in;
-use super::crypto::{ct_eq, hex, random_bytes, Secret};
+use super::crypto::{ct_eq, hex, random_bytes, sha256, Secret};
 use super::guard::Caller;
 use super::webauthn::{self, Credential};
 use super::{now_ms, Core, Error};
+use crate::store::apikeys;
 use crate::store::auth_sessions::{self, AuthSessionRow, NewAuthSession};
 use crate::store::devices::{self, DeviceRow};
 use crate::store::users;
@@ -173,7 +175,13 @@ impl Core {
             if abilities.is_empty() {
                 return Ok(Err("the user has no registered device".to_string()));
             }
-            let can = |m: &str| abilities.iter().any(|&(keyed, face)| keyed && (m != "facial" || face));
+            let can = |m: &str| {
+                abilities.iter().any(|a| match m {
+                    "acceptance" => a.keyed || a.api_key,
+                    "device" => a.keyed,
+                    _ => a.keyed && a.face,
+                })
+            };
             if let Some(m) = methods.iter().find(|m| !can(m)) {
                 return Ok(Err(if *m == "facial" {
                     "no registered device of the user has a face or fingerprint authenticator".to_string()
@@ -298,6 +306,29 @@ impl Core {
         Ok(device)
     }
 
+    /// A device's call authenticated by the API key it was handed at registration (HTTP Basic),
+    /// for a device that made no key of its own: it can approve `acceptance` sign-ins only. The
+    /// key's secret is checked like an API-key login's, under the same throttle.
+    pub fn device_by_api_key(&self, caller: &Caller, apikey: &str, secretkey: &Secret) -> Result<DeviceRow, Error> {
+        let now = now_ms();
+        let account = format!("apikey:{apikey}");
+        self.throttle.check(&account, caller, now)?;
+        let (key, device) = self.store.with(|c| Ok((apikeys::by_id(c, apikey)?, devices::by_api_key(c, apikey)?)))?;
+        let stored = key.as_ref().map(|k| k.secret_digest.as_slice()).unwrap_or(&[0u8; 32]);
+        let matches = ct_eq(&sha256(secretkey.expose().as_bytes()), stored);
+        match (key, device) {
+            (Some(_), Some(d)) if matches && d.lost_at.is_some() => Err(Error::Lost),
+            (Some(k), Some(d)) if matches && k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now) => Ok(d),
+            _ => {
+                if let Err(e) = self.throttle.failed(&account, caller, now) {
+                    log::warn!("a device's failed API key was not counted: {e}");
+                }
+                self.audit(caller, "device_auth_failed", None, None, Some(&account));
+                Err(Error::BadCredentials)
+            }
+        }
+    }
+
     /// The device as it is now, and the requests waiting for its user, for its application.
     pub fn device_requests(&self, device_id: i64) -> Result<(DeviceRow, Vec<Pending>), Error> {
         let now = now_ms();
@@ -321,15 +352,18 @@ impl Core {
         })
     }
 
-    /// The device answers request `id`: approve (`active`) or refuse (`cancelled`). `challenge`
-    /// must be the request's own; a `facial` approval needs `assertion`, verified with the
+    /// The device answers request `id`: approve (`active`) or refuse (`cancelled`). `signed`: the
+    /// call was signed by the device's own key (else it came with the API key, which approves
+    /// `acceptance` only). `challenge` must be the request's own; a `facial` approval needs `assertion`, verified with the
     /// device's WebAuthn credential over that challenge: one that fails ends the request
     /// (`failed`), so that a device in the wrong hands gets one try. Answers the new status;
     /// `Gone` when the request is not this device's to answer or waits no more.
+    #[allow(clippy::too_many_arguments)]
     pub fn decide_signin(
         &self,
         caller: &Caller,
         device: &DeviceRow,
+        signed: bool,
         id: i64,
         approve: bool,
         challenge: &[u8],
@@ -346,6 +380,10 @@ impl Core {
         }
         if !ct_eq(challenge, &row.challenge) {
             return Err(Error::invalid("challenge", "is not this request's"));
+        }
+        if approve && !signed && row.methods.split(',').any(|m| m == "device" || m == "facial") {
+            // Nothing was tried: the request waits on for a device that can sign.
+            return Err(Error::invalid("method", "this sign-in needs an approval signed by the device's own key"));
         }
         let mut status = if approve { "active" } else { "cancelled" };
         let mut count = None;

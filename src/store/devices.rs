@@ -35,35 +35,50 @@ pub struct DeviceRow {
     pub lost_at: Option<i64>,
 }
 
+const DEVICE: &str = "SELECT id, user_id, app_id, name, public_key, webauthn_id, webauthn_key, webauthn_count, lost_at
+                      FROM devices";
+
 pub fn by_id(conn: &Db, id: i64) -> Result<Option<DeviceRow>, Error> {
-    conn.query_opt(
-        "SELECT id, user_id, app_id, name, public_key, webauthn_id, webauthn_key, webauthn_count, lost_at
-         FROM devices WHERE id = ?1",
-        args![id],
-        |r| {
-            Ok(DeviceRow {
-                id: r.get(0)?,
-                user_id: r.get(1)?,
-                app_id: r.get(2)?,
-                name: r.get(3)?,
-                public_key: r.get(4)?,
-                webauthn_id: r.get(5)?,
-                webauthn_key: r.get(6)?,
-                webauthn_count: r.get(7)?,
-                lost_at: r.get(8)?,
-            })
-        },
-    )
+    conn.query_opt(&format!("{DEVICE} WHERE id = ?1"), args![id], device_row)
 }
 
-/// What the user's live devices for an application can do: (signs with its own key, has a
-/// WebAuthn user-verifying credential), one pair per device.
-pub fn abilities(conn: &Db, user_id: i64, app_id: &str) -> Result<Vec<(bool, bool)>, Error> {
+/// The device that was handed API key `api_key_id` at registration.
+pub fn by_api_key(conn: &Db, api_key_id: &str) -> Result<Option<DeviceRow>, Error> {
+    conn.query_opt(&format!("{DEVICE} WHERE api_key_id = ?1"), args![api_key_id], device_row)
+}
+
+fn device_row(r: &super::db::Row<'_>) -> Result<DeviceRow, Error> {
+    Ok(DeviceRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        app_id: r.get(2)?,
+        name: r.get(3)?,
+        public_key: r.get(4)?,
+        webauthn_id: r.get(5)?,
+        webauthn_key: r.get(6)?,
+        webauthn_count: r.get(7)?,
+        lost_at: r.get(8)?,
+    })
+}
+
+/// What one live device can do to answer a sign-in.
+#[derive(Debug, Clone, Copy)]
+pub struct Abilities {
+    /// It signs with its own key.
+    pub keyed: bool,
+    /// It has a WebAuthn user-verifying credential.
+    pub face: bool,
+    /// It holds the API key it was handed.
+    pub api_key: bool,
+}
+
+/// What each of the user's live devices for an application can do.
+pub fn abilities(conn: &Db, user_id: i64, app_id: &str) -> Result<Vec<Abilities>, Error> {
     conn.query_all(
-        "SELECT public_key IS NOT NULL, webauthn_key IS NOT NULL FROM devices
+        "SELECT public_key IS NOT NULL, webauthn_key IS NOT NULL, api_key_id IS NOT NULL FROM devices
          WHERE user_id = ?1 AND app_id = ?2 AND lost_at IS NULL",
         args![user_id, app_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok(Abilities { keyed: r.get(0)?, face: r.get(1)?, api_key: r.get(2)? }),
     )
 }
 

@@ -15,7 +15,10 @@
 //! <hex SHA-256 of the body (of nothing for a GET)>
 //! ```
 //!
-//! sent as `X-Device-Id`, `X-Device-Timestamp`, `X-Device-Nonce` and `X-Device-Signature`.
+//! sent as `X-Device-Id`, `X-Device-Timestamp`, `X-Device-Nonce` and `X-Device-Signature`. A
+//! device registered without a key of its own calls with `Authorization: Basic
+//! base64(apikey:secretkey)`, the API key it was handed: it answers `acceptance` sign-ins only,
+//! and cannot add a face or fingerprint.
 //!
 //! - `GET /device/requests?wait=S&have=ID,...` → `{"device":{...},"requests":[...]}`, at once
 //!   without `have` or when the waiting requests are not the `have` list, else when they change
@@ -33,12 +36,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
 use serde_json::{json, Value};
 
 use super::pages::{asset, guarded, html, page_json};
 use crate::core::crypto::{hex, sha256};
 use crate::core::guard::Caller;
 use crate::core::signins::{b64url, unb64url, Assertion, DeviceProof};
+use crate::core::Secret;
 use crate::core::{Core, Error};
 use crate::store::devices::DeviceRow;
 
@@ -77,6 +82,15 @@ fn error(e: &Error) -> HttpResponse {
     }
 }
 
+/// A face or fingerprint is added only by a device that signs with its own key: the assertion
+/// is checked as part of an approval signed by that key.
+fn needs_key() -> Error {
+    Error::invalid(
+        "device",
+        "only a device with its own key (registered through the page) can add a face or fingerprint",
+    )
+}
+
 /// The signed call's proof, read from its headers, over `body`.
 fn proof(req: &HttpRequest, body: &[u8]) -> Result<DeviceProof, Error> {
     let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim);
@@ -93,10 +107,30 @@ fn proof(req: &HttpRequest, body: &[u8]) -> Result<DeviceProof, Error> {
     Ok(DeviceProof { device_id, timestamp, nonce, signature, message: message.into_bytes() })
 }
 
-/// The device whose signature the call carries.
-async fn device(core: &Arc<Core>, req: &HttpRequest, body: &[u8]) -> Result<DeviceRow, Error> {
+/// `Authorization: Basic base64(apikey:secretkey)`, when the call carries it.
+fn api_key(req: &HttpRequest) -> Option<(String, Secret)> {
+    let value = req.headers().get("Authorization")?.to_str().ok()?;
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_string(), Secret::new(secret)))
+}
+
+/// The device the call comes from, and whether it signed with its own key (else it came with
+/// its API key).
+async fn device(core: &Arc<Core>, req: &HttpRequest, body: &[u8]) -> Result<(DeviceRow, bool), Error> {
+    if req.headers().get("X-Device-Signature").is_none() {
+        if let Some((id, secret)) = api_key(req) {
+            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+            return core.call(move |c| c.device_by_api_key(&caller, &id, &secret)).await.map(|d| (d, false));
+        }
+    }
     let p = proof(req, body)?;
-    core.call(move |c| c.device_call(&p)).await
+    core.call(move |c| c.device_call(&p)).await.map(|d| (d, true))
 }
 
 fn query(req: &HttpRequest) -> Vec<(String, String)> {
@@ -106,7 +140,7 @@ fn query(req: &HttpRequest) -> Vec<(String, String)> {
 async fn requests(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
     let device_id = match device(&core, &req, b"").await {
-        Ok(d) => d.id,
+        Ok((d, _)) => d.id,
         Err(e) => return error(&e),
     };
     let q = query(&req);
@@ -165,7 +199,7 @@ async fn signed_body(
     core: &Arc<Core>,
     req: &HttpRequest,
     payload: web::Payload,
-) -> Result<(DeviceRow, web::Bytes), HttpResponse> {
+) -> Result<((DeviceRow, bool), web::Bytes), HttpResponse> {
     let body = match super::read_body(payload, core.config.http.max_body_bytes).await {
         Ok(b) => b,
         Err(super::BodyError::TooLarge(_)) => {
@@ -181,7 +215,7 @@ async fn signed_body(
 
 async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let (dev, body) = match signed_body(&core, &req, payload).await {
+    let ((dev, signed), body) = match signed_body(&core, &req, payload).await {
         Ok(d) => d,
         Err(res) => return res,
     };
@@ -194,7 +228,7 @@ async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) 
         Err(reason) => return page_json(StatusCode::BAD_REQUEST, Some(reason)),
     };
     let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
-    match core.call(move |c| c.decide_signin(&caller, &dev, id, approve, &challenge, assertion)).await {
+    match core.call(move |c| c.decide_signin(&caller, &dev, signed, id, approve, &challenge, assertion)).await {
         Ok(status) => answer(StatusCode::OK, &json!({"success": true, "session_status": status})),
         Err(e) => error(&e),
     }
@@ -203,7 +237,8 @@ async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) 
 async fn webauthn_options(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
     let dev = match device(&core, &req, b"").await {
-        Ok(d) => d,
+        Ok((d, true)) => d,
+        Ok((_, false)) => return error(&needs_key()),
         Err(e) => return error(&e),
     };
     match core.call(move |c| c.webauthn_options(&dev)).await {
@@ -215,7 +250,8 @@ async fn webauthn_options(req: HttpRequest, core: web::Data<Core>) -> HttpRespon
 async fn webauthn_add(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
     let (dev, body) = match signed_body(&core, &req, payload).await {
-        Ok(d) => d,
+        Ok(((d, true), body)) => (d, body),
+        Ok(((_, false), _)) => return error(&needs_key()),
         Err(res) => return res,
     };
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -372,9 +372,10 @@ fn iampass() -> Vec<(String, &'static str, Value)> {
 fn device() -> Vec<(String, &'static str, Value)> {
     let e = "PageAnswer";
     let signed = || {
-        ["X-Device-Id", "X-Device-Timestamp", "X-Device-Nonce", "X-Device-Signature"]
+        // Either the four signature headers, or Authorization: Basic with the device's API key.
+        ["X-Device-Id", "X-Device-Timestamp", "X-Device-Nonce", "X-Device-Signature", "Authorization"]
             .iter()
-            .map(|h| header_param(h, true))
+            .map(|h| header_param(h, false))
             .collect::<Vec<_>>()
     };
     let b64 = || json!({"type": "string", "description": "base64url"});

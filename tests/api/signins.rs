@@ -706,3 +706,39 @@ async fn facial_sign_ins_use_the_devices_face_or_fingerprint_in_a_real_browser()
     assert!(browser.wait_text("section.device p.message", "refused").await.contains("Sign-in refused."));
     assert_eq!(shop.status(&s).await["status"], "cancelled");
 }
+
+#[actix_web::test]
+async fn a_device_without_a_key_of_its_own_approves_acceptance_with_its_api_key() {
+    if !vendor_here() {
+        return;
+    }
+    let shop = Shop::new(|_| {}).await;
+    let body = json!({"device_name": "Scripted phone"}).to_string().into_bytes();
+    let r = shop.app.send("POST", &shop.link("alice%40example.com").await, &[], Some(("application/json", body))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let basic = |secret: &str| {
+        let raw = format!("{}:{secret}", r.json["apikey"].as_str().unwrap());
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    };
+    let good = basic(r.json["secretkey"].as_str().unwrap());
+
+    let s = shop.start("alice@example.com", "device", "").await;
+    assert!(s["reason"].as_str().unwrap().contains("can do device"), "no key, no device method: {s}");
+    let s = shop.start("alice@example.com", "acceptance", "").await;
+    assert_eq!(s["status"], "pending", "{s}");
+
+    let a = shop.app.send("GET", "/device/requests?wait=0", &[("Authorization", &basic("wrong"))], None).await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    let a = shop.app.send("GET", "/device/requests?wait=0", &[("Authorization", &good)], None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let req = a.json["requests"][0].clone();
+    let a = shop.app.send("GET", "/device/webauthn", &[("Authorization", &good)], None).await;
+    assert_eq!(a.status, 400, "a face needs a device key: {}", a.text);
+
+    let decision = json!({"approve": true, "challenge": req["challenge"]}).to_string().into_bytes();
+    let target = format!("/device/requests/{}", req["id"]);
+    let a = shop.app.send("POST", &target, &[("Authorization", &good)], Some(("application/json", decision))).await;
+    assert_eq!(a.json, json!({"success": true, "session_status": "active"}), "{}", a.text);
+    assert_eq!(shop.status(&s).await["status"], "active");
+    assert!(shop.events().contains(&"device_auth_failed".to_string()));
+}
