@@ -3,7 +3,8 @@
 use std::io::Read;
 use std::process::Stdio;
 
-use serde_json::json;
+use base64::Engine;
+use serde_json::{json, Value};
 
 use crate::helpers::{call, free_port, gatehouse_cli, serve};
 
@@ -82,6 +83,13 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
 
     let port = free_port();
     let mut server = serve(d, env, port, Stdio::piped());
+    // Read as it is written: a full pipe would block the server's logging, and the server with it.
+    let mut stderr = server.child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    });
     let base = server.base.clone();
     let a = call("POST", &format!("{base}/iam/login"), Some(login_body("john.doe", PASSWORD))).await;
     assert_eq!(a.status, 200);
@@ -125,13 +133,14 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
     assert_eq!(call("GET", &format!("{base}{link}"), None).await.status, 200);
     assert_eq!(call("POST", &format!("{base}{link}"), Some(json!({"password": new_password}))).await.status, 200);
     let code = link.trim_start_matches("/reset/").to_string();
+    let signin_secrets = iampass_signin(&base, &app_secret).await;
     // Last, since a failure makes the account wait before its next sign-in (the throttle).
     let wrong = "a-wrong-password-attempt";
     assert_eq!(call("POST", &format!("{base}/iam/login"), Some(login_body("john.doe", wrong))).await.status, 401);
 
     server.child.kill().unwrap();
-    let mut log = String::new();
-    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    server.child.wait().unwrap();
+    let mut log = reader.join().unwrap();
     log += &cli_stderr;
     assert!(log.contains("gatehouse::access"), "the access log is there: {log}");
     assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log is at its most verbose: {log}");
@@ -147,9 +156,73 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
         ("CMS session", cms_sid.trim_start_matches("cmsSID=")),
         ("reset code", code.as_str()),
         ("new password", new_password),
-    ] {
+    ]
+    .into_iter()
+    .chain(signin_secrets.iter().map(|(w, s)| (*w, s.as_str())))
+    {
         assert!(!log.contains(secret), "the log holds the {what}");
         // Not even half of one.
         assert!(!log.contains(&secret[..secret.len() / 2]), "the log holds part of the {what}");
     }
+}
+
+/// An IAMPASS call to the served child, signed with the application `partner`'s secret.
+async fn iampass_call(base: &str, secret: &str, method: &str, target: &str, body: Option<Value>) -> Value {
+    let nonce = crate::iampass::fresh_nonce();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let url = format!("{}{target}", base.trim_start_matches("http://"));
+    let auth = format!("hmac partner:{nonce}:{}", crate::iampass::sign(secret, &nonce, &url, &ts));
+    let client = awc::Client::default();
+    let req =
+        if method == "GET" { client.get(format!("{base}{target}")) } else { client.post(format!("{base}{target}")) };
+    let req = req.insert_header(("Authentication", auth)).insert_header(("X-IAMPASS-Authentication-Timestamp", ts));
+    let mut res = match body {
+        Some(b) => req.send_json(&b).await.unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    res.json().await.unwrap()
+}
+
+/// A whole IAMPASS sign-in: a user added, a device registered (with its API key), a sign-in started
+/// by the vendor's client, approved by the device, closed. Answers the secrets it saw.
+async fn iampass_signin(base: &str, app_secret: &str) -> Vec<(&'static str, String)> {
+    if !crate::signins::vendor_here() {
+        return Vec::new();
+    }
+    iampass_call(base, app_secret, "POST", "/management/add_users/partner", Some(json!({"users": ["ann"]}))).await;
+    let link = iampass_call(base, app_secret, "GET", "/management/device_registration_link/partner/ann", None).await;
+    let link = link["register_url"].as_str().unwrap().to_string();
+    let device = call("POST", &link, Some(json!({"device_name": "phone"}))).await;
+    assert_eq!(device.status, 201, "{}", device.text);
+    let (apikey, secretkey) = (device.json["apikey"].as_str().unwrap(), device.json["secretkey"].as_str().unwrap());
+    let args = ["start", "partner", app_secret, "ann", "acceptance", ""].map(str::to_string).to_vec();
+    let session = crate::signins::vendor(base, args).await;
+    assert_eq!(session["status"], "pending", "{session}");
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{apikey}:{secretkey}")));
+    let client = awc::Client::default();
+    let mut res = client
+        .get(format!("{base}/device/requests?wait=0"))
+        .insert_header(("Authorization", basic.as_str()))
+        .send()
+        .await
+        .unwrap();
+    let pending: Value = res.json().await.unwrap();
+    let req = pending["requests"][0].clone();
+    let mut res = client
+        .post(format!("{base}/device/requests/{}", req["id"]))
+        .insert_header(("Authorization", basic.as_str()))
+        .send_json(&json!({"approve": true, "challenge": req["challenge"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.body().await);
+    let status = crate::signins::vendor(base, vec!["status".into(), session.to_string()]).await;
+    assert_eq!(status["status"], "active");
+    assert_eq!(crate::signins::vendor(base, vec!["destroy".into(), session.to_string()]).await["destroyed"], true);
+    vec![
+        ("registration code", link.rsplit('/').next().unwrap().to_string()),
+        ("device API secret", secretkey.to_string()),
+        ("session secret", session["secret"].as_str().unwrap().to_string()),
+        ("session token", session["token"].as_str().unwrap().to_string()),
+        ("sign-in challenge", req["challenge"].as_str().unwrap().to_string()),
+    ]
 }
