@@ -208,7 +208,8 @@ impl Core {
                     client: client.as_deref(),
                     created_at: now,
                     decide_by: now + cfg.approval_window.millis(),
-                    expires_at: now + duration_s * 1000,
+                    // Until approved, the deadline plus the duration; approved, the duration from then.
+                    expires_at: now + cfg.approval_window.millis() + duration_s * 1000,
                 },
             )?;
             audit_in(tx, caller, "signin_started", Some(app_id), Some(&user), None)?;

@@ -110,9 +110,12 @@ pub fn pending_for(conn: &Db, user_id: i64, app_id: &str, now: i64) -> Result<Ve
 
 /// Answers a request still waiting at `now` with `status`, by `device_id`; false when it was not
 /// waiting any more (answered, timed out, ended): the row count decides between racing answers.
+/// An approved session lasts its duration from now: `expires_at` was written as the deadline
+/// plus the duration.
 pub fn decide(conn: &Db, id: i64, status: &str, device_id: i64, now: i64) -> Result<bool, Error> {
     let n = conn.execute(
-        "UPDATE auth_sessions SET status = ?2, device_id = ?3, decided_at = ?4
+        "UPDATE auth_sessions SET status = ?2, device_id = ?3, decided_at = ?4,
+             expires_at = CASE WHEN ?2 = 'active' THEN ?4 + (expires_at - decide_by) ELSE expires_at END
          WHERE id = ?1 AND status = 'pending' AND decide_by > ?4",
         args![id, status, device_id, now],
     )?;

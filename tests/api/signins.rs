@@ -297,6 +297,8 @@ async fn the_vendor_client_signs_in_approved_on_the_device_then_logs_out() {
     let st = shop.status(&s).await;
     assert_eq!((st["status"].as_str(), st["active"].as_bool()), (Some("active"), Some(true)), "{st}");
     assert!(device.pending(&shop.app).await.is_empty(), "an answered request waits no more");
+    let lasts = "SELECT count(*) FROM auth_sessions WHERE status = 'active' AND expires_at - decided_at = 600000";
+    assert_eq!(shop.app.count(lasts), 1, "the session lasts duration_seconds from its approval");
 
     assert_eq!(shop.destroy(&s).await, json!({"destroyed": true}));
     assert_eq!(shop.status(&s).await["status"], "closed");
