@@ -37,6 +37,7 @@ pub struct Config {
     pub mail: Mail,
     pub iampass: Iampass,
     pub iqm: Iqm,
+    pub oauth: Oauth,
     pub throttle: Throttle,
     pub audit: Audit,
     pub tls: Tls,
@@ -163,6 +164,17 @@ pub struct Iampass {
     pub signins_per_user_minute: u32,
     /// Sign-ins one application may start per minute, for all its users.
     pub signins_per_app_minute: u32,
+}
+
+/// The standard doors (RFC 7662 introspection, RFC 7009 revocation) and forward auth.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Oauth {
+    /// Applications that may introspect and revoke the tokens of every application (a resource
+    /// server, a gateway). Any other application sees and revokes only its own tokens.
+    pub trusted_clients: Vec<String>,
+    /// Whether an introspection counts as a use of a token with an idle timeout.
+    pub introspection_is_use: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,6 +350,7 @@ impl Default for Config {
             mail: Mail::default(),
             iampass: Iampass::default(),
             iqm: Iqm::default(),
+            oauth: Oauth::default(),
             throttle: Throttle::default(),
             audit: Audit::default(),
             tls: Tls::default(),

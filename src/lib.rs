@@ -29,6 +29,8 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
     dialect::smartserver::routes(cfg);
     dialect::iampass::routes(cfg);
     dialect::iqm::routes(cfg);
+    dialect::oauth2::routes(cfg);
+    dialect::forward::routes(cfg);
 }
 
 /// Starts the HTTP server on `listener` (HTTPS when `[tls]` is configured) and the reaper beside it.

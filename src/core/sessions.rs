@@ -20,6 +20,12 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
+    pub(crate) fn parse(kind: &str) -> Option<TokenKind> {
+        [TokenKind::Iam, TokenKind::CmsSession, TokenKind::IqmAccess, TokenKind::IqmRefresh]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenKind::Iam => "iam",
@@ -291,13 +297,25 @@ impl Core {
     /// Checks a token and counts the check as a use. `app_id`, when given, must be the token's.
     /// One indexed read and no hashing: dialects call it on the executor (`Store::read_quick`).
     pub fn check_token(&self, kind: TokenKind, token: &Secret, app_id: Option<&str>) -> Result<TokenInfo, Error> {
+        self.look_at_token(kind, token, app_id, true)
+    }
+
+    /// [`Core::check_token`], counted as a use only when `is_use` (an introspection looks
+    /// without using).
+    pub(crate) fn look_at_token(
+        &self,
+        kind: TokenKind,
+        token: &Secret,
+        app_id: Option<&str>,
+        is_use: bool,
+    ) -> Result<TokenInfo, Error> {
         let now = now_ms();
         let d = digest(token);
         let live = self.store.read_quick(|c| self.live_token(c, &d, kind, now))?;
         if app_id.is_some_and(|a| a != live.app_id) {
             return Err(Error::BadToken);
         }
-        if live.idle_ms.is_some() {
+        if is_use && live.idle_ms.is_some() {
             self.touch(&d, now);
         }
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);

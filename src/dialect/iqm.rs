@@ -18,7 +18,6 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -119,20 +118,8 @@ fn basic(req: &HttpRequest) -> Result<Option<(String, Secret)>, ()> {
     parse_basic(value.to_str().map_err(|_| ())?).map(Some)
 }
 
-/// `Basic base64(client_id:client_secret)`: the id (no colon, 1 to 64 bytes) and the secret.
 fn parse_basic(value: &str) -> Result<(String, Secret), ()> {
-    let value = value.trim();
-    let (scheme, b64) = value.split_once(' ').ok_or(())?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(());
-    }
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| ())?;
-    let text = String::from_utf8(raw).map_err(|_| ())?;
-    let (id, secret) = text.split_once(':').ok_or(())?;
-    if id.is_empty() || id.len() > 64 || secret.is_empty() || secret.len() > 1024 {
-        return Err(());
-    }
-    Ok((id.to_string(), Secret::new(secret)))
+    crate::web::parse_basic(value).ok_or(())
 }
 
 /// The authenticated client of the request, or the 403 that refuses it.
@@ -387,6 +374,7 @@ async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Dat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
     use proptest::prelude::*;
 
     proptest! {

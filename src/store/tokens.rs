@@ -83,6 +83,11 @@ pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option
     })
 }
 
+/// The kind of the token stored under `digest`, whatever its state.
+pub fn kind_of(conn: &Db, digest: &[u8; 32]) -> Result<Option<String>, Error> {
+    conn.query_opt("SELECT kind FROM tokens WHERE digest = ?1", args![&digest[..]], |r| r.get(0))
+}
+
 /// Records uses for the idle timeout (never moving a last use backwards).
 pub fn touch(conn: &Db, digest: &[u8; 32], now: i64) -> Result<(), Error> {
     conn.execute(

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine;
 use serde_json::{json, Value};
 
 use super::pages::{asset, guarded, html, page_json};
@@ -109,15 +108,7 @@ fn proof(req: &HttpRequest, body: &[u8]) -> Result<DeviceProof, Error> {
 
 /// `Authorization: Basic base64(apikey:secretkey)`, when the call carries it.
 fn api_key(req: &HttpRequest) -> Option<(String, Secret)> {
-    let value = req.headers().get("Authorization")?.to_str().ok()?;
-    let (scheme, b64) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    Some((id.to_string(), Secret::new(secret)))
+    super::parse_basic(req.headers().get("Authorization")?.to_str().ok()?)
 }
 
 /// The device the call comes from, and whether it signed with its own key (else it came with

@@ -52,6 +52,23 @@ where
     }
 }
 
+/// `Basic base64(id:secret)`: the id (no colon, 1 to 64 bytes) and the secret (1 to 1024 bytes).
+/// Client credentials (IQM, the OAuth doors) and a device's API key come this way.
+pub fn parse_basic(value: &str) -> Option<(String, crate::core::Secret)> {
+    use base64::Engine;
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    if id.is_empty() || id.len() > 64 || secret.is_empty() || secret.len() > 1024 {
+        return None;
+    }
+    Some((id.to_string(), crate::core::Secret::new(secret)))
+}
+
 /// Adds `Retry-After` to an error answer whose error has one (throttled, busy).
 pub fn with_retry_after(mut res: HttpResponse, e: &crate::core::Error) -> HttpResponse {
     if let Some(secs) = e.retry_after_secs() {

@@ -492,6 +492,74 @@ fn device() -> Vec<(String, &'static str, Value)> {
     ]
 }
 
+/// The standard doors (dialect/oauth2.rs) and forward auth (dialect/forward.rs).
+fn standard() -> Vec<(String, &'static str, Value)> {
+    let e = "OauthError";
+    let form = || {
+        Some(json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": object(
+            json!({"token": string(), "token_type_hint": string()}),
+            &["token"],
+        )}}}))
+    };
+    let basic = || vec![header_param("Authorization", true)];
+    let introspection = object(
+        json!({
+            "active": {"type": "boolean"}, "sub": string(), "username": string(), "client_id": string(),
+            "token_type": {"type": "string", "enum": ["forepaas", "cms_session", "access_token", "refresh_token", "iampass_session"]},
+            "exp": {"type": "integer"}, "iat": {"type": "integer"}, "scope": string()
+        }),
+        &["active"],
+    );
+    let verify = |method: &str| {
+        json!({
+            "tags": ["Forward auth"],
+            "summary": format!("Forward auth ({method}): 200 with X-Auth-User, X-Auth-User-Id, X-Auth-App for a live Bearer token or cmsSID cookie"),
+            "parameters": [query_param("app", false), header_param("X-Auth-Require-App", false), header_param("Authorization", false)],
+            "responses": {
+                "200": {"description": "A live credential; who it is in the X-Auth-* headers"},
+                "401": text("No live credential (WWW-Authenticate: Bearer)", "text/plain"),
+                "503": text("Busy", "text/plain"),
+                "500": text("Internal error", "text/plain")
+            }
+        })
+    };
+    let mut out = vec![
+        (
+            "/oauth2/introspect".to_string(),
+            "post",
+            op(
+                "OAuth 2.0",
+                "RFC 7662 token introspection, any dialect's token",
+                basic(),
+                form(),
+                vec![("200", answer("The token, or {\"active\": false}", introspection))],
+                e,
+            ),
+        ),
+        (
+            "/oauth2/revoke".to_string(),
+            "post",
+            op(
+                "OAuth 2.0",
+                "RFC 7009 token revocation (a refresh token ends its family)",
+                basic(),
+                form(),
+                vec![("200", json!({"description": "Revoked, or nothing to revoke"}))],
+                e,
+            ),
+        ),
+        (
+            "/.well-known/oauth-authorization-server".to_string(),
+            "get",
+            json!({"tags": ["OAuth 2.0"], "summary": "RFC 8414 authorization server metadata", "responses": {"200": answer("The metadata", json!({"type": "object", "required": ["issuer"]}))}}),
+        ),
+    ];
+    for method in ["get", "post", "put", "delete", "patch"] {
+        out.push(("/auth/verify".to_string(), method, verify(method)));
+    }
+    out
+}
+
 fn iqm() -> Vec<(String, &'static str, Value)> {
     let e = "IqmError";
     let basic = || vec![header_param("Authorization", false)];
@@ -726,6 +794,7 @@ fn schemas() -> Value {
             "data": object(json!({"status": string(), "reason": string(), "supportEmail": string()}), &[]),
             "errorObjects": {"type": "array", "items": object(json!({"error": string(), "reason": string()}), &["error"])}
         }), &["success", "errorObjects"]),
+        "OauthError": object(json!({"error": string(), "error_description": string()}), &["error"]),
         "PageAnswer": object(json!({"success": boolean, "error": string()}), &["success"]),
     })
 }
@@ -733,8 +802,14 @@ fn schemas() -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for (path, method, operation) in
-        forepaas().into_iter().chain(smartserver()).chain(iampass()).chain(iqm()).chain(device()).chain(pages())
+    for (path, method, operation) in forepaas()
+        .into_iter()
+        .chain(smartserver())
+        .chain(iampass())
+        .chain(iqm())
+        .chain(standard())
+        .chain(device())
+        .chain(pages())
     {
         let entry = paths.entry(path).or_insert_with(|| json!({}));
         entry[method] = operation;

@@ -13,6 +13,8 @@ mod helpers;
 mod iampass;
 mod iqm;
 mod mail;
+mod nginx;
+mod oauth2;
 mod openapi;
 mod pg;
 mod process;

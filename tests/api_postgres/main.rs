@@ -25,6 +25,8 @@ mod iampass;
 mod iqm;
 #[path = "../api/mail.rs"]
 mod mail;
+#[path = "../api/oauth2.rs"]
+mod oauth2;
 #[path = "../api/pg.rs"]
 mod pg;
 #[path = "../api/signins.rs"]

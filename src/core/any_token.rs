@@ -1,0 +1,187 @@
+//! Any token gatehouse issued, whichever dialect issued it: described (RFC 7662 introspection),
+//! revoked (RFC 7009), and checked for a reverse proxy (forward auth).
+//!
+//! A token is found by its digest whatever its kind (ForePaaS, CMS session, IQM access or
+//! refresh); an IAMPASS session by its session token. An application sees and revokes only its
+//! own tokens, unless it is one of `oauth.trusted_clients`.
+
+use super::audit::audit_in;
+use super::crypto::Secret;
+use super::guard::Caller;
+use super::sessions::{digest, TokenInfo, TokenKind};
+use super::{now_ms, Core, Error, User};
+use crate::store::{auth_sessions, tokens, users};
+
+/// What introspection tells of a live token.
+#[derive(Debug)]
+pub struct Described {
+    pub user: User,
+    pub app_id: String,
+    /// `forepaas`, `cms_session`, `access_token`, `refresh_token` or `iampass_session`.
+    pub token_type: &'static str,
+    /// Unix ms.
+    pub issued_at: i64,
+    /// Unix ms: the earlier of its lifetime and its idle timeout.
+    pub expires_at: i64,
+    /// The OAuth scope, for the tokens that have one (IQM's).
+    pub scope: Option<&'static str>,
+}
+
+/// Where a token was found.
+enum Found {
+    Token(TokenKind),
+    Signin(auth_sessions::AuthSessionRow),
+    Nothing,
+}
+
+fn type_of(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Iam => "forepaas",
+        TokenKind::CmsSession => "cms_session",
+        TokenKind::IqmAccess => "access_token",
+        TokenKind::IqmRefresh => "refresh_token",
+    }
+}
+
+/// An IAMPASS session token: 32 hex characters.
+fn looks_like_signin(token: &Secret) -> bool {
+    let t = token.expose();
+    t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Core {
+    /// A client (an application, HTTP Basic) proves itself. A wrong secret counts against the
+    /// client and the caller's address like a wrong password, and is an audit event; a client
+    /// locked out waits like an account.
+    pub fn authenticate_client_throttled(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+        secret: &Secret,
+    ) -> Result<(), Error> {
+        let now = now_ms();
+        let account = format!("client:{client_id}");
+        self.throttle.check(&account, caller, now)?;
+        match self.authenticate_client(client_id, secret) {
+            Err(Error::BadClient) => {
+                if let Err(e) = self.throttle.failed(&account, caller, now) {
+                    log::warn!("a client's failed authentication was not counted: {e}");
+                }
+                self.audit(caller, "client_auth_failed", None, None, Some(client_id));
+                Err(Error::BadClient)
+            }
+            other => other,
+        }
+    }
+
+    fn may_see(&self, client: &str, app_id: &str) -> bool {
+        client == app_id || self.config.oauth.trusted_clients.iter().any(|c| c == client)
+    }
+
+    fn find(&self, token: &Secret) -> Result<Found, Error> {
+        let d = digest(token);
+        if let Some(kind) = self.store.read_quick(|c| tokens::kind_of(c, &d))? {
+            return Ok(TokenKind::parse(&kind).map_or(Found::Nothing, Found::Token));
+        }
+        if looks_like_signin(token) {
+            if let Some(row) = self.store.with(|c| auth_sessions::by_token(c, token.expose()))? {
+                return Ok(Found::Signin(row));
+            }
+        }
+        Ok(Found::Nothing)
+    }
+
+    /// RFC 7662: what `client` may know of `token`; None for anything not live or not its to see.
+    pub fn describe_token(&self, client: &str, token: &Secret) -> Result<Option<Described>, Error> {
+        let is_use = self.config.oauth.introspection_is_use;
+        let described = match self.find(token)? {
+            Found::Token(kind) => match self.look_at_token(kind, token, None, is_use) {
+                Ok(info) => Some(Described {
+                    token_type: type_of(kind),
+                    issued_at: info.created_at,
+                    expires_at: info.expires_at,
+                    scope: matches!(kind, TokenKind::IqmAccess | TokenKind::IqmRefresh).then_some("read write"),
+                    user: info.user,
+                    app_id: info.app_id,
+                }),
+                Err(Error::BadToken) => None,
+                Err(e) => return Err(e),
+            },
+            Found::Signin(row) if row.effective(now_ms()) == "active" => {
+                self.store.with(|c| users::by_id(c, row.user_id))?.filter(|u| !u.blocked).map(|user| Described {
+                    user,
+                    app_id: row.app_id.clone(),
+                    token_type: "iampass_session",
+                    issued_at: row.created_at,
+                    expires_at: row.expires_at,
+                    scope: None,
+                })
+            }
+            Found::Signin(_) | Found::Nothing => None,
+        };
+        Ok(described.filter(|d| self.may_see(client, &d.app_id)))
+    }
+
+    /// RFC 7009: ends `token` for `client`. A refresh token ends its whole family (the access
+    /// tokens of the same sign-in with it); an IAMPASS session is closed. Unknown, dead or already
+    /// revoked tokens change nothing and are no error; another application's token is
+    /// `NotMember` (the RFC's unauthorized_client) unless the client is trusted.
+    pub fn revoke_token(&self, caller: &Caller, client: &str, token: &Secret) -> Result<(), Error> {
+        let now = now_ms();
+        match self.find(token)? {
+            Found::Token(kind) => {
+                let Ok(info) = self.look_at_token(kind, token, None, false) else { return Ok(()) };
+                if !self.may_see(client, &info.app_id) {
+                    return Err(Error::NotMember);
+                }
+                let d = digest(token);
+                self.store.write(|tx| {
+                    match (&info.family, kind) {
+                        (Some(family), TokenKind::IqmRefresh) => tokens::revoke_family(tx, family, now)?,
+                        _ => usize::from(tokens::revoke(tx, &d, now)?),
+                    };
+                    audit_in(tx, caller, "token_revoked", Some(&info.app_id), Some(&info.user), None)
+                })?;
+            }
+            Found::Signin(row) => {
+                if !self.may_see(client, &row.app_id) {
+                    return Err(Error::NotMember);
+                }
+                self.store.write(|tx| {
+                    if auth_sessions::close(tx, row.id, now)? {
+                        let user = users::by_id(tx, row.user_id)?;
+                        audit_in(tx, caller, "token_revoked", Some(&row.app_id), user.as_ref(), None)?;
+                    }
+                    Ok(())
+                })?;
+                self.signins.notify_waiters();
+            }
+            Found::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// Forward auth: the live session behind a request's credential, a Bearer token (ForePaaS or
+    /// IQM access) or the CMS cookie, counted as a use. `app_id`, when the route names one, must
+    /// be the token's.
+    pub fn forward_check(
+        &self,
+        bearer: Option<&Secret>,
+        cms_cookie: Option<&Secret>,
+        app_id: Option<&str>,
+    ) -> Result<TokenInfo, Error> {
+        if let Some(token) = bearer {
+            let d = digest(token);
+            let kind = self.store.read_quick(|c| tokens::kind_of(c, &d))?.and_then(|k| TokenKind::parse(&k));
+            if let Some(kind @ (TokenKind::Iam | TokenKind::IqmAccess)) = kind {
+                if let Ok(info) = self.check_token(kind, token, app_id) {
+                    return Ok(info);
+                }
+            }
+        }
+        if let Some(token) = cms_cookie {
+            return self.check_token(TokenKind::CmsSession, token, app_id);
+        }
+        Err(Error::BadToken)
+    }
+}

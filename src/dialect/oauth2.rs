@@ -1,0 +1,174 @@
+//! The standard doors over every dialect's tokens: RFC 7662 introspection, RFC 7009 revocation,
+//! RFC 8414 metadata. A resource server that only receives a token learns whose it is here,
+//! whichever API issued it (ForePaaS token, CMS session, IQM access or refresh token, IAMPASS
+//! session token).
+//!
+//! - `POST /oauth2/introspect` (form `token`, `token_type_hint`), the client authenticated with
+//!   HTTP Basic (an application's id and secret) → 200 `{"active":true,"sub","username",
+//!   "client_id","token_type","exp","iat","scope"?}`, or exactly `{"active":false}` for anything
+//!   not live or not the client's to see
+//! - `POST /oauth2/revoke` (form `token`, `token_type_hint`), same client authentication → 200
+//!   with an empty body, also for unknown tokens (RFC 7009 §2.2)
+//! - `GET /.well-known/oauth-authorization-server` → the metadata, `issuer` = `public_url`
+//! - errors, RFC 6749 §5.2: `{"error","error_description"}`; `invalid_client` is 401 with
+//!   `WWW-Authenticate: Basic`, `invalid_request` and `unauthorized_client` 400, throttled 429 and
+//!   busy 503 with `Retry-After`
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::core::guard::Caller;
+use crate::core::{Core, Error, Secret};
+use crate::web::{media_type, parse_basic, read_body, BodyError};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth2/introspect", web::post().to(introspect))
+        .route("/oauth2/revoke", web::post().to(revoke))
+        .route("/.well-known/oauth-authorization-server", web::get().to(metadata));
+}
+
+fn answer(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Pragma", "no-cache"))
+        .body(body.to_string())
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+    answer(status, &json!({"error": error, "error_description": description}))
+}
+
+/// The one mapping from the core's errors to RFC 6749 §5.2 answers.
+fn error(e: &Error) -> HttpResponse {
+    match e {
+        Error::BadClient => {
+            let mut res = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed.");
+            res.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Basic realm=\"gatehouse\""),
+            );
+            res
+        }
+        Error::NotMember => {
+            oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", "The token was not issued to this client.")
+        }
+        Error::Throttled { .. } => crate::web::with_retry_after(
+            oauth_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", "Too many failed attempts, retry later."),
+            e,
+        ),
+        Error::Busy => crate::web::with_retry_after(
+            oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "Server busy, retry later."),
+            e,
+        ),
+        Error::Internal(id) => {
+            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &format!("Internal error (id {id})."))
+        }
+        e => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    }
+}
+
+/// The client's id and secret, and the form's `token`: what both doors read first.
+async fn request(
+    req: &HttpRequest,
+    payload: web::Payload,
+    core: &Core,
+) -> Result<(String, Secret, Secret), HttpResponse> {
+    let Some((client, secret)) = req.headers().get("Authorization").and_then(|v| v.to_str().ok()).and_then(parse_basic)
+    else {
+        return Err(error(&Error::BadClient));
+    };
+    if media_type(req).as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The body must be application/x-www-form-urlencoded.",
+        ));
+    }
+    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(_)) => {
+            return Err(oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "The body is too large."))
+        }
+        Err(BodyError::Broken) => {
+            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Incomplete body."))
+        }
+    };
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "The body is not a form."))?;
+    let tokens: Vec<&String> = form.iter().filter(|(k, _)| k == "token").map(|(_, v)| v).collect();
+    match tokens.as_slice() {
+        [t] if !t.is_empty() && t.len() <= 1024 => Ok((client, secret, Secret::new(t.as_str()))),
+        _ => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Exactly one token is required.")),
+    }
+}
+
+async fn introspect(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (client, secret, token) = match request(&req, payload, &core).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "oauth2");
+    let described = core.call(move |c| {
+        c.authenticate_client_throttled(&caller, &client, &secret)?;
+        c.describe_token(&client, &token)
+    });
+    match described.await {
+        Ok(Some(d)) => {
+            let mut body = json!({
+                "active": true,
+                "sub": d.user.id.to_string(),
+                "username": d.user.login,
+                "client_id": d.app_id,
+                "token_type": d.token_type,
+                "exp": d.expires_at / 1000,
+                "iat": d.issued_at / 1000,
+            });
+            if let Some(scope) = d.scope {
+                body["scope"] = json!(scope);
+            }
+            answer(StatusCode::OK, &body)
+        }
+        Ok(None) => answer(StatusCode::OK, &json!({"active": false})),
+        Err(e) => error(&e),
+    }
+}
+
+async fn revoke(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+    let core = core.into_inner();
+    let (client, secret, token) = match request(&req, payload, &core).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "oauth2");
+    let revoked = core.call(move |c| {
+        c.authenticate_client_throttled(&caller, &client, &secret)?;
+        c.revoke_token(&caller, &client, &token)
+    });
+    match revoked.await {
+        Ok(()) => HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn metadata(core: web::Data<Core>) -> HttpResponse {
+    let issuer = core.config.public_url();
+    let basic = json!(["client_secret_basic"]);
+    answer(
+        StatusCode::OK,
+        &json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}/api/v3/ua/oauth/token"),
+            "token_endpoint_auth_methods_supported": basic,
+            "grant_types_supported": ["password", "refresh_token"],
+            "response_types_supported": [],
+            "scopes_supported": ["read", "write"],
+            "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+            "introspection_endpoint_auth_methods_supported": basic,
+            "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+            "revocation_endpoint_auth_methods_supported": basic,
+        }),
+    )
+}
