@@ -1,0 +1,61 @@
+//! Forward auth for reverse proxies: the target of nginx's `auth_request`, Traefik's
+//! `forwardAuth` and Caddy's `forward_auth`.
+//!
+//! - `/auth/verify` (any method) → 200 with `X-Auth-User` (the login), `X-Auth-User-Id` and
+//!   `X-Auth-App` when the request carries a live credential: `Authorization: Bearer` with a
+//!   ForePaaS token or an IQM access token, or the CMS `cmsSID` cookie; else 401 with
+//!   `WWW-Authenticate: Bearer`. The route's application, when the proxy names one (query `app`
+//!   or header `X-Auth-Require-App`), must be the credential's. A verification is a use of the
+//!   session (it keeps an idle session alive, as browsing does).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::core::{Core, Error, Secret};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/verify", web::route().to(verify));
+}
+
+fn refused(status: StatusCode, text: &'static str) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
+        res.insert_header(("WWW-Authenticate", "Bearer realm=\"gatehouse\""));
+    }
+    res.insert_header(("Cache-Control", "no-store")).content_type("text/plain; charset=utf-8").body(text)
+}
+
+/// The route's application: `?app=` or `X-Auth-Require-App`.
+fn required_app(req: &HttpRequest) -> Option<String> {
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    query
+        .into_iter()
+        .find(|(k, _)| k == "app")
+        .map(|(_, v)| v)
+        .or_else(|| req.headers().get("X-Auth-Require-App").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .filter(|a| !a.is_empty())
+}
+
+async fn verify(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+    let bearer = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| Secret::new(t.trim()));
+    let cookie = req.cookie(crate::dialect::smartserver::COOKIE).map(|c| Secret::new(c.value()));
+    let app = required_app(&req);
+    let core = core.into_inner();
+    match core.quick(move |c| c.forward_check(bearer.as_ref(), cookie.as_ref(), app.as_deref())).await {
+        Ok(info) => HttpResponse::Ok()
+            .insert_header(("X-Auth-User", info.user.login.as_str()))
+            .insert_header(("X-Auth-User-Id", info.user.id.to_string()))
+            .insert_header(("X-Auth-App", info.app_id.as_str()))
+            .insert_header(("Cache-Control", "no-store"))
+            .finish(),
+        Err(Error::Busy) => refused(StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        Err(Error::Internal(_)) => refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        Err(_) => refused(StatusCode::UNAUTHORIZED, "unauthorized"),
+    }
+}
