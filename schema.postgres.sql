@@ -171,3 +171,13 @@ CREATE INDEX auth_sessions_user ON auth_sessions(user_id, app_id, created_at);
 CREATE INDEX auth_sessions_app ON auth_sessions(app_id, created_at);
 CREATE INDEX auth_sessions_pending ON auth_sessions(decide_by) WHERE status = 'pending';
 CREATE INDEX auth_sessions_expires ON auth_sessions(expires_at);
+
+-- version 3
+-- Ids are never reused (schema.sql version 9). Users' ids come from an identity column, which
+-- never goes back; workspace ids now come from a counter too.
+ALTER TABLE users ADD COLUMN password_set_at BIGINT;
+CREATE TABLE sequences (
+    name        TEXT PRIMARY KEY,
+    last        BIGINT NOT NULL
+);
+INSERT INTO sequences (name, last) SELECT 'workspace', COALESCE(MAX(workspace_id), 200000) FROM users;

@@ -214,3 +214,47 @@ CREATE INDEX auth_sessions_user ON auth_sessions(user_id, app_id, created_at);
 CREATE INDEX auth_sessions_app ON auth_sessions(app_id, created_at);
 CREATE INDEX auth_sessions_pending ON auth_sessions(decide_by) WHERE status = 'pending';
 CREATE INDEX auth_sessions_expires ON auth_sessions(expires_at);
+
+-- version 9
+-- Ids are never reused (issue #15): a user's id, once deleted, never names a new person in old
+-- audit lines, tokens or a client's records. SQLite reuses the highest rowid after a delete unless
+-- the key is AUTOINCREMENT, which cannot be added in place: the table is rebuilt (SQLite's
+-- "generalized ALTER TABLE procedure"; migrations run with foreign keys off and checked before
+-- each commit). `password_set_at` lets the sign-in throttle forget failures that came before the
+-- password was last set, also when another process (the CLI) set it.
+CREATE TABLE users_v9 (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    login               TEXT NOT NULL,
+    login_key           TEXT NOT NULL UNIQUE,
+    email               TEXT,
+    first_name          TEXT NOT NULL DEFAULT '',
+    last_name           TEXT NOT NULL DEFAULT '',
+    civility            TEXT NOT NULL DEFAULT '',
+    locale              TEXT,
+    customer_id         INTEGER,
+    user_type           TEXT NOT NULL DEFAULT 'USER' CHECK (user_type IN ('ADMIN', 'OWNER', 'USER')),
+    blocked             INTEGER NOT NULL DEFAULT 0,
+    license_accepted    INTEGER NOT NULL DEFAULT 0,
+    demo_mode           TEXT,
+    password_hash       TEXT,
+    password_expires_at INTEGER,
+    must_renew          INTEGER NOT NULL DEFAULT 0,
+    workspace_id        INTEGER UNIQUE,
+    created_at          INTEGER NOT NULL,
+    password_set_at     INTEGER
+) STRICT;
+INSERT INTO users_v9 (id, login, login_key, email, first_name, last_name, civility, locale, customer_id,
+                      user_type, blocked, license_accepted, demo_mode, password_hash, password_expires_at,
+                      must_renew, workspace_id, created_at)
+    SELECT id, login, login_key, email, first_name, last_name, civility, locale, customer_id,
+           user_type, blocked, license_accepted, demo_mode, password_hash, password_expires_at,
+           must_renew, workspace_id, created_at FROM users;
+DROP TABLE users;
+ALTER TABLE users_v9 RENAME TO users;
+-- Counters that only go up: IQM workspace ids (owId) came from MAX(workspace_id) + 1, which
+-- handed a deleted owner's workspace id to the next sign-up.
+CREATE TABLE sequences (
+    name        TEXT PRIMARY KEY,
+    last        INTEGER NOT NULL
+) STRICT;
+INSERT INTO sequences (name, last) SELECT 'workspace', COALESCE(MAX(workspace_id), 200000) FROM users;

@@ -29,6 +29,7 @@ const TABLES: &[(&str, &str)] = &[
     ("nonces", "ORDER BY expires_at DESC"),
     ("audit", "ORDER BY id"),
     ("auth_sessions", "ORDER BY id"),
+    ("sequences", ""),
 ];
 
 /// Tables whose ids come from an identity column, set past the copied ids afterwards.
@@ -76,6 +77,10 @@ pub fn sqlite_to_postgres(config: &Config, file: &Path) -> Result<Copied, String
         ));
     }
     let rows = read_all(&src).map_err(|e| format!("{}: {e}", file.display()))?;
+    // The highest user id SQLite ever gave (AUTOINCREMENT), which may belong to a deleted user.
+    let users_seq: i64 = src
+        .query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'users'), 0)", [], |r| r.get(0))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let dest = Store::open(config).map_err(|e| e.to_string())?;
     let taken: i64 = dest
         .with(|c| c.value("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM applications)", crate::args![]))
@@ -83,7 +88,7 @@ pub fn sqlite_to_postgres(config: &Config, file: &Path) -> Result<Copied, String
     if taken > 0 {
         return Err("the PostgreSQL database already holds users or applications: copy into an empty one".into());
     }
-    dest.write(|tx| write_all(tx, &rows)).map_err(|e| e.to_string())?;
+    dest.write(|tx| write_all(tx, &rows, users_seq)).map_err(|e| e.to_string())?;
     Ok(rows.iter().map(|(table, _, r)| (*table, r.len())).collect())
 }
 
@@ -116,25 +121,30 @@ fn read_all(src: &Connection) -> rusqlite::Result<Vec<TableRows>> {
     Ok(out)
 }
 
-fn write_all(tx: &Db, tables: &[TableRows]) -> Result<(), Error> {
+fn write_all(tx: &Db, tables: &[TableRows], users_seq: i64) -> Result<(), Error> {
     for (table, columns, rows) in tables {
         let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
-            columns.join(", "),
-            marks.join(", ")
-        );
+        // The destination's counters were set by its own migration, on no data: the source's
+        // are the ones that count, unless already higher.
+        let conflict = if *table == "sequences" {
+            "ON CONFLICT (name) DO UPDATE SET last = GREATEST(sequences.last, EXCLUDED.last)"
+        } else {
+            "ON CONFLICT DO NOTHING"
+        };
+        let sql = format!("INSERT INTO {table} ({}) VALUES ({}) {conflict}", columns.join(", "), marks.join(", "));
         for row in rows {
             let args: Vec<&dyn ToValue> = row.iter().map(|v| v as &dyn ToValue).collect();
             tx.execute(&sql, &args)?;
         }
     }
     for table in IDENTITIES {
+        let floor = if *table == "users" { users_seq } else { 0 };
         tx.value::<i64>(
             &format!(
-                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) FROM {table}"
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(coalesce(max(id), 0), ?1) + 1, false) \
+                 FROM {table}"
             ),
-            crate::args![],
+            crate::args![floor],
         )?;
     }
     Ok(())

@@ -57,6 +57,8 @@ pub enum OpenError {
     Thread { path: String, source: std::io::Error },
     #[error("database {path} is at schema version {found}, newer than this gatehouse knows ({known}); use a newer gatehouse")]
     TooNew { path: String, found: i64, known: i64 },
+    #[error("database {path}: {reason}")]
+    Migration { path: String, reason: String },
     /// The PostgreSQL server named by store.postgres_url (never printed whole: it may hold a password).
     #[error("postgres {server}: {reason}")]
     Postgres { server: String, reason: String },

@@ -193,18 +193,39 @@ fn migrate(conn: &mut Connection, name: &str) -> Result<(), OpenError> {
     if current > known {
         return Err(OpenError::TooNew { path: name.to_string(), found: current, known });
     }
-    for (version, sql) in blocks.into_iter().filter(|(n, _)| *n > current) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sq)?;
-        // Another process may have migrated while we waited for the lock.
-        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sq)?;
-        if now < version {
-            tx.execute_batch(&sql).map_err(sq)?;
-            tx.execute_batch(&format!("PRAGMA user_version = {version}")).map_err(sq)?;
-            log::info!("database {name}: schema migrated to version {version}");
-        }
-        tx.commit().map_err(sq)?;
+    // A block may rebuild a table that others reference (SQLite cannot change a key in place):
+    // with foreign keys on, dropping the old table would cascade into its children. They are off
+    // while blocks run (the pragma cannot change inside a transaction), and every block must leave
+    // them consistent before it commits.
+    let pending = blocks.into_iter().filter(|(n, _)| *n > current).collect::<Vec<_>>();
+    if pending.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(sq)?;
+    let result = (|| {
+        for (version, sql) in pending {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sq)?;
+            // Another process may have migrated while we waited for the lock.
+            let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sq)?;
+            if now < version {
+                tx.execute_batch(&sql).map_err(sq)?;
+                let broken: i64 =
+                    tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).map_err(sq)?;
+                if broken > 0 {
+                    return Err(OpenError::Migration {
+                        path: name.to_string(),
+                        reason: format!("schema version {version} left {broken} rows whose foreign keys point nowhere"),
+                    });
+                }
+                tx.execute_batch(&format!("PRAGMA user_version = {version}")).map_err(sq)?;
+                log::info!("database {name}: schema migrated to version {version}");
+            }
+            tx.commit().map_err(sq)?;
+        }
+        Ok(())
+    })();
+    conn.execute_batch("PRAGMA foreign_keys = ON").map_err(sq)?;
+    result
 }
 
 #[cfg(test)]
@@ -261,6 +282,47 @@ mod tests {
             conn.execute_batch(&format!("PRAGMA user_version = {n}")).unwrap();
         }
         conn
+    }
+
+    #[test]
+    fn users_are_rebuilt_with_their_children_and_ids_are_never_reused_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (n, sql) in versions(SCHEMA).into_iter().filter(|(n, _)| *n <= 8) {
+                conn.execute_batch(&sql).unwrap();
+                conn.execute_batch(&format!("PRAGMA user_version = {n}")).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 INSERT INTO applications (id, created_at) VALUES ('app', 1);
+                 INSERT INTO users (login, login_key, email, password_hash, workspace_id, created_at)
+                     VALUES ('al', 'al', 'al@x', '$argon2id$x', 200007, 1), ('bo', 'bo', NULL, NULL, NULL, 2);
+                 INSERT INTO memberships (user_id, app_id, created_at) VALUES (1, 'app', 3), (2, 'app', 3);
+                 INSERT INTO tokens (digest, kind, user_id, app_id, created_at, last_used_at, idle_ms, expires_at)
+                     VALUES (x'01', 'iam', 2, 'app', 10, 11, NULL, 40);",
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        migrate(&mut conn, "t").unwrap();
+        let count = |c: &Connection, sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count(&conn, "SELECT count(*) FROM memberships"), 2, "the rebuild cascaded into nothing");
+        assert_eq!(count(&conn, "SELECT count(*) FROM tokens WHERE user_id = 2"), 1);
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM users WHERE password_hash = '$argon2id$x' AND email = 'al@x'"),
+            1
+        );
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1, "foreign keys are on again");
+        assert_eq!(count(&conn, "SELECT last FROM sequences WHERE name = 'workspace'"), 200007);
+        // Deleting the newest user cascades as before, and the next user does not get its id.
+        conn.execute_batch("DELETE FROM users WHERE id = 2").unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM memberships"), 1);
+        assert_eq!(count(&conn, "SELECT count(*) FROM tokens"), 0);
+        conn.execute_batch("INSERT INTO users (login, login_key, created_at) VALUES ('cy', 'cy', 4)").unwrap();
+        assert_eq!(count(&conn, "SELECT id FROM users WHERE login = 'cy'"), 3);
     }
 
     #[test]

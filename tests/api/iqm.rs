@@ -109,6 +109,26 @@ async fn sign_up_makes_a_user_in_a_new_workspace_and_signs_them_in() {
 }
 
 #[actix_web::test]
+async fn a_deleted_users_id_and_workspace_are_never_given_again() {
+    let iqm = Iqm::new().await;
+    assert_eq!(iqm.sign_up("first@iqm.com").await.status, 200);
+    assert_eq!(iqm.sign_up("gone@iqm.com").await.status, 200);
+    let gone = iqm.app.core.user_by_login("gone@iqm.com").unwrap();
+    assert_eq!(gone.workspace_id, Some(200002));
+    let caller = gatehouse::core::guard::Caller::local();
+    assert_eq!(iqm.app.core.remove_app_users(&caller, "iqm-client", &["gone@iqm.com".into()]).unwrap(), 1);
+    assert!(iqm.app.core.user_by_login("gone@iqm.com").is_err(), "deleted altogether");
+
+    // The next person is someone else: a new id, a new workspace; the old owId answers nothing.
+    let a = iqm.sign_up("next@iqm.com").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let next = iqm.app.core.user_by_login("next@iqm.com").unwrap();
+    assert!(next.id > gone.id, "id {} after a deleted {}", next.id, gone.id);
+    assert_eq!(next.workspace_id, Some(200003));
+    assert_eq!(iqm.info(a.json["data"]["access_token"].as_str().unwrap(), "200002").await.status, 401);
+}
+
+#[actix_web::test]
 async fn sign_up_refusals_are_403_and_create_nothing() {
     let iqm = Iqm::new().await;
     iqm.sign_up("taken@iqm.com").await;
