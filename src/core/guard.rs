@@ -157,6 +157,22 @@ impl Throttle {
         Ok(outcome)
     }
 
+    /// Forgets the account's failures when its password was set (at `set_at`, maybe by another
+    /// process: the CLI) after the last of them; true when it did. The address keeps its count.
+    pub fn forget_if_before(&self, account: &str, set_at: i64) -> Result<bool, Error> {
+        let key = format!("a:{}", account.to_lowercase());
+        let last = if let Some(store) = &self.shared {
+            store.with(|c| shared::get(c, &key))?.map(|e| e.last_failure)
+        } else {
+            self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map(|e| e.last_failure)
+        };
+        if last.is_some_and(|last| last < set_at) {
+            self.succeeded(account)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// A success clears the account's count (not the address's).
     pub fn succeeded(&self, account: &str) -> Result<(), Error> {
         let key = format!("a:{}", account.to_lowercase());

@@ -108,6 +108,7 @@ impl Core {
             Ok(link.user_id)
         })?;
         log::info!("user {user_id} reset their password; every session ended");
+        self.forget_failures(user_id);
         let user = self.user_by_id(user_id).ok();
         self.audit(caller, "reset_done", None, user.as_ref(), None);
         Ok(())

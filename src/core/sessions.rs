@@ -49,10 +49,18 @@ impl Core {
         use super::stats::bump;
         let now = now_ms();
         if let Err(e) = self.throttle.check(account, caller, now) {
-            if matches!(e, Error::Throttled { .. }) {
-                bump(&self.counters.throttled, 1);
+            // A password set since the failures (a reset, a change, `gatehouse user passwd` in
+            // another process) frees the account; the address stays held if it is.
+            if !(matches!(e, Error::Throttled { .. }) && self.password_set_since_failures(account)) {
+                if matches!(e, Error::Throttled { .. }) {
+                    bump(&self.counters.throttled, 1);
+                }
+                return Err(e);
             }
-            return Err(e);
+            if let Err(e) = self.throttle.check(account, caller, now) {
+                bump(&self.counters.throttled, 1);
+                return Err(e);
+            }
         }
         let result = attempt();
         match &result {
@@ -82,6 +90,31 @@ impl Core {
             Err(_) => {}
         }
         result
+    }
+
+    /// True when `account`'s failures came before its password was last set, and are now forgotten.
+    fn password_set_since_failures(&self, account: &str) -> bool {
+        let set_at = match self.store.with(|c| users::password_set_at(c, account)) {
+            Ok(Some(t)) => t,
+            Ok(None) => return false,
+            Err(e) => {
+                log::warn!("a throttled account's password date was not read: {e}");
+                return false;
+            }
+        };
+        self.throttle.forget_if_before(account, set_at).unwrap_or_else(|e| {
+            log::warn!("a throttled account's failures were not forgotten: {e}");
+            false
+        })
+    }
+
+    /// After a password is set: the failures counted against the user's login are forgotten, so
+    /// that the owner is not locked out by the guesses the reset answered. The addresses keep theirs.
+    pub(crate) fn forget_failures(&self, user_id: i64) {
+        let Ok(user) = self.user_by_id(user_id) else { return };
+        if let Err(e) = self.throttle.succeeded(&user.login) {
+            log::warn!("a failure count was not cleared after a password change: {e}");
+        }
     }
 
     /// (idle timeout, lifetime) in milliseconds for a kind of token.

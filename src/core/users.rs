@@ -206,6 +206,7 @@ impl Core {
             Ok(())
         })?;
         log::info!("user {user_id} password changed, other sessions revoked");
+        self.forget_failures(user_id);
         Ok(())
     }
 }

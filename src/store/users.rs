@@ -109,10 +109,21 @@ pub fn set_blocked(conn: &Db, id: i64, blocked: bool) -> Result<(), Error> {
 
 pub fn set_password(conn: &Db, id: i64, hash: &str, expires_at: Option<i64>) -> Result<(), Error> {
     conn.execute(
-        "UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0 WHERE id = ?1",
-        args![id, hash, expires_at],
+        "UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0, password_set_at = ?4 \
+         WHERE id = ?1",
+        args![id, hash, expires_at, crate::core::now_ms()],
     )?;
     Ok(())
+}
+
+/// When the password of the user who signs in as `account` was last set (every dialect signs in
+/// by login; IQM's "email" is the login).
+pub fn password_set_at(conn: &Db, account: &str) -> Result<Option<i64>, Error> {
+    Ok(conn
+        .query_opt("SELECT password_set_at FROM users WHERE login_key = ?1", args![login_key(account)], |r| {
+            r.get::<Option<i64>>(0)
+        })?
+        .flatten())
 }
 
 pub fn is_member(conn: &Db, user_id: i64, app_id: &str) -> Result<bool, Error> {
@@ -147,14 +158,15 @@ pub fn delete(conn: &Db, user_id: i64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Gives a user the next free workspace id (from 200001 up) if they have none; returns theirs.
-/// Call inside a write transaction, so that two callers never take the same id.
+/// Gives a user the next workspace id (from 200001 up, never one given before, even to a user
+/// since deleted) if they have none; returns theirs. Call inside a write transaction.
 pub fn ensure_workspace(conn: &Db, user_id: i64) -> Result<i64, Error> {
     let current: Option<i64> = conn.value("SELECT workspace_id FROM users WHERE id = ?1", args![user_id])?;
     if let Some(ws) = current {
         return Ok(ws);
     }
-    let next: i64 = conn.value("SELECT COALESCE(MAX(workspace_id), 200000) + 1 FROM users", args![])?;
+    let next: i64 =
+        conn.value("UPDATE sequences SET last = last + 1 WHERE name = 'workspace' RETURNING last", args![])?;
     conn.execute("UPDATE users SET workspace_id = ?2 WHERE id = ?1", args![user_id, next])?;
     Ok(next)
 }

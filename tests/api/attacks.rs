@@ -5,7 +5,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, Answer, TestApp};
+use crate::helpers::{gatehouse_cli, link_in, spawn_app_with, Answer, TestApp};
 
 const PASSWORD: &str = "the right password";
 
@@ -118,6 +118,90 @@ async fn a_success_resets_the_account() {
     assert_eq!(iam(&app, who, "guess").await.status, 401, "no wait carried over");
     sleep_ms(650).await;
     assert_eq!(iam(&app, who, "guess").await.status, 401, "and the count started again: no lockout yet");
+}
+
+/// Locks `who` out (three failures, no delay between them) and checks that the right password
+/// is refused.
+async fn lock_out(app: &TestApp, who: &str) {
+    for i in 0..3 {
+        let a = iam(app, who, &format!("guess {i}")).await;
+        assert!(matches!(a.status, 401 | 403), "{}", a.text);
+    }
+    assert_eq!(iam(app, who, PASSWORD).await.status, 429, "locked out");
+}
+
+fn throttled_without_delay(c: &mut gatehouse::config::Config) {
+    throttled(c);
+    c.throttle.delay = gatehouse::config::Seconds(Duration::ZERO);
+}
+
+#[actix_web::test]
+async fn a_reset_by_mail_frees_the_locked_out_owner_but_not_the_address() {
+    let (app, _) = setup(|c| {
+        throttled_without_delay(c);
+        c.throttle.address_failures = 4;
+    })
+    .await;
+    let who = "mark@example.com";
+    lock_out(&app, who).await;
+    let body = json!({"userName": who, "emailAddress": who}).to_string().into_bytes();
+    assert_eq!(app.send("POST", "/cms/iap/auth/resetPwd", &[], Some(("application/json", body))).await.status, 200);
+    let link = link_in(&app.wait_outbox(1).await[0], "reset").unwrap();
+    let new = json!({"password": "the password after the reset"}).to_string().into_bytes();
+    assert_eq!(app.send("POST", &link, &[], Some(("application/json", new))).await.status, 200);
+
+    let a = iam(&app, who, "the password after the reset").await;
+    assert_eq!(a.status, 200, "the owner signs in at once: {}", a.text);
+    // The address that guessed still has its count: one more failure (the fourth) locks it.
+    assert_eq!(iam(&app, "someone.else", "guess").await.status, 401);
+    assert_eq!(iam(&app, who, "the password after the reset").await.status, 429, "the address is held");
+}
+
+#[actix_web::test]
+async fn a_password_change_frees_the_account() {
+    let (app, _) = setup(throttled_without_delay).await;
+    let who = "mark@example.com";
+    let token = iam(&app, who, PASSWORD).await.json["token"].as_str().unwrap().to_string();
+    lock_out(&app, who).await;
+    // Even the owner's own change is held while the account is locked (it checks the old password)...
+    let path = format!("/iam/passwordChange?app_id=forepaas&token={token}");
+    let change = json!({"password": "a changed password", "oldpassword": PASSWORD});
+    assert_eq!(app.post_json(&path, &change).await.status, 429);
+    // ...but an administrator's change frees it, made by the command line in another process.
+    let data = app.core.config.data_dir.to_str().unwrap().to_string();
+    let (backend, url) = (app.core.config.store.backend.clone(), app.core.config.store.postgres_url.clone());
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        let env = [
+            ("GATEHOUSE_DATA_DIR", data.as_str()),
+            ("GATEHOUSE_STORE__BACKEND", backend.as_str()),
+            ("GATEHOUSE_STORE__POSTGRES_URL", url.as_str()),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        gatehouse_cli(
+            dir.path(),
+            &env,
+            &["user", "passwd", "mark@example.com", "--password-stdin"],
+            "set by the admin\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = iam(&app, who, "set by the admin").await;
+    assert_eq!(a.status, 200, "the failures before the new password are forgotten: {}", a.text);
+    let token = a.json["token"].as_str().unwrap().to_string();
+
+    // And a change by the owner clears the count too: three more failures are needed to lock.
+    for i in 0..2 {
+        assert_eq!(iam(&app, who, &format!("again {i}")).await.status, 401);
+    }
+    let path = format!("/iam/passwordChange?app_id=forepaas&token={token}");
+    let change = json!({"password": "the owner's own choice", "oldpassword": "set by the admin"});
+    assert_eq!(app.post_json(&path, &change).await.status, 200);
+    for i in 0..2 {
+        assert_eq!(iam(&app, who, &format!("after {i}")).await.status, 401, "the count started again");
+    }
+    assert_eq!(iam(&app, who, "the owner's own choice").await.status, 200);
 }
 
 #[actix_web::test]
