@@ -66,14 +66,23 @@ enum Command {
     },
 }
 
+/// A secret an operator gives for an application is at least as long as a generated one's
+/// 32 random bytes, unless they insist (`--allow-short-secret`).
+const MIN_GIVEN_SECRET: usize = 32;
+
 #[derive(Subcommand)]
 enum AppCommand {
     /// Add an application; prints its generated secret as the last word
     Add {
         id: String,
         /// Read the secret from the first line of standard input instead of generating one
+        /// (at least 32 bytes)
         #[arg(long)]
         secret_stdin: bool,
+        /// Accept a given secret shorter than 32 bytes (16 at the least), for a client that
+        /// cannot hold a longer one
+        #[arg(long, requires = "secret_stdin")]
+        allow_short_secret: bool,
     },
     /// List applications
     List,
@@ -292,8 +301,14 @@ fn run(config: Config, command: Command) -> Result<(), String> {
         | Command::Restore { .. }
         | Command::Argon2Bench { .. }
         | Command::MigrateStore { .. } => Ok(()),
-        Command::App(AppCommand::Add { id, secret_stdin }) => {
+        Command::App(AppCommand::Add { id, secret_stdin, allow_short_secret }) => {
             let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
+            if given.as_ref().is_some_and(|s| s.expose().len() < MIN_GIVEN_SECRET) && !allow_short_secret {
+                return Err(format!(
+                    "the secret must be at least {MIN_GIVEN_SECRET} bytes (a generated one is 32 random bytes); \
+                     --allow-short-secret takes a shorter one"
+                ));
+            }
             let secret = core.add_app(&id, given).map_err(e)?;
             if secret_stdin {
                 println!("application {id} added");

@@ -74,6 +74,21 @@ impl Core {
         }
     }
 
+    /// A request signed with the wrong secret of `app_id` (IAMPASS's HMAC): counted against the
+    /// application and the address like a wrong password, and an audit event. A right signature
+    /// is never refused for it (an application's secret is 256 bits: the count is there to see
+    /// and slow a prober, not to lock the application out of its own calls by someone else's
+    /// failures); the wrong one is answered `Throttled` once the count holds the caller back.
+    pub fn signature_failed(&self, caller: &Caller, app_id: &str) -> Option<Error> {
+        let now = now_ms();
+        let account = format!("client:{app_id}");
+        if let Err(e) = self.throttle.failed(&account, caller, now) {
+            log::warn!("a bad signature was not counted: {e}");
+        }
+        self.audit(caller, "signature_failed", Some(app_id), None, None);
+        self.throttle.check(&account, caller, now).err()
+    }
+
     fn may_see(&self, client: &str, app_id: &str) -> bool {
         client == app_id || self.config.oauth.trusted_clients.iter().any(|c| c == client)
     }

@@ -126,10 +126,9 @@ fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
             res
         }
         Error::Internal(id) => refused(StatusCode::INTERNAL_SERVER_ERROR, &format!("internal error (id {id})")),
-        Error::Throttled { .. } => crate::web::with_retry_after(
-            refused(StatusCode::TOO_MANY_REQUESTS, "too many sign-in requests, retry later"),
-            e,
-        ),
+        Error::Throttled { .. } => {
+            crate::web::with_retry_after(refused(StatusCode::TOO_MANY_REQUESTS, "too many requests, retry later"), e)
+        }
         Error::BadToken => refused(StatusCode::NOT_FOUND, "no such session"),
         other => refused(StatusCode::BAD_REQUEST, &other.to_string()),
     }
@@ -167,6 +166,8 @@ struct Signature {
     ts: i64,
     /// Host and request target as sent; None without a Host.
     url: Option<String>,
+    /// Who sent it, for counting bad signatures.
+    caller: Caller,
 }
 
 /// Why a signed call is not answered with success: an answer of this dialect's (a refused
@@ -216,6 +217,7 @@ fn signature_of(req: &HttpRequest, path_app: &str) -> Result<Signature, Refused>
         timestamp,
         ts,
         url: host.map(|h| format!("{h}{target}")),
+        caller: Caller::new(req.peer_addr().map(|a| a.ip()), "iampass"),
     })
 }
 
@@ -235,8 +237,15 @@ fn verify(c: &Core, sig: &Signature) -> Result<(), Refused> {
 /// millisecond more.
 fn check(c: &Core, sig: &Signature) -> Result<i64, Refused> {
     let secret = c.app_secret(&sig.app)?;
-    check_with(c, sig, secret.expose())
+    check_with(c, sig, secret.expose()).map_err(|r| match r {
+        Refused::Answer(_, ref reason) if reason == BAD_SIGNATURE => {
+            c.signature_failed(&sig.caller, &sig.app).map(Refused::Core).unwrap_or(r)
+        }
+        r => r,
+    })
 }
+
+const BAD_SIGNATURE: &str = "bad signature";
 
 /// [`check`] with the shared secret given: an application's, or an authentication session's.
 fn check_with(c: &Core, sig: &Signature, secret: &str) -> Result<i64, Refused> {
@@ -244,14 +253,14 @@ fn check_with(c: &Core, sig: &Signature, secret: &str) -> Result<i64, Refused> {
     if (now_ms() - sig.ts.saturating_mul(1000)).abs() > window {
         return Err(denied("stale timestamp"));
     }
-    let Some(url) = &sig.url else { return Err(denied("bad signature")) };
+    let Some(url) = &sig.url else { return Err(denied(BAD_SIGNATURE)) };
     // Every form is computed, so the time taken does not tell which one matched.
     let mut ok = false;
     for candidate in [url.clone(), format!("http://{url}"), format!("https://{url}")] {
         ok |= ct_eq(&signature(secret, &sig.nonce, &candidate, &sig.timestamp), &sig.presented);
     }
     if !ok {
-        return Err(denied("bad signature"));
+        return Err(denied(BAD_SIGNATURE));
     }
     Ok(sig.ts.saturating_mul(1000).saturating_add(window).saturating_add(1))
 }

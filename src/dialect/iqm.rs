@@ -135,7 +135,8 @@ async fn client(
         Err(()) => Err(refuse("The Authorization header is not Basic base64(client_id:client_secret).")),
         Ok(Some((id, secret))) => {
             let cid = id.clone();
-            match core.call(move |c| c.authenticate_client(&cid, &secret)).await {
+            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+            match core.call(move |c| c.authenticate_client_throttled(&caller, &cid, &secret)).await {
                 Ok(()) => Ok(Some(id)),
                 Err(e) => Err(error(&e, core)),
             }

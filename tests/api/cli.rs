@@ -33,9 +33,18 @@ fn app_add_prints_a_secret_of_256_bits_as_the_last_word() {
     assert!(fails(dir.path(), &["app", "add", "my-app"], "").contains("already exists"));
     assert!(fails(dir.path(), &["app", "add", "bad/id"], "").contains("application id"));
     // --secret-stdin takes one instead and does not echo it.
-    let out = ok(dir.path(), &["app", "add", "given", "--secret-stdin"], "a-secret-of-our-own-choosing\n");
-    assert!(!out.contains("a-secret-of-our-own-choosing"));
+    let given = "a-secret-of-our-own-choosing-32-b";
+    let out = ok(dir.path(), &["app", "add", "given", "--secret-stdin"], &format!("{given}\n"));
+    assert!(!out.contains(given));
     assert!(fails(dir.path(), &["app", "add", "short", "--secret-stdin"], "tiny\n").contains("secret"));
+    // Shorter than 32 bytes only when the operator insists; never under 16.
+    let short = "sixteen-or-more-bytes";
+    assert!(fails(dir.path(), &["app", "add", "short", "--secret-stdin"], &format!("{short}\n")).contains("32 bytes"));
+    assert!(!ok(dir.path(), &["app", "list"], "").contains("short"), "refused: nothing added");
+    ok(dir.path(), &["app", "add", "short", "--secret-stdin", "--allow-short-secret"], &format!("{short}\n"));
+    assert!(
+        fails(dir.path(), &["app", "add", "tiny", "--secret-stdin", "--allow-short-secret"], "tiny\n").contains("16")
+    );
 }
 
 #[test]

@@ -265,6 +265,35 @@ async fn signature_failures_are_401_and_say_which_check_failed() {
 }
 
 #[actix_web::test]
+async fn bad_signatures_are_counted_audited_and_held_back_but_never_the_right_ones() {
+    let ip = Iampass::with(
+        spawn_app_with(|c| {
+            c.throttle.account_failures = 3;
+            c.throttle.delay = gatehouse::config::Seconds(std::time::Duration::ZERO);
+            c.throttle.lockout = gatehouse::config::Seconds::secs(60);
+        })
+        .await,
+        "partner-app",
+    );
+    ip.add("/management", &["al"]).await;
+    let target = format!("/management/has_registered_mobile_device/{}/al", ip.id);
+    let wrong = || Signing::new(&ip.id, "not-the-secret");
+    for _ in 0..2 {
+        assert_refused_401(&ip.call_signed("GET", &target, None, &wrong()).await, "bad signature");
+    }
+    // The third locks the prober out: from now on its bad signatures wait, in this envelope.
+    let held = ip.call_signed("GET", &target, None, &wrong()).await;
+    assert_eq!(held.status, 429, "{}", held.text);
+    assert_eq!(held.json["status"], json!(false));
+    assert!(held.headers.get("retry-after").is_some());
+    assert_eq!(ip.call_signed("GET", &target, None, &wrong()).await.status, 429);
+    // The application's own signed calls are not held up by someone else's failures.
+    assert_eq!(ip.call("GET", &target, None).await.status, 200);
+    let events = ip.app.count("SELECT count(*) FROM audit WHERE event = 'signature_failed' AND app_id = 'partner-app'");
+    assert_eq!(events, 4, "every bad signature is an audit event");
+}
+
+#[actix_web::test]
 async fn a_spent_nonce_is_refused_after_a_restart() {
     let ip = Iampass::new().await;
     ip.add("/management", &["al"]).await;

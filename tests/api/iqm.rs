@@ -182,6 +182,32 @@ async fn client_credentials_are_required_and_checked() {
 }
 
 #[actix_web::test]
+async fn wrong_client_secrets_are_throttled_and_audited() {
+    let iqm = Iqm::with(
+        spawn_app_with(|c| {
+            c.throttle.account_failures = 3;
+            c.throttle.delay = gatehouse::config::Seconds(std::time::Duration::ZERO);
+            c.throttle.lockout = gatehouse::config::Seconds::secs(60);
+        })
+        .await,
+    );
+    let wrong = basic_of("iqm-client", "not the secret");
+    let sign_up = |auth: String| {
+        let iqm = &iqm;
+        async move { iqm.post("/api/v3/ua/sign-up", json!({"email": "x@iqm.com", "password": PASSWORD}), Some(&auth)).await }
+    };
+    for _ in 0..3 {
+        assert_error_objects(&sign_up(wrong.clone()).await, 403, true);
+    }
+    let held = sign_up(iqm.basic.clone()).await;
+    assert_error_objects(&held, 429, true);
+    assert!(held.headers.get("retry-after").is_some());
+    assert_eq!(iqm.app.count("SELECT count(*) FROM users WHERE login = 'x@iqm.com'"), 0);
+    let events = iqm.app.count("SELECT count(*) FROM audit WHERE event = 'client_auth_failed'");
+    assert_eq!(events, 3, "each wrong secret is an audit event");
+}
+
+#[actix_web::test]
 async fn login_at_both_paths_with_either_spelling_answers_the_owid() {
     let iqm = Iqm::new().await;
     iqm.sign_up("user1@iqm.com").await;
