@@ -283,6 +283,14 @@ pub struct Mail {
     /// First wait after a failed send; doubles on each failure up to `retry_max`.
     pub retry_initial: Seconds,
     pub retry_max: Seconds,
+    /// Reset mails one account may be sent in an hour; beyond, requests are answered alike and
+    /// send nothing (nor void the live link).
+    pub resets_per_account_hour: u32,
+    /// Reset requests one client address may make in an hour, matched or not.
+    pub resets_per_address_hour: u32,
+    /// Free space (MiB) kept on the data directory's file system: below it no new mail or text
+    /// message is written, so that the database keeps room to work.
+    pub min_free_mb: u64,
 }
 
 impl fmt::Debug for Mail {
@@ -327,6 +335,9 @@ impl Default for Mail {
             smtp_password: String::new(),
             retry_initial: Seconds::secs(1),
             retry_max: Seconds::secs(300),
+            resets_per_account_hour: 3,
+            resets_per_address_hour: 30,
+            min_free_mb: 64,
         }
     }
 }
@@ -566,6 +577,14 @@ impl Config {
         let loopback = matches!(self.mail.smtp_host.as_str(), "localhost" | "127.0.0.1" | "::1");
         if self.mail.smtp_security == "none" && !self.mail.smtp_host.is_empty() && !loopback {
             return bad("mail.smtp_security", "\"none\" (no TLS) is allowed only to a loopback smtp_host".into());
+        }
+        if self.mail.resets_per_account_hour == 0 || self.mail.resets_per_address_hour == 0 {
+            let key = if self.mail.resets_per_account_hour == 0 {
+                "mail.resets_per_account_hour"
+            } else {
+                "mail.resets_per_address_hour"
+            };
+            return bad(key, "must be at least 1".into());
         }
         if self.mail.retry_initial.0.is_zero() || self.mail.retry_max.0 < self.mail.retry_initial.0 {
             return bad(

@@ -144,7 +144,9 @@ impl Throttle {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= SWEEP_AT {
             let (window, lockout) = (self.cfg.window.millis(), self.cfg.lockout.millis());
-            entries.retain(|_, e| e.locked_until > now || now - e.window_start < window.max(lockout));
+            // Quotas (`take`) count by the hour.
+            let keep = window.max(lockout).max(3_600_000);
+            entries.retain(|_, e| e.locked_until > now || now - e.window_start < keep);
         }
         let mut outcome = Outcome::Counted;
         for key in std::iter::once(acct).chain(addr) {
@@ -155,6 +157,34 @@ impl Throttle {
             entries.insert(key, e);
         }
         Ok(outcome)
+    }
+
+    /// Counts one use of `key` (e.g. a reset mail asked for an account, or from an address) in a
+    /// fixed window of `window_ms`; false once `limit` uses were counted in the window. Kept where
+    /// the failure counts are (in memory, or in the shared store), under keys of their own.
+    pub fn take(&self, key: &str, limit: u32, window_ms: i64, now: i64) -> Result<bool, Error> {
+        let key = format!("q:{key}");
+        let step = |e: &mut Entry| {
+            if now - e.window_start >= window_ms || e.window_start > now {
+                *e = Entry { window_start: now, ..Entry::default() };
+            }
+            e.failures += 1;
+            e.last_failure = now;
+            e.failures <= i64::from(limit)
+        };
+        if let Some(store) = &self.shared {
+            return store.write(|tx| {
+                let mut e = shared::get_for_update(tx, &key)?.unwrap_or_default();
+                let ok = step(&mut e);
+                shared::put(tx, &key, &e)?;
+                Ok(ok)
+            });
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = entries.get(&key).copied().unwrap_or_default();
+        let ok = step(&mut e);
+        entries.insert(key, e);
+        Ok(ok)
     }
 
     /// Forgets the account's failures when its password was set (at `set_at`, maybe by another

@@ -27,13 +27,54 @@ pub struct Outbox {
     dir: PathBuf,
     from: Mailbox,
     wake: (Mutex<bool>, Condvar),
+    /// Bytes to leave free on the outbox's file system (`mail.min_free_mb`).
+    reserve: u64,
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 impl Outbox {
     pub fn open(dir: PathBuf, from: &str) -> Result<Outbox, String> {
         crate::store::ensure_dir(&dir).map_err(|e| format!("outbox {}: {e}", dir.display()))?;
         let from = Mailbox::from_str(from).map_err(|e| format!("mail.from {from:?}: {e}"))?;
-        Ok(Outbox { dir, from, wake: (Mutex::new(false), Condvar::new()) })
+        Ok(Outbox { dir, from, wake: (Mutex::new(false), Condvar::new()), reserve: 0 })
+    }
+
+    /// Leaves `mib` MiB free on the outbox's file system: no message is written below it.
+    pub fn with_reserve(self, mib: u64) -> Outbox {
+        Outbox { reserve: mib.saturating_mul(1 << 20), ..self }
+    }
+
+    /// Ok when a message may be written without eating into the reserve; else `Busy`, logged.
+    pub fn has_room(&self) -> Result<(), Error> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        match free_bytes(&self.dir) {
+            Some(free) if free < self.reserve => {
+                log::warn!(
+                    "outbox {}: {} MiB free on its disk, under the reserve of {} MiB (mail.min_free_mb): message not \
+                     written; sign-ins and the database go on",
+                    self.dir.display(),
+                    free >> 20,
+                    self.reserve >> 20
+                );
+                Err(Error::Busy)
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -61,8 +102,12 @@ impl Outbox {
     /// Writes a text message for a phone number to `<outbox>/sms/`, for an operator or an SMS
     /// gateway to pick up (no gateway is embedded; the mail sender leaves these alone).
     pub fn enqueue_sms(&self, number: &str, text: &str) -> Result<PathBuf, Error> {
-        let sms =
-            Outbox { dir: self.dir.join("sms"), from: self.from.clone(), wake: (Mutex::new(false), Condvar::new()) };
+        let sms = Outbox {
+            dir: self.dir.join("sms"),
+            from: self.from.clone(),
+            wake: (Mutex::new(false), Condvar::new()),
+            reserve: self.reserve,
+        };
         crate::store::ensure_dir(&sms.dir).map_err(|e| internal(format!("outbox sms: {e}")))?;
         let date = super::iso8601(now_ms());
         let content =
@@ -82,9 +127,15 @@ impl Outbox {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
+        self.has_room()?;
         let mut file = opts.open(&tmp).map_err(|e| internal(format!("outbox write: {e}")))?;
-        file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| internal(format!("outbox write: {e}")))?;
-        fs::rename(&tmp, &path).map_err(|e| internal(format!("outbox rename: {e}")))?;
+        // A write that fails half-way (a full disk) leaves nothing behind: no `.tmp` to fill it more.
+        let written = file.write_all(bytes).and_then(|_| file.sync_all()).and_then(|_| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            return Err(internal(format!("outbox write: {e}")));
+        }
         if let Ok(d) = fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
@@ -233,6 +284,27 @@ fn send_loop(outbox: Weak<Outbox>, smtp: &SmtpTransport, host: &str, initial: Du
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_tmp_file_and_a_full_reserve_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(dir.path().join("outbox"), "gatehouse@box.example").unwrap();
+        // The rename onto a directory fails after the bytes were written to the `.tmp` file.
+        fs::create_dir(ob.dir().join("m.eml")).unwrap();
+        assert!(ob.write_atomically("m", "eml", b"hello").is_err());
+        let left: Vec<_> = fs::read_dir(ob.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("m.eml")], "no .tmp left behind");
+
+        // A reserve larger than any disk: nothing is written, mail or text message.
+        let full = Outbox::open(dir.path().join("full"), "gatehouse@box.example").unwrap().with_reserve(u64::MAX >> 21);
+        assert!(matches!(full.enqueue("alice@example.com", "s", "b"), Err(Error::Busy)));
+        assert!(matches!(full.enqueue_sms("+15550100", "t"), Err(Error::Busy)));
+        assert!(full.pending().is_empty());
+        assert!(fs::read_dir(full.dir()).unwrap().all(|e| e.unwrap().path().is_dir()), "only the sms folder");
+        // Room enough: written.
+        let roomy = Outbox::open(dir.path().join("roomy"), "gatehouse@box.example").unwrap().with_reserve(1);
+        assert!(roomy.enqueue("alice@example.com", "s", "b").is_ok());
+    }
 
     #[test]
     fn a_message_is_an_rfc5322_file_and_its_envelope_reads_back() {

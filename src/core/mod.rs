@@ -221,7 +221,9 @@ impl Core {
         };
         let hasher = Hasher::new(&config.argon2, config.hash_workers(), config.argon2.queue)
             .map_err(|e| OpenError::Other(e.to_string()))?;
-        let outbox = mail::Outbox::open(config.data_dir.join("outbox"), &config.mail.from).map_err(OpenError::Other)?;
+        let outbox = mail::Outbox::open(config.data_dir.join("outbox"), &config.mail.from)
+            .map_err(OpenError::Other)?
+            .with_reserve(config.mail.min_free_mb);
         let throttle = guard::Throttle::for_store(config.throttle.clone(), &store);
         // With PostgreSQL, nonces are spent in the shared table (`Core::use_nonce`).
         let nonces = if store.is_shared() {

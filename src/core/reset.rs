@@ -43,6 +43,20 @@ impl Core {
         mail: &ResetMail,
     ) -> Result<(), Error> {
         let now = now_ms();
+        const HOUR: i64 = 3_600_000;
+        // Mail costs us and lands in someone's inbox: an address may ask so often, matched or not,
+        // and an account be sent so many (the rest would void the live link and flood the inbox).
+        if let Some(addr) = caller.addr {
+            if !self.throttle.take(
+                &format!("reset-from:{addr}"),
+                self.config.mail.resets_per_address_hour,
+                HOUR,
+                now,
+            )? {
+                log::info!("password reset asked too often from address {addr} this hour; nothing sent");
+                return Ok(());
+            }
+        }
         let Some((user, _)) = self.store.with(|c| users::by_login(c, login))? else { return Ok(()) };
         let matches = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email.trim()));
         let member = match app_id {
@@ -53,6 +67,15 @@ impl Core {
             log::debug!("password reset asked for an account that does not match; nothing sent");
             return Ok(());
         }
+        if !self.throttle.take(&format!("reset-of:{}", user.id), self.config.mail.resets_per_account_hour, HOUR, now)? {
+            log::info!(
+                "password reset asked too often for user {} this hour; nothing sent, the live link stays",
+                user.id
+            );
+            return Ok(());
+        }
+        // Before the link: with no room for the mail, the live link is not voided for nothing.
+        self.outbox.has_room()?;
         let lifetime = self.config.links.reset_lifetime.millis();
         let code = self.store.write(|tx| links::create(tx, Purpose::Reset, &user, None, None, now, lifetime))?;
         let url = format!("{}/reset/{}", self.config.public_url(), code.expose());

@@ -316,6 +316,54 @@ async fn the_whole_reset_path_through_the_outbox_and_the_link() {
 }
 
 #[actix_web::test]
+async fn reset_mail_is_limited_per_account_and_per_address_and_answers_alike() {
+    let app = spawn_app_with(|c| {
+        c.mail.resets_per_account_hour = 2;
+        c.mail.resets_per_address_hour = 5;
+    })
+    .await;
+    add_mark(&app);
+    app.add_user("anna", PASSWORD, &["cms"]);
+    let path = "/cms/iap/auth/resetPwd";
+    let ask = |user: &'static str| app.send("POST", path, &[], reset_body(user, &format!("{user}@example.com")));
+    let first = ask("mark").await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let mut answers = vec![ask("mark").await, ask("mark").await];
+    let mail = app.wait_outbox(2).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.outbox().len(), 2, "the third request for mark sent nothing");
+    // The live link is the second mail's: the refused third did not void it.
+    let live = link_in(&mail[1], "reset").unwrap();
+    assert_eq!(app.get(&live).await.status, 200);
+    assert_eq!(app.get(&link_in(&mail[0], "reset").unwrap()).await.status, 410);
+
+    // This address has asked 3 times; 2 more (for no one) reach its limit, then even a fresh
+    // account is sent nothing.
+    answers.push(ask("nobody").await);
+    answers.push(ask("nobody").await);
+    answers.push(ask("anna").await);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.outbox().len(), 2, "the address is over its limit");
+    for a in &answers {
+        assert_eq!((a.status, &a.text), (first.status, &first.text), "every answer is the same");
+    }
+    // Sign-ins go on as ever.
+    assert_eq!(login(&app, "anna", PASSWORD).await.status, 200);
+}
+
+#[actix_web::test]
+async fn below_the_disk_reserve_no_mail_is_written_and_the_live_link_stays() {
+    let app = spawn_app_with(|c| c.mail.min_free_mb = u64::MAX >> 21).await;
+    add_mark(&app);
+    let a = app.send("POST", "/cms/iap/auth/resetPwd", &[], reset_body("mark", "mark@example.com")).await;
+    assert_eq!(a.status, 200, "answered as ever: {}", a.text);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.outbox().is_empty());
+    assert_eq!(app.count("SELECT count(*) FROM links"), 0, "no link made for a mail that cannot be written");
+    assert_eq!(login(&app, "mark", PASSWORD).await.status, 200, "sign-ins and the store go on");
+}
+
+#[actix_web::test]
 async fn expired_voided_and_malformed_codes_are_gone() {
     let app =
         spawn_app_with(|c| c.links.reset_lifetime = gatehouse::config::Seconds(Duration::from_millis(2500))).await;
