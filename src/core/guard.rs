@@ -40,8 +40,10 @@ use crate::store::Store;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Counted,
-    /// This failure locked the key out.
+    /// This failure locked the account out (and maybe the address with it).
     LockedOut,
+    /// This failure locked the client's address out, not the account.
+    AddressLockedOut,
 }
 
 pub struct Throttle {
@@ -131,15 +133,17 @@ impl Throttle {
         let (acct, addr) = Self::keys(account, caller);
         if let Some(store) = &self.shared {
             let locked = store.write(|tx| {
-                let mut locked = false;
+                let mut locked = Vec::new();
                 for key in std::iter::once(&acct).chain(addr.as_ref()) {
                     let mut e = shared::get_for_update(tx, key)?.unwrap_or_default();
-                    locked |= self.count(key, &mut e, now);
+                    if self.count(key, &mut e, now) {
+                        locked.push(key.starts_with("a:"));
+                    }
                     shared::put(tx, key, &e)?;
                 }
                 Ok(locked)
             })?;
-            return Ok(if locked { Outcome::LockedOut } else { Outcome::Counted });
+            return Ok(Self::outcome(&locked));
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= SWEEP_AT {
@@ -148,15 +152,26 @@ impl Throttle {
             let keep = window.max(lockout).max(3_600_000);
             entries.retain(|_, e| e.locked_until > now || now - e.window_start < keep);
         }
-        let mut outcome = Outcome::Counted;
+        let mut locked = Vec::new();
         for key in std::iter::once(acct).chain(addr) {
             let mut e = entries.get(&key).copied().unwrap_or_default();
             if self.count(&key, &mut e, now) {
-                outcome = Outcome::LockedOut;
+                locked.push(key.starts_with("a:"));
             }
             entries.insert(key, e);
         }
-        Ok(outcome)
+        Ok(Self::outcome(&locked))
+    }
+
+    /// What the keys locked by one failure (true: the account's) amount to.
+    fn outcome(locked: &[bool]) -> Outcome {
+        if locked.contains(&true) {
+            Outcome::LockedOut
+        } else if locked.is_empty() {
+            Outcome::Counted
+        } else {
+            Outcome::AddressLockedOut
+        }
     }
 
     /// Counts one use of `key` (e.g. a reset mail asked for an account, or from an address) in a
@@ -274,7 +289,7 @@ mod tests {
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
             assert_eq!(t.failed(name, &c, i as i64).unwrap(), Outcome::Counted);
         }
-        assert_eq!(t.failed("e", &c, 10).unwrap(), Outcome::LockedOut);
+        assert_eq!(t.failed("e", &c, 10).unwrap(), Outcome::AddressLockedOut);
         assert!(matches!(t.check("someone-new", &c, 20), Err(Error::Throttled { .. })));
         assert!(t.check("someone-new", &from("10.0.0.10"), 20).is_ok());
     }

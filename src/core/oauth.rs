@@ -158,6 +158,7 @@ impl Core {
     pub fn refresh_grant_in(
         &self,
         tx: &crate::store::Db,
+        caller: &Caller,
         client_id: Option<&str>,
         refresh: &Secret,
     ) -> Result<Result<Grant, Error>, Error> {
@@ -176,6 +177,9 @@ impl Core {
                 if now.saturating_sub(used) >= grace {
                     let n = tokens::revoke_family(tx, &row.family, now)?;
                     log::warn!("refresh token reused: family of user {} revoked ({n} tokens)", row.user_id);
+                    // A sign of theft: an event of its own kind, committed with the revocation.
+                    let user = users::by_id(tx, row.user_id)?;
+                    audit_in(tx, caller, "refresh_reused", Some(&row.app_id), user.as_ref(), None)?;
                 }
                 return Ok(Err(Error::BadToken));
             }

@@ -77,9 +77,11 @@ impl Core {
                     log::warn!("a failed sign-in was not counted: {e}");
                     Outcome::Counted
                 });
-                if outcome == Outcome::LockedOut {
+                if outcome != Outcome::Counted {
                     bump(&self.counters.lockouts, 1);
-                    self.audit(caller, "lockout", None, None, Some(account));
+                    // An account locked out, or an address guessing across accounts: two stories.
+                    let event = if outcome == Outcome::LockedOut { "lockout" } else { "address_lockout" };
+                    self.audit(caller, event, None, None, Some(account));
                     log::warn!(
                         "sign-in lockout after repeated failures (dialect {}, address {})",
                         caller.dialect,

@@ -251,8 +251,9 @@ async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 Ok(r) => Secret::new(r),
                 Err(r) => return bad_request(&r),
             };
+            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
             match core
-                .call_write(move |c, tx| c.refresh_grant_in(tx, client_id.as_deref(), &refresh))
+                .call_write(move |c, tx| c.refresh_grant_in(tx, &caller, client_id.as_deref(), &refresh))
                 .await
                 .and_then(|g| g)
             {

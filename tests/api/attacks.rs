@@ -216,6 +216,8 @@ async fn one_address_guessing_many_accounts_is_locked_out() {
     }
     let a = iam(&app, "mark@example.com", PASSWORD).await;
     assert_eq!(a.status, 429, "this address is locked out: {}", a.text);
+    let events = |e: &str| app.count(&format!("SELECT count(*) FROM audit WHERE event = '{e}'"));
+    assert_eq!((events("address_lockout"), events("lockout")), (1, 0), "an address lockout is told apart");
 }
 
 #[actix_web::test]

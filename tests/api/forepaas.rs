@@ -112,6 +112,27 @@ async fn password_expiry_sets_password_renew_and_an_iso_date() {
 }
 
 #[actix_web::test]
+async fn a_password_change_ends_api_key_sessions_but_keeps_the_keys() {
+    let app = spawn_app().await;
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let key = app.core.add_api_key("john.doe", "forepaas", None).unwrap();
+    let by_key = json!({"apikey": key.apikey, "secretkey": key.secretkey.expose(), "auth_mode": "apikey"});
+    let a = app.post_json("/iam/login", &by_key).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let key_session = a.json["token"].as_str().unwrap().to_string();
+
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    let path = format!("/iam/passwordChange?app_id=forepaas&token={token}");
+    let change = json!({"password": "a brand new password", "oldpassword": PASSWORD});
+    assert_eq!(app.post_json(&path, &change).await.status, 200);
+
+    // The session the key opened ends with every other; the key, issued by the operator and not
+    // by the password, signs in again.
+    assert_eq!(app.get(&format!("/iam/checkSession?token={key_session}")).await.status, 401);
+    assert_eq!(app.post_json("/iam/login", &by_key).await.status, 200);
+}
+
+#[actix_web::test]
 async fn api_key_login_with_and_without_app_id() {
     let app = spawn_app().await;
     app.add_user("john.doe", PASSWORD, &["forepaas", "cms"]);

@@ -330,6 +330,8 @@ async fn a_reused_refresh_token_kills_its_whole_family() {
     assert_eq!(iqm.info(first_access, "200001").await.status, 401);
     // Another sign-in is another family, untouched.
     assert_eq!(iqm.info(other_login.json["data"]["access_token"].as_str().unwrap(), "200001").await.status, 200);
+    let reused = "SELECT count(*) FROM audit WHERE event = 'refresh_reused' AND login = 'user1@iqm.com'";
+    assert_eq!(iqm.app.count(reused), 1, "the reuse is an audit event of its own (the later refusal is not)");
 }
 
 #[actix_web::test]
