@@ -354,6 +354,8 @@ impl Core {
             }
         }
         let user = self.app_user(app_id, login)?;
+        // Before the link: a message that cannot be queued must not void the user's live link.
+        self.outbox.has_room()?;
         let url = self.new_registration_link(app_id, &user, display_name)?;
         let text = match message.map(str::trim).filter(|m| !m.is_empty()) {
             Some(m) => format!("{m} {url}"),

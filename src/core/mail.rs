@@ -59,7 +59,7 @@ impl Outbox {
         Outbox { reserve: mib.saturating_mul(1 << 20), ..self }
     }
 
-    /// Ok when a message may be written without eating into the reserve; else `Busy`, logged.
+    /// Ok when a message may be written without eating into the reserve; else `NoRoom`, logged.
     pub fn has_room(&self) -> Result<(), Error> {
         if self.reserve == 0 {
             return Ok(());
@@ -73,7 +73,7 @@ impl Outbox {
                     free >> 20,
                     self.reserve >> 20
                 );
-                Err(Error::Busy)
+                Err(Error::NoRoom)
             }
             _ => Ok(()),
         }
@@ -299,8 +299,8 @@ mod tests {
 
         // A reserve larger than any disk: nothing is written, mail or text message.
         let full = Outbox::open(dir.path().join("full"), "gatehouse@box.example").unwrap().with_reserve(u64::MAX >> 21);
-        assert!(matches!(full.enqueue("alice@example.com", "s", "b"), Err(Error::Busy)));
-        assert!(matches!(full.enqueue_sms("+15550100", "t"), Err(Error::Busy)));
+        assert!(matches!(full.enqueue("alice@example.com", "s", "b"), Err(Error::NoRoom)));
+        assert!(matches!(full.enqueue_sms("+15550100", "t"), Err(Error::NoRoom)));
         assert!(full.pending().is_empty());
         assert!(fs::read_dir(full.dir()).unwrap().all(|e| e.unwrap().path().is_dir()), "only the sms folder");
         // Room enough: written.

@@ -73,6 +73,9 @@ pub enum Error {
     Lost,
     #[error("the server is busy")]
     Busy,
+    /// The data directory's disk is under its reserve (`mail.min_free_mb`): no message is queued.
+    #[error("the message cannot be queued: the server is short of disk space")]
+    NoRoom,
     /// Too many failed sign-ins: wait this long.
     #[error("too many failed attempts")]
     Throttled { retry_after_ms: i64 },
@@ -87,6 +90,7 @@ impl Error {
         match self {
             Error::Throttled { retry_after_ms } => Some(((*retry_after_ms).max(1) as u64).div_ceil(1000)),
             Error::Busy => Some(1),
+            Error::NoRoom => Some(60),
             _ => None,
         }
     }

@@ -98,6 +98,9 @@ fn error(e: &Error, started: Instant) -> HttpResponse {
         Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),
         Error::Gone => (StatusCode::GONE, "Gone".into()),
         Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later".into()),
+        Error::NoRoom => {
+            (StatusCode::SERVICE_UNAVAILABLE, "Message not queued: the server is short of disk space".into())
+        }
         Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts, retry later".into()),
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
     };

@@ -125,6 +125,7 @@ fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
                 .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
             res
         }
+        Error::NoRoom => crate::web::with_retry_after(refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()), e),
         Error::Internal(id) => refused(StatusCode::INTERNAL_SERVER_ERROR, &format!("internal error (id {id})")),
         Error::Throttled { .. } => {
             crate::web::with_retry_after(refused(StatusCode::TOO_MANY_REQUESTS, "too many requests, retry later"), e)

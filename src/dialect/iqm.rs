@@ -100,6 +100,9 @@ fn error_body(e: &Error, core: &Core) -> HttpResponse {
             failure(StatusCode::GONE, "Invalid reset token", Some("The reset link was used, replaced or has expired."))
         }
         Error::Busy => failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy", Some("Retry later.")),
+        Error::NoRoom => {
+            failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy", Some("The server is short of disk space."))
+        }
         Error::Throttled { .. } => {
             failure(StatusCode::TOO_MANY_REQUESTS, "Too many requests", Some("Too many failed attempts; retry later."))
         }

@@ -90,6 +90,9 @@ fn error(req: &HttpRequest, e: &Error) -> HttpResponse {
         Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),
         Error::Gone => (StatusCode::GONE, e.to_string()),
         Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later".into()),
+        Error::NoRoom => {
+            (StatusCode::SERVICE_UNAVAILABLE, "Message not queued: the server is short of disk space".into())
+        }
         Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts, retry later".into()),
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
     };

@@ -218,6 +218,22 @@ async fn the_sms_waits_in_the_outbox_addressed_to_the_number() {
 }
 
 #[actix_web::test]
+async fn an_sms_refused_for_want_of_disk_says_so_and_voids_nothing() {
+    let ip = Iampass::with(spawn_app_with(|c| c.mail.min_free_mb = u64::MAX >> 21).await, "partner-app");
+    ip.add("/management", &["al"]).await;
+    let live = ip.link("al").await;
+    let sms = json!({"phone_number": "+33612345678"});
+    let a = ip.call("POST", &format!("/management/send_registration_sms/{}/al", ip.id), Some(sms)).await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(
+        a.json,
+        json!({"status": false, "reason": "the message cannot be queued: the server is short of disk space"})
+    );
+    assert!(a.headers.get("retry-after").is_some());
+    assert_eq!(ip.app.get(&ip.path_of(&live)).await.status, 200, "the live link was not voided");
+}
+
+#[actix_web::test]
 async fn signature_failures_are_401_and_say_which_check_failed() {
     let ip = Iampass::new().await;
     ip.add("/management", &["al"]).await;
