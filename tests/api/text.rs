@@ -1,9 +1,9 @@
 //! Logins and names are clean text (#15): control characters, bidirectional overrides, isolates and
 //! marks are refused wherever a login, an email, a user id or a name is created or looked up, in
 //! each dialect's own envelope and with nothing created; two spellings of one name (NFC and NFD)
-//! are one user.
+//! are one user; what a user typed is escaped in `gatehouse audit`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use gatehouse::core::users::NewUser;
@@ -241,4 +241,39 @@ fn the_command_line_refuses_control_and_bidi_characters_and_one_spelling_is_one_
     assert!(run(&["user", "block", "JOSE\u{301}"]).status.success(), "another spelling finds the user");
     // A lookup with a line break is refused in one line, not echoed as two.
     fails(&["user", "block", "alice\nFAKE LINE"], &format!("login: {REFUSED}"));
+}
+
+#[actix_web::test]
+async fn gatehouse_audit_prints_what_a_client_typed_escaped() {
+    let app = spawn_app().await;
+    let typed = "nokey\nFAKE AUDIT LINE\u{1b}[2J\u{202e}";
+    let body = json!({"apikey": typed, "secretkey": "whatever", "app_id": "forepaas", "auth_mode": "apikey"});
+    assert_eq!(app.post_json("/iam/login", &body).await.status, 401);
+    let basic = basic_of("client\r\nFAKE AUDIT LINE", "a-secret");
+    let a = app
+        .send(
+            "POST",
+            "/oauth2/introspect",
+            &[("Authorization", basic.as_str())],
+            Some(("application/x-www-form-urlencoded", b"token=abc".to_vec())),
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    // The audit events are in; the command line reads them from the same data directory.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.count("SELECT count(*) FROM audit WHERE event IN ('login_failed', 'client_auth_failed')") < 2 {
+        assert!(std::time::Instant::now() < deadline, "the audit events were not written");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let data = app.core.config.data_dir.to_str().unwrap().to_string();
+    let out = gatehouse_cli(app._dir.path(), &[("GATEHOUSE_DATA_DIR", &data)], &["audit"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(!listing.contains('\u{1b}') && !listing.contains('\u{202e}') && !listing.contains('\r'), "{listing:?}");
+    assert!(!listing.lines().any(|l| l.starts_with("FAKE")), "a forged line: {listing}");
+    let failed = listing.lines().find(|l| l.contains("login_failed")).unwrap_or_else(|| panic!("{listing}"));
+    assert!(failed.contains("user=apikey:nokey\\nFAKE AUDIT LINE\\u{1b}[2J\\u{202e}  app="), "{failed}");
+    let client = listing.lines().find(|l| l.contains("client_auth_failed")).unwrap_or_else(|| panic!("{listing}"));
+    assert!(client.contains("user=client\\r\\nFAKE AUDIT LINE  app="), "{client}");
+    assert_eq!(listing.lines().count(), 2, "one line per event: {listing}");
 }
