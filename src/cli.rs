@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::core::text::escape;
 use crate::core::users::NewUser;
 use crate::core::{iso8601, Core, Secret, APP_CMS, APP_FOREPAAS};
 
@@ -175,7 +176,7 @@ pub fn main() -> ExitCode {
     match run(config, command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatehouse: {e}");
+            eprintln!("gatehouse: {}", escape(&e));
             ExitCode::FAILURE
         }
     }
@@ -183,6 +184,10 @@ pub fn main() -> ExitCode {
 
 /// `log_level` applies to gatehouse's own lines; other crates print at most info. `RUST_LOG`, when
 /// set, replaces both (for debugging dependencies: it may print what they print).
+///
+/// Every line, gatehouse's and its dependencies', is one line: control and bidirectional
+/// characters in the message are escaped (`text::escape`), so that nothing a client typed can
+/// forge a line or drive the terminal that reads the log.
 fn init_logging(config: &Config, serving: bool) {
     let mut level = config.log_level.parse().unwrap_or(log::LevelFilter::Info);
     if !serving {
@@ -197,7 +202,28 @@ fn init_logging(config: &Config, serving: bool) {
             b.filter_level(level.min(log::LevelFilter::Info)).filter_module("gatehouse", level);
         }
     }
+    b.format(|buf, record| {
+        let (stamp, style) = (buf.timestamp_seconds(), buf.default_level_style(record.level()));
+        log_line(buf, stamp, style, record)
+    });
     b.target(env_logger::Target::Stderr).init();
+}
+
+/// One log line, as env_logger's default format writes it (`[time LEVEL target] message`), with the
+/// message and target escaped: whatever they hold, it stays one line of plain text.
+fn log_line(
+    out: &mut impl std::io::Write,
+    stamp: impl std::fmt::Display,
+    style: env_logger::fmt::style::Style,
+    record: &log::Record<'_>,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "[{stamp} {style}{:<5}{style:#} {}] {}",
+        record.level(),
+        escape(record.target()),
+        escape(&record.args().to_string())
+    )
 }
 
 fn read_stdin_line(what: &str) -> Result<Secret, String> {
@@ -352,21 +378,24 @@ fn run(config: Config, command: Command) -> Result<(), String> {
                 }
                 None => 0,
             };
+            // What a client typed (a failed login, a client id) is printed escaped: one event is
+            // one line, and nothing in it drives the terminal.
             for ev in core.audit_events(since, user.as_deref()).map_err(e)? {
                 let who = match (&ev.login, ev.user_id) {
-                    (Some(l), Some(id)) => format!("{l} (id {id})"),
-                    (Some(l), None) => l.clone(),
+                    (Some(l), Some(id)) => format!("{} (id {id})", escape(l)),
+                    (Some(l), None) => escape(l).into_owned(),
                     (None, Some(id)) => format!("id {id}"),
                     (None, None) => "-".into(),
                 };
+                let field = |v: &Option<String>| escape(v.as_deref().unwrap_or("-")).into_owned();
                 println!(
                     "{}  {:<18} user={}  app={}  client={}  dialect={}",
                     iso8601(ev.at),
-                    ev.event,
+                    escape(&ev.event),
                     who,
-                    ev.app_id.as_deref().unwrap_or("-"),
-                    ev.client.as_deref().unwrap_or("-"),
-                    ev.dialect.as_deref().unwrap_or("-")
+                    field(&ev.app_id),
+                    field(&ev.client),
+                    field(&ev.dialect)
                 );
             }
             Ok(())
@@ -388,7 +417,7 @@ fn run(config: Config, command: Command) -> Result<(), String> {
                 } else {
                     "live"
                 };
-                println!("{:<32} {:<24} {:<16} {:<24} {state}", k.apikey, k.login, k.app_id, expires);
+                println!("{:<32} {:<24} {:<16} {:<24} {state}", k.apikey, escape(&k.login), k.app_id, expires);
             }
             Ok(())
         }
@@ -439,13 +468,14 @@ fn user(core: &Core, cmd: UserCommand) -> Result<(), String> {
         UserCommand::List => {
             println!("{:<6} {:<32} {:<6} {:<8} {:<32} APPS", "ID", "LOGIN", "TYPE", "BLOCKED", "EMAIL");
             for (u, apps) in core.list_users().map_err(e)? {
+                // Rows stored before logins were clean text are printed escaped.
                 println!(
                     "{:<6} {:<32} {:<6} {:<8} {:<32} {}",
                     u.id,
-                    u.login,
+                    escape(&u.login),
                     u.user_type,
                     if u.blocked { "yes" } else { "no" },
-                    u.email.as_deref().unwrap_or("-"),
+                    escape(u.email.as_deref().unwrap_or("-")),
                     apps.join(",")
                 );
             }
@@ -477,4 +507,32 @@ fn serve(core: Core) -> Result<(), String> {
         served
     });
     served.map_err(|e| format!("server: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_stays_one_line_whatever_its_message_holds() {
+        let typed = "alice\nFAKE LOG LINE\u{1b}[2J\u{202e}";
+        let mut out = Vec::new();
+        let style = env_logger::fmt::style::Style::new();
+        log_line(
+            &mut out,
+            "2025-01-01T00:00:00Z",
+            style,
+            &log::Record::builder()
+                .args(format_args!("sign-in of {typed} failed"))
+                .level(log::Level::Warn)
+                .target("gatehouse::core")
+                .build(),
+        )
+        .unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(
+            line,
+            "[2025-01-01T00:00:00Z WARN  gatehouse::core] sign-in of alice\\nFAKE LOG LINE\\u{1b}[2J\\u{202e} failed\n"
+        );
+    }
 }

@@ -24,9 +24,10 @@ impl Core {
         }
     }
 
-    /// Events since `since` (Unix ms), of one login when given.
+    /// Events since `since` (Unix ms), of one login (as typed, cleaned like every login) when given.
     pub fn audit_events(&self, since: i64, login: Option<&str>) -> Result<Vec<Event>, Error> {
-        self.store.with(|c| audit::list(c, since, login))
+        let login = login.map(|l| super::text::clean("user", l)).transpose()?;
+        self.store.with(|c| audit::list(c, since, login.as_deref()))
     }
 }
 

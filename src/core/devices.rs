@@ -13,7 +13,7 @@ use super::audit::audit_in;
 use super::crypto::{hex, random_bytes, random_token, sha256, Secret};
 use super::guard::Caller;
 use super::links::{self, Purpose};
-use super::users::validate_login;
+use super::users::{clean_login, clean_name};
 use super::{now_ms, Core, Error, User};
 use crate::store::apikeys::{self, ApiKeyRow};
 use crate::store::{apps, devices, tokens, users};
@@ -43,39 +43,38 @@ pub struct LinkInfo {
 
 pub const MAX_USERS_PER_CALL: usize = 1000;
 
-/// A list of logins as the management API takes it: 1 to 1000 valid logins, each once
-/// (compared case-insensitively; the first spelling is kept).
-pub fn validate_logins(logins: &[String]) -> Result<Vec<String>, Error> {
+/// A list of logins as the management API takes it: 1 to 1000 valid logins (`clean_login`: in
+/// NFC), each once (compared like logins; the first spelling is kept).
+pub fn clean_logins(logins: &[String]) -> Result<Vec<String>, Error> {
     if logins.is_empty() || logins.len() > MAX_USERS_PER_CALL {
         return Err(Error::invalid("users", format!("must list 1 to {MAX_USERS_PER_CALL} users")));
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for login in logins {
-        validate_login(login).map_err(|_| {
-            Error::invalid("users", "each user must be a non-empty string of at most 255 bytes, with no control characters or surrounding spaces")
+        let login = clean_login(login).map_err(|_| {
+            Error::invalid("users", "each user must be a non-empty string of at most 255 bytes, with no control characters, bidirectional controls or surrounding spaces")
         })?;
-        if seen.insert(users::login_key(login)) {
-            out.push(login.clone());
+        if seen.insert(users::login_key(&login)) {
+            out.push(login);
         }
     }
     Ok(out)
 }
 
-/// The user `login` if `app_id` owns them; `UnknownUser` for anyone else.
+/// The user `login` (as typed: cleaned like every login) if `app_id` owns them; `UnknownUser` for
+/// anyone else.
 fn app_user_in(c: &crate::store::Db, app_id: &str, login: &str) -> Result<User, Error> {
-    match users::by_login(c, login)? {
+    let login = clean_login(login)?;
+    match users::by_login(c, &login)? {
         Some((u, _)) if users::is_member(c, u.id, app_id)? => Ok(u),
         _ => Err(Error::UnknownUser(login.to_string())),
     }
 }
 
-/// A display name: at most 255 bytes, no control characters.
-pub fn validate_display_name(name: &str) -> Result<(), Error> {
-    if name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(Error::invalid("display_name", "must be at most 255 bytes with no control characters"));
-    }
-    Ok(())
+/// A display name: a name people read (`clean_name`).
+pub fn clean_display_name(name: &str) -> Result<String, Error> {
+    clean_name("display_name", name)
 }
 
 /// The nonces of signed requests spent and still kept, in memory, each until the time it is kept
@@ -196,7 +195,7 @@ impl Core {
     /// Adds users owned by `app_id` (no password: they sign in with devices). All or nothing: a
     /// login that exists outside the application stops the whole call.
     pub fn add_app_users(&self, caller: &Caller, app_id: &str, logins: &[String]) -> Result<AddedUsers, Error> {
-        let logins = validate_logins(logins)?;
+        let logins = clean_logins(logins)?;
         let now = now_ms();
         let added = self.store.write(|tx| {
             let mut added = AddedUsers::default();
@@ -239,7 +238,7 @@ impl Core {
     /// Removes users from `app_id`: the membership, their devices, API keys and tokens for it, and
     /// the user altogether when no application is left. Users it does not own are left alone.
     pub fn remove_app_users(&self, caller: &Caller, app_id: &str, logins: &[String]) -> Result<usize, Error> {
-        let logins = validate_logins(logins)?;
+        let logins = clean_logins(logins)?;
         let now = now_ms();
         let removed = self.store.write(|tx| {
             let mut removed = Vec::new();
@@ -273,12 +272,11 @@ impl Core {
     }
 
     fn new_registration_link(&self, app_id: &str, user: &User, display_name: Option<&str>) -> Result<String, Error> {
-        let display = display_name.filter(|d| !d.is_empty()).unwrap_or(&user.login);
-        validate_display_name(display)?;
+        let display = clean_display_name(display_name.filter(|d| !d.is_empty()).unwrap_or(&user.login))?;
         let lifetime = self.config.links.register_lifetime.millis();
-        let code = self
-            .store
-            .write(|tx| links::create(tx, Purpose::Register, user, Some(app_id), Some(display), now_ms(), lifetime))?;
+        let code = self.store.write(|tx| {
+            links::create(tx, Purpose::Register, user, Some(app_id), Some(display.as_str()), now_ms(), lifetime)
+        })?;
         Ok(format!("{}/register/{}", self.config.public_url(), code.expose()))
     }
 
@@ -308,6 +306,10 @@ impl Core {
         display_name: Option<&str>,
     ) -> Result<String, Error> {
         let user = self.app_user(app_id, login)?;
+        // Checked before anything is marked lost: a refused display name changes nothing.
+        if let Some(d) = display_name.filter(|d| !d.is_empty()) {
+            clean_display_name(d)?;
+        }
         let now = now_ms();
         let lost = self.store.write(|tx| {
             let keys = devices::mark_lost(tx, user.id, app_id, now)?;
@@ -384,8 +386,9 @@ impl Core {
         device_name: &str,
         public_key: Option<&[u8]>,
     ) -> Result<Registered, Error> {
-        if device_name.trim().is_empty() || device_name.len() > 255 || device_name.chars().any(char::is_control) {
-            return Err(Error::invalid("device_name", "must be 1 to 255 bytes with no control characters"));
+        let device_name = clean_name("device_name", device_name)?;
+        if device_name.trim().is_empty() {
+            return Err(Error::invalid("device_name", "must not be empty"));
         }
         if let Some(k) = public_key {
             if !super::signins::valid_public_key(k) {

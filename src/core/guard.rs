@@ -67,8 +67,14 @@ impl Throttle {
         Throttle { shared: store.is_shared().then(|| store.clone()), ..Throttle::new(cfg) }
     }
 
+    /// The account's key is the account folded like a login (`text::fold`: case and
+    /// normalization form), so that every spelling of one account counts against it.
+    fn account_key(account: &str) -> String {
+        format!("a:{}", super::text::fold(account))
+    }
+
     fn keys(account: &str, caller: &Caller) -> (String, Option<String>) {
-        (format!("a:{}", account.to_lowercase()), caller.addr.map(|a| format!("n:{a}")))
+        (Self::account_key(account), caller.addr.map(|a| format!("n:{a}")))
     }
 
     fn limit(&self, key: &str) -> i64 {
@@ -205,7 +211,7 @@ impl Throttle {
     /// Forgets the account's failures when its password was set (at `set_at`, maybe by another
     /// process: the CLI) after the last of them; true when it did. The address keeps its count.
     pub fn forget_if_before(&self, account: &str, set_at: i64) -> Result<bool, Error> {
-        let key = format!("a:{}", account.to_lowercase());
+        let key = Self::account_key(account);
         let last = if let Some(store) = &self.shared {
             store.with(|c| shared::get(c, &key))?.map(|e| e.last_failure)
         } else {
@@ -220,7 +226,7 @@ impl Throttle {
 
     /// A success clears the account's count (not the address's).
     pub fn succeeded(&self, account: &str) -> Result<(), Error> {
-        let key = format!("a:{}", account.to_lowercase());
+        let key = Self::account_key(account);
         if let Some(store) = &self.shared {
             return store.write(|tx| shared::clear(tx, &key));
         }
@@ -280,6 +286,18 @@ mod tests {
         assert!(t.check("bob", &c, 1001).is_ok());
         t.failed("bob", &c, 1001).unwrap();
         assert_eq!(t.failed("bob", &c, 3001).unwrap(), Outcome::Counted, "the count started again");
+    }
+
+    #[test]
+    fn every_spelling_of_an_account_counts_against_it() {
+        let t = throttle();
+        // Three failures from three addresses, each spelling "José" another way.
+        t.failed("jos\u{e9}", &from("10.0.0.1"), 0).unwrap();
+        t.failed("jose\u{301}", &from("10.0.0.2"), 1000).unwrap();
+        assert_eq!(t.failed("JOSE\u{301}", &from("10.0.0.3"), 3000).unwrap(), Outcome::LockedOut);
+        assert!(matches!(t.check("Jos\u{c9}", &from("10.0.0.4"), 3001), Err(Error::Throttled { .. })));
+        t.succeeded("JOSE\u{301}").unwrap();
+        assert!(t.check("jos\u{e9}", &from("10.0.0.4"), 3002).is_ok(), "a success clears every spelling");
     }
 
     #[test]

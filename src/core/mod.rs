@@ -20,6 +20,7 @@ pub mod reset;
 pub mod sessions;
 pub mod signins;
 pub mod stats;
+pub mod text;
 pub mod users;
 pub mod webauthn;
 

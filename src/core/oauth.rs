@@ -10,7 +10,7 @@ use super::audit::audit_in;
 use super::crypto::{ct_eq, random_bytes, Secret};
 use super::guard::Caller;
 use super::sessions::{digest, TokenKind};
-use super::users::validate_email;
+use super::users::clean_email;
 use super::{now_ms, Core, Error, User};
 use crate::store::{tokens, users};
 
@@ -79,7 +79,8 @@ impl Core {
     /// Creates a user (login = email) in a new workspace, a member of `client_id` only, and signs
     /// them in. One of any number of concurrent sign-ups of one email succeeds.
     pub fn sign_up(&self, caller: &Caller, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
-        validate_email(email)?;
+        let email = clean_email(email)?;
+        let email = email.as_str();
         self.check_password_policy(password)?;
         if self.store.with(|c| users::by_login(c, email))?.is_some() {
             return Err(Error::Exists(format!("user {email}")));
@@ -120,7 +121,9 @@ impl Core {
         email: &str,
         password: &Secret,
     ) -> Result<Grant, Error> {
-        self.throttled(caller, email, || self.password_grant_unthrottled(caller, client_id, email, password))
+        // Cleaned as a login (any login may sign in here), not checked as an address.
+        let email = super::text::clean("email", email)?;
+        self.throttled(caller, &email, || self.password_grant_unthrottled(caller, client_id, &email, password))
     }
 
     fn password_grant_unthrottled(

@@ -4,7 +4,7 @@
 use super::crypto::Secret;
 use super::guard::Caller;
 use super::links::{self, Purpose};
-use super::{now_ms, Core, Error};
+use super::{now_ms, text, Core, Error};
 use crate::store::{tokens, users};
 
 /// What the reset mail says; each dialect has its own wording.
@@ -57,8 +57,10 @@ impl Core {
                 return Ok(());
             }
         }
-        let Some((user, _)) = self.store.with(|c| users::by_login(c, login))? else { return Ok(()) };
-        let matches = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email.trim()));
+        let login = text::clean("login", login)?;
+        let email = text::clean("email", email.trim())?;
+        let Some((user, _)) = self.store.with(|c| users::by_login(c, &login))? else { return Ok(()) };
+        let matches = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&email));
         let member = match app_id {
             Some(app) => self.store.with(|c| users::is_member(c, user.id, app))?,
             None => true,
@@ -113,6 +115,8 @@ impl Core {
         login: Option<&str>,
         password: &Secret,
     ) -> Result<(), Error> {
+        let login = login.map(|l| text::clean("email", l)).transpose()?;
+        let login = login.as_deref();
         self.reset_link_live(code)?;
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;

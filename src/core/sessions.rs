@@ -198,7 +198,10 @@ impl Core {
         login: &str,
         password: &Secret,
     ) -> Result<SignedIn, Error> {
-        self.throttled(caller, login, || self.login_password_unthrottled(caller, kind, app_id, login, password))
+        // The login as typed, in the form logins are stored in: another spelling finds the user,
+        // counts against the same account, and a control character is refused before anything.
+        let login = super::text::clean("login", login)?;
+        self.throttled(caller, &login, || self.login_password_unthrottled(caller, kind, app_id, &login, password))
     }
 
     fn login_password_unthrottled(

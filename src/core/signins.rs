@@ -160,6 +160,7 @@ impl Core {
                 return Ok(Start::NotStarted(format!("duration_seconds must be a whole number from 60 to {max}")))
             }
         };
+        let login = super::users::clean_login(login)?;
         let now = now_ms();
         let token = hex(&random_bytes::<16>());
         let challenge = random_bytes::<32>();
@@ -167,7 +168,7 @@ impl Core {
         let client = caller.addr.map(|a| a.to_string());
         let methods_text = methods.join(",");
         let started = self.store.write(|tx| {
-            let user = match users::by_login(tx, login)? {
+            let user = match users::by_login(tx, &login)? {
                 Some((u, _)) if users::is_member(tx, u.id, app_id)? => u,
                 _ => return Ok(Err("no such user in this application".to_string())),
             };

@@ -2,7 +2,7 @@
 
 use super::crypto::Secret;
 use super::guard::Caller;
-use super::{now_ms, Core, Error, User};
+use super::{now_ms, text, Core, Error, User};
 use crate::store::{apikeys, apps, tokens, users};
 
 pub const USER_TYPES: [&str; 3] = ["ADMIN", "OWNER", "USER"];
@@ -20,20 +20,24 @@ pub struct NewUser {
     pub apps: Vec<String>,
 }
 
-/// A login is 1 to 255 bytes of printable characters, with no leading or trailing space.
-pub fn validate_login(login: &str) -> Result<(), Error> {
+/// A login as typed, in the one form it is stored and compared in: clean text (`text::clean`: no
+/// control or bidirectional characters, NFC), 1 to 255 bytes, no leading or trailing space.
+pub fn clean_login(login: &str) -> Result<String, Error> {
+    let login = text::clean("login", login)?;
     if login.is_empty() || login.len() > 255 {
         return Err(Error::invalid("login", "must be 1 to 255 bytes"));
     }
-    if login.chars().any(char::is_control) || login.trim() != login {
-        return Err(Error::invalid("login", "must not hold control characters or leading or trailing spaces"));
+    if login.trim() != login {
+        return Err(Error::invalid("login", "must not have leading or trailing spaces"));
     }
-    Ok(())
+    Ok(login)
 }
 
-pub fn validate_email(email: &str) -> Result<(), Error> {
+/// An email address as typed, clean (`text::clean`) and of the form local@domain.tld.
+pub fn clean_email(email: &str) -> Result<String, Error> {
+    let email = text::clean("email", email)?;
     let ok = email.len() <= 254
-        && !email.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !email.chars().any(char::is_whitespace)
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && !domain.is_empty()
@@ -43,17 +47,20 @@ pub fn validate_email(email: &str) -> Result<(), Error> {
                 && !domain.ends_with('.')
         });
     if ok {
-        Ok(())
+        Ok(email)
     } else {
         Err(Error::invalid("email", "is not an email address"))
     }
 }
 
-fn validate_text(field: &str, value: &str) -> Result<(), Error> {
-    if value.len() > 255 || value.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must be at most 255 bytes with no control characters"));
+/// A name people read (first and last name, civility, a device's or a display name): clean
+/// (`text::clean`) and at most 255 bytes.
+pub fn clean_name(field: &str, value: &str) -> Result<String, Error> {
+    let value = text::clean(field, value)?;
+    if value.len() > 255 {
+        return Err(Error::invalid(field, "must be at most 255 bytes"));
     }
-    Ok(())
+    Ok(value)
 }
 
 impl Core {
@@ -76,13 +83,14 @@ impl Core {
 
     /// Adds a user and makes them a member of `apps`, all or nothing.
     pub fn add_user(&self, new: NewUser) -> Result<User, Error> {
-        validate_login(&new.login)?;
-        if let Some(email) = &new.email {
-            validate_email(email)?;
-        }
-        validate_text("first name", &new.first_name)?;
-        validate_text("last name", &new.last_name)?;
-        validate_text("civility", &new.civility)?;
+        let new = NewUser {
+            login: clean_login(&new.login)?,
+            email: new.email.as_deref().map(clean_email).transpose()?,
+            first_name: clean_name("first name", &new.first_name)?,
+            last_name: clean_name("last name", &new.last_name)?,
+            civility: clean_name("civility", &new.civility)?,
+            ..new
+        };
         if !USER_TYPES.contains(&new.user_type.as_str()) {
             return Err(Error::invalid("type", "must be ADMIN, OWNER or USER"));
         }
@@ -127,9 +135,11 @@ impl Core {
         self.store.with(|c| users::by_id(c, id))?.ok_or_else(|| Error::UnknownUser(id.to_string()))
     }
 
+    /// The user with this login, as typed (cleaned and compared like every login).
     pub fn user_by_login(&self, login: &str) -> Result<User, Error> {
+        let login = clean_login(login)?;
         self.store
-            .with(|c| users::by_login(c, login))?
+            .with(|c| users::by_login(c, &login))?
             .map(|(u, _)| u)
             .ok_or_else(|| Error::UnknownUser(login.to_string()))
     }

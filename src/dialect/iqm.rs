@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::core::guard::Caller;
 use crate::core::oauth::Grant;
 use crate::core::reset::IQM_RESET_MAIL;
-use crate::core::{iso8601, Core, Error, Secret};
+use crate::core::{iso8601, text, Core, Error, Secret};
 use crate::web::{read_body, BodyError};
 
 const JSON: &str = "application/json";
@@ -344,6 +344,10 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
         Ok(e) => e.trim().to_string(),
         Err(r) => return bad_request(&r),
     };
+    // Text no address may hold is refused here, before the answer that says nothing.
+    if let Err(e) = text::clean("email", &email) {
+        return error(&e, &core);
+    }
     // The lookup and the mail happen after the answer: its bytes and its time are the same whether
     // or not the email names a user.
     let background = std::sync::Arc::clone(&core);

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::core::guard::Caller;
 use crate::core::reset::CMS_RESET_MAIL;
 use crate::core::sessions::TokenKind;
-use crate::core::{iso8601, now_ms, Core, Error, Secret, User, APP_CMS};
+use crate::core::{iso8601, now_ms, text, Core, Error, Secret, User, APP_CMS};
 use crate::web::{media_type, read_body, BodyError};
 
 pub const COOKIE: &str = "cmsSID";
@@ -261,6 +261,10 @@ async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core
         Ok(f) => f,
         Err(_) => return failure(&req, StatusCode::BAD_REQUEST, "userName and emailAddress are required"),
     };
+    // Text no login or address may hold is refused here, before the answer that says nothing.
+    if let Err(e) = text::clean("userName", &user_name).and_then(|_| text::clean("emailAddress", &email)) {
+        return error(&req, &e);
+    }
     // The lookup and the mail happen after the answer, so neither its bytes nor its time tell
     // whether the two matched.
     let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");

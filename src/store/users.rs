@@ -37,9 +37,10 @@ pub(crate) fn user_at(r: &Row<'_>, base: usize) -> Result<User, Error> {
     })
 }
 
-/// The key a login is unique under: logins compare case-insensitively.
+/// The key a login is unique under: logins compare case-insensitively and in one normalization
+/// form (`core::text::fold`), so two spellings of one name are one login.
 pub fn login_key(login: &str) -> String {
-    login.to_lowercase()
+    crate::core::text::fold(login)
 }
 
 pub struct NewUser<'a> {

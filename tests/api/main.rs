@@ -21,4 +21,5 @@ mod process;
 mod readme;
 mod signins;
 mod smartserver;
+mod text;
 mod tls;

@@ -226,3 +226,45 @@ async fn iampass_signin(base: &str, app_secret: &str) -> Vec<(&'static str, Stri
         ("sign-in challenge", req["challenge"].as_str().unwrap().to_string()),
     ]
 }
+
+/// What a client types never makes a line of the log, at the most verbose level of every crate: a
+/// login with a line break is refused, and an API key id or a reset request carrying one leaves
+/// every line a log line of its own. (No line of gatehouse's echoes typed text today; the log's
+/// format escapes any that comes to, as its unit test in src/cli.rs shows.)
+#[actix_web::test]
+async fn a_typed_line_break_or_escape_forges_no_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let mut server = serve(d, &[("RUST_LOG", "trace")], port, Stdio::piped());
+    let mut stderr = server.child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    });
+    let base = server.base.clone();
+    let forged = "alice\nFAKE LOG LINE\u{1b}[2J\u{202e}";
+    let a = call("POST", &format!("{base}/iam/login"), Some(login_body(forged, PASSWORD))).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    let body = json!({"apikey": forged, "secretkey": "whatever", "app_id": "forepaas", "auth_mode": "apikey"});
+    assert_eq!(call("POST", &format!("{base}/iam/login"), Some(body)).await.status, 401);
+    let a =
+        call("POST", &format!("{base}/cms/iap/auth/login"), Some(json!({"username": forged, "password": "x"}))).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    let a = call(
+        "POST",
+        &format!("{base}/cms/iap/auth/resetPwd"),
+        Some(json!({"userName": forged, "emailAddress": forged})),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(log.contains("POST /iam/login 400") && log.contains("TRACE"), "the log is there, at trace: {log}");
+    assert!(!log.lines().any(|l| l.trim_start().starts_with("FAKE LOG LINE")), "a forged line: {log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{202e}'), "a raw escape or override: {log:?}");
+    assert!(log.lines().all(|l| l.starts_with('[')), "every line is a log line of its own: {log}");
+}
