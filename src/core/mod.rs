@@ -194,6 +194,8 @@ pub struct Core {
 pub enum OpenError {
     #[error("data directory {0}: {1}")]
     Dir(String, std::io::Error),
+    #[error("data directory {0} is not writable ({1}): gatehouse keeps its database, master key and outbox there")]
+    ReadOnly(String, std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
     #[error(transparent)]
@@ -210,6 +212,8 @@ impl Core {
     pub fn open(config: Config) -> Result<Core, OpenError> {
         crate::store::ensure_dir(&config.data_dir)
             .map_err(|e| OpenError::Dir(config.data_dir.display().to_string(), e))?;
+        crate::store::check_writable(&config.data_dir)
+            .map_err(|e| OpenError::ReadOnly(config.data_dir.display().to_string(), e))?;
         let store = Store::open(&config)?;
         let key_path = config.master_key_path();
         let key = if key_path.exists() {

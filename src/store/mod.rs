@@ -215,6 +215,14 @@ pub fn try_cluster_lock(tx: &Db, key: i64) -> Result<bool, Error> {
 }
 
 /// Creates the data directory (0700 on Unix) if it does not exist.
+/// Creates and removes a probe file in `dir`: a read-only data directory (a read-only mount, a
+/// user who may not write there) is named as such at once, not as a database error later.
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
 pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());

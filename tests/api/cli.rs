@@ -60,6 +60,35 @@ fn the_data_directory_and_master_key_are_created_private() {
 }
 
 #[test]
+fn a_read_only_data_directory_is_named_as_such() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["app", "list"], "");
+    let data = dir.path().join("data");
+    let set = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    set(dir.path(), 0o755);
+    for f in std::fs::read_dir(&data).unwrap() {
+        set(&f.unwrap().path(), 0o444);
+    }
+    set(&data, 0o555);
+    // Root writes anywhere: the command runs as nobody then (util-linux's setpriv, in Debian's base).
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(crate::helpers::binary());
+        c
+    } else {
+        std::process::Command::new(crate::helpers::binary())
+    };
+    let out = cmd.current_dir(dir.path()).env_remove("RUST_LOG").args(["user", "list"]).output().unwrap();
+    set(&data, 0o700);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("data directory") && err.contains("is not writable"), "{err}");
+}
+
+#[test]
 fn user_commands_manage_users_and_memberships() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
