@@ -23,10 +23,40 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The session ends with the driver; chromedriver takes its browser down with it.
-        let _ = self.driver.kill();
+        // chromedriver leads a process group of its own, and Chromium's processes are in it: the
+        // whole group goes, or a killed driver would leave its browser (and its renderers) behind,
+        // holding the profile directory, which is removed after.
+        kill_group(self.driver.id());
         let _ = self.driver.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !alive_in_group(self.driver.id()).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+}
+
+fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid signals the process group; no memory is involved.
+    unsafe {
+        libc::kill(-(pgid as i32), libc::SIGKILL);
+    }
+}
+
+/// The processes of group `pgid` still running (zombies, waiting for a parent to reap them, are
+/// gone as far as anyone can tell).
+pub fn alive_in_group(pgid: u32) -> Vec<u32> {
+    let mut alive = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so read after its last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" && fields[0] != "X" {
+            alive.push(pid);
+        }
+    }
+    alive
 }
 
 /// True when chromium and chromedriver are here (on CI they must be).
@@ -38,7 +68,9 @@ pub fn browser_here() -> bool {
 impl Browser {
     pub async fn start() -> Browser {
         let port = free_port();
+        use std::os::unix::process::CommandExt;
         let driver = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -67,6 +99,11 @@ impl Browser {
         let v: Value = res.json().limit(1 << 20).await.unwrap();
         let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
         Browser { driver, base, session, http, _profile: profile }
+    }
+
+    /// The process group of the driver and its browser, and the profile directory.
+    pub fn leftovers(&self) -> (u32, std::path::PathBuf) {
+        (self.driver.id(), self._profile.path().to_path_buf())
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
@@ -140,4 +177,19 @@ impl Browser {
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+#[actix_web::test]
+async fn a_browser_leaves_no_process_or_profile_directory_behind() {
+    if !browser_here() {
+        return;
+    }
+    let browser = Browser::start().await;
+    browser.goto("about:blank").await;
+    let (group, profile) = browser.leftovers();
+    assert!(alive_in_group(group).len() >= 2, "chromedriver and its Chromium share the group");
+    assert!(profile.is_dir());
+    drop(browser);
+    assert_eq!(alive_in_group(group), Vec::<u32>::new(), "every process of the group is gone");
+    assert!(!profile.exists(), "the profile directory is removed");
 }

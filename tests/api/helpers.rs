@@ -316,7 +316,21 @@ pub fn have(tool: &str, probe: &mut Command) -> bool {
     let ok = probe.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "{tool} is missing on CI: .ci/run must install it");
-        eprintln!("SKIPPED: {tool} is not installed here (.ci/run installs it)");
+        skip_note(tool);
     }
     ok
+}
+
+/// Says that a test is skipped for want of `tool`, where `cargo test` shows it: straight to the
+/// standard error's file, past the test harness's capture (which takes `eprintln!`, and shows it
+/// only for a failure), so that nobody mistakes a skip for a pass.
+pub fn skip_note(tool: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED ({}): {tool} is not installed here (.ci/run installs it)\n", current_test());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// The running test's name (the harness names each test's thread after it).
+fn current_test() -> String {
+    std::thread::current().name().unwrap_or("a test").to_string()
 }

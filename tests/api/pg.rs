@@ -156,7 +156,7 @@ pub fn cluster() -> &'static Cluster {
 pub fn cluster_or_skip() -> Option<&'static Cluster> {
     if !available() {
         assert!(std::env::var_os("CI").is_none(), "PostgreSQL is missing on CI: .ci/run must install it");
-        eprintln!("SKIPPED: PostgreSQL is not installed here (.ci/run installs it)");
+        crate::helpers::skip_note("PostgreSQL");
         return None;
     }
     Some(cluster())
