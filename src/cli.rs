@@ -13,10 +13,28 @@ use crate::core::text::escape;
 use crate::core::users::NewUser;
 use crate::core::{iso8601, Core, Secret, APP_CMS, APP_FOREPAAS};
 
+/// What `--help` says of the environment, beside the flags.
+const ENVIRONMENT: &str = "\
+Configuration: built-in defaults < the config file < GATEHOUSE_* variables < serve's flags.
+Every key of config.toml has a variable: GATEHOUSE_ and the key in capitals, a section joined by
+a double underscore, e.g.
+  GATEHOUSE_LISTEN=0.0.0.0:8080         GATEHOUSE_DATA_DIR=/var/lib/gatehouse
+  GATEHOUSE_PUBLIC_URL=https://box/     GATEHOUSE_LOG_LEVEL=debug
+  GATEHOUSE_TLS__CERT_FILE=...          GATEHOUSE_MAIL__SMTP_PASSWORD=...
+  GATEHOUSE_STORE__BACKEND=postgres     GATEHOUSE_STORE__POSTGRES_URL=postgres://...
+RUST_LOG, when set, replaces log_level (it may print what dependencies print).
+
+Exit codes: 0 success, 1 failure (one line on standard error), 2 usage or configuration error.";
+
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "One identity store, four wire-compatible authentication APIs")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "One identity store, four wire-compatible authentication APIs",
+    after_help = ENVIRONMENT
+)]
 struct Cli {
-    /// Configuration file (default: ./config.toml when it exists)
+    /// Configuration file (default: ./config.toml when it exists; /dev/null for none)
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -26,7 +44,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve every API (what a bare `gatehouse` does)
-    Serve,
+    Serve {
+        /// Address and port to listen on (the config's `listen`), e.g. 0.0.0.0:8080
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Data directory (the config's `data_dir`): database, master key, outbox
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Ask the server on this configuration's `listen` address whether it is healthy (GET /healthz):
+    /// exit 0 when it answers 200, 1 otherwise; for a container's HEALTHCHECK (no shell or curl)
+    Healthcheck {
+        /// Ask this address instead, e.g. 127.0.0.1:8080
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<String>,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+        timeout: u64,
+    },
     /// Applications: the IAMPASS applications and IQM clients, beside the built-in forepaas and cms
     #[command(subcommand)]
     App(AppCommand),
@@ -37,13 +72,21 @@ enum Command {
     #[command(subcommand)]
     Apikey(ApikeyCommand),
     /// Write a consistent copy of the database to FILE, also while the server runs
-    Backup { file: PathBuf },
+    Backup {
+        /// Where to write the copy (mode 0600)
+        file: PathBuf,
+    },
     /// Replace the database of a stopped data directory with the backup FILE
-    Restore { file: PathBuf },
+    Restore {
+        /// A file written by `gatehouse backup`
+        file: PathBuf,
+    },
     /// Copy a SQLite database (the data directory's, or a backup) into the configured PostgreSQL
     MigrateStore {
+        /// The backend to copy from (sqlite)
         #[arg(long, value_enum)]
         from: Backend,
+        /// The backend to copy into (postgres, as configured by store.postgres_url)
         #[arg(long, value_enum)]
         to: Backend,
         /// The SQLite file to copy (default: gatehouse.db in data_dir)
@@ -53,6 +96,7 @@ enum Command {
     /// Time Argon2id verifies with the configured parameters (for bench/run)
     #[command(hide = true)]
     Argon2Bench {
+        /// Verifies to time
         #[arg(long, default_value_t = 20)]
         rounds: u32,
     },
@@ -75,6 +119,7 @@ const MIN_GIVEN_SECRET: usize = 32;
 enum AppCommand {
     /// Add an application; prints its generated secret as the last word
     Add {
+        /// The application id (1 to 64 of A-Z a-z 0-9 - _ .)
         id: String,
         /// Read the secret from the first line of standard input instead of generating one
         /// (at least 32 bytes)
@@ -107,19 +152,28 @@ enum UserType {
 enum UserCommand {
     /// Add a user (a member of forepaas and cms unless --app is given)
     Add {
+        /// The login the user signs in with (an email for IQM)
         login: String,
         /// Read the password from the first line of standard input
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_password")]
         password_stdin: bool,
+        /// Add the user without a password (one who signs in only with a device or API key,
+        /// or sets one by a reset link)
+        #[arg(long)]
+        no_password: bool,
+        /// The user's email address (reset links go there)
         #[arg(long)]
         email: Option<String>,
+        /// First name
         #[arg(long, default_value = "")]
         first_name: String,
+        /// Last name
         #[arg(long, default_value = "")]
         last_name: String,
         /// e.g. "M." or "Mme"
         #[arg(long, default_value = "")]
         civility: String,
+        /// The user's type, as the ForePaaS and CMS user objects say it
         #[arg(long = "type", value_enum, default_value = "USER", ignore_case = true)]
         user_type: UserType,
         /// Make the user a member of this application (repeatable)
@@ -127,18 +181,41 @@ enum UserCommand {
         apps: Vec<String>,
     },
     /// Make a user a member of an application
-    Grant { login: String, app: String },
+    Grant {
+        /// The user's login
+        login: String,
+        /// The application id
+        app: String,
+    },
     /// End a membership, with the user's tokens and API keys for that application
-    Revoke { login: String, app: String },
+    Revoke {
+        /// The user's login
+        login: String,
+        /// The application id
+        app: String,
+    },
     /// Block a user and end their sessions
-    Block { login: String },
+    Block {
+        /// The user's login
+        login: String,
+    },
     /// Unblock a user
-    Unblock { login: String },
+    Unblock {
+        /// The user's login
+        login: String,
+    },
+    /// Delete a user altogether: memberships, sessions, API keys, devices (the id is never reused)
+    Delete {
+        /// The user's login
+        login: String,
+    },
     /// List users
     List,
     /// Set a user's password from standard input and end their sessions
     Passwd {
+        /// The user's login
         login: String,
+        /// Read the password from the first line of standard input (required)
         #[arg(long, required = true)]
         password_stdin: bool,
     },
@@ -148,7 +225,9 @@ enum UserCommand {
 enum ApikeyCommand {
     /// Create an API key; prints `APIKEY SECRETKEY`
     Add {
+        /// The login of the user the key signs in as
         login: String,
+        /// The application the key signs in to
         #[arg(long, default_value = APP_FOREPAAS)]
         app: String,
         /// Lifetime, e.g. 30d or 12h (default: no expiry)
@@ -156,7 +235,10 @@ enum ApikeyCommand {
         expires_in: Option<String>,
     },
     /// Revoke an API key and every token issued through it
-    Revoke { apikey: String },
+    Revoke {
+        /// The API key's id (APIKEY, never the secret)
+        apikey: String,
+    },
     /// List API keys (never their secrets)
     List,
 }
@@ -171,12 +253,52 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve);
-    init_logging(&config, matches!(command, Command::Serve));
+    let command = cli.command.unwrap_or(Command::Serve { listen: None, data: None });
+    let config = match with_flags(config, &command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Healthcheck { addr, timeout } = &command {
+        return healthcheck(&config, addr.as_deref(), *timeout);
+    }
+    init_logging(&config, matches!(command, Command::Serve { .. }));
     match run(config, command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatehouse: {}", escape(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// serve's `--listen` and `--data` over the configuration, checked like the rest of it.
+fn with_flags(mut config: Config, command: &Command) -> Result<Config, String> {
+    if let Command::Serve { listen, data } = command {
+        if let Some(l) = listen {
+            config.listen = l.clone();
+        }
+        if let Some(d) = data {
+            config.data_dir = d.clone();
+        }
+        config
+            .validate()
+            .map_err(|e| e.to_string().replace("key `listen`", "--listen").replace("key `data_dir`", "--data"))?;
+    }
+    Ok(config)
+}
+
+/// GET /healthz on the server's address: 0 when it answers 200 within `timeout` seconds, else 1
+/// with the reason on standard error. Plain HTTP, or TLS when `[tls]` is on (the certificate
+/// must be the one configured: it is this box's own server).
+fn healthcheck(config: &Config, addr: Option<&str>, timeout: u64) -> ExitCode {
+    let addr = addr.unwrap_or(&config.listen);
+    match crate::web::healthcheck::probe(config, addr, std::time::Duration::from_secs(timeout.max(1))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: unhealthy: {}", escape(&e));
             ExitCode::FAILURE
         }
     }
@@ -309,7 +431,7 @@ fn run(config: Config, command: Command) -> Result<(), String> {
         }
         _ => {}
     }
-    let lock = if matches!(command, Command::Serve) {
+    let lock = if matches!(command, Command::Serve { .. }) {
         crate::store::ensure_dir(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         Some(crate::store::backup::lock_data_dir(&config)?)
     } else {
@@ -318,7 +440,8 @@ fn run(config: Config, command: Command) -> Result<(), String> {
     let core = Core::open(config).map_err(|e| e.to_string())?;
     let e = |e: crate::core::Error| e.to_string();
     match command {
-        Command::Serve => {
+        Command::Healthcheck { .. } => Ok(()),
+        Command::Serve { .. } => {
             let served = serve(core);
             drop(lock);
             served
@@ -427,7 +550,22 @@ fn run(config: Config, command: Command) -> Result<(), String> {
 fn user(core: &Core, cmd: UserCommand) -> Result<(), String> {
     let e = |e: crate::core::Error| e.to_string();
     match cmd {
-        UserCommand::Add { login, password_stdin, email, first_name, last_name, civility, user_type, apps } => {
+        UserCommand::Add {
+            login,
+            password_stdin,
+            no_password,
+            email,
+            first_name,
+            last_name,
+            civility,
+            user_type,
+            apps,
+        } => {
+            if !password_stdin && !no_password {
+                return Err("give the password on standard input (--password-stdin), or add the user without one \
+                     (--no-password)"
+                    .into());
+            }
             let password = if password_stdin { Some(read_stdin_line("password")?) } else { None };
             let apps = if apps.is_empty() { vec![APP_FOREPAAS.to_string(), APP_CMS.to_string()] } else { apps };
             let user_type = match user_type {
@@ -465,6 +603,10 @@ fn user(core: &Core, cmd: UserCommand) -> Result<(), String> {
             core.set_blocked(&login, false).map_err(e)?;
             println!("{login} unblocked");
         }
+        UserCommand::Delete { login } => {
+            let u = core.delete_user(&login).map_err(e)?;
+            println!("user {} deleted (id {}, never given again)", escape(&u.login), u.id);
+        }
         UserCommand::List => {
             println!("{:<6} {:<32} {:<6} {:<8} {:<32} APPS", "ID", "LOGIN", "TYPE", "BLOCKED", "EMAIL");
             for (u, apps) in core.list_users().map_err(e)? {
@@ -501,7 +643,10 @@ fn serve(core: Core) -> Result<(), String> {
     );
     let serving = Arc::clone(&core);
     let served = actix_web::rt::System::new().block_on(async move {
-        let served = crate::start(serving, listener)?.await;
+        let server = crate::start(serving, listener)?;
+        // The store is open and the port bound: systemd (Type=notify) may start what depends on us.
+        crate::web::notify_systemd("READY=1");
+        let served = server.await;
         // The server has stopped answering: a reaper sweep under way ends after its current batch.
         core.stop();
         served
@@ -512,6 +657,25 @@ fn serve(core: Core) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} {id} has no help text");
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{path} {} has no help text", sub.get_name());
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        walk(&Cli::command(), "gatehouse");
+    }
 
     #[test]
     fn a_log_line_stays_one_line_whatever_its_message_holds() {

@@ -77,6 +77,10 @@ pub struct Argon2 {
     pub workers: usize,
     /// Password hashes waiting for a worker; beyond this, sign-ins answer 503 with Retry-After.
     pub queue: usize,
+    /// Lower the hashing threads' scheduling priority (setpriority) so that token checks come
+    /// first. A seccomp filter that denies it (systemd's `SystemCallFilter=~@resources`) makes the
+    /// call fail (EPERM), which is logged once and harmless; false skips the call altogether.
+    pub lower_priority: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +127,10 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// Worker threads serving HTTP; 0 = the number of cores.
     pub workers: usize,
+    /// On SIGTERM (or SIGINT), requests under way get this long to finish before the process
+    /// exits; below systemd's and container runtimes' stop timeouts (90 s, 10 s... of which this
+    /// leaves room to close the store).
+    pub shutdown_timeout: Seconds,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -383,7 +391,7 @@ impl Default for Reaper {
 
 impl Default for Argon2 {
     fn default() -> Self {
-        Argon2 { memory_kib: 19_456, iterations: 2, parallelism: 1, workers: 0, queue: 64 }
+        Argon2 { memory_kib: 19_456, iterations: 2, parallelism: 1, workers: 0, queue: 64, lower_priority: true }
     }
 }
 
@@ -411,7 +419,7 @@ impl Default for Store {
 
 impl Default for Http {
     fn default() -> Self {
-        Http { max_body_bytes: 64 * 1024, workers: 0 }
+        Http { max_body_bytes: 64 * 1024, workers: 0, shutdown_timeout: Seconds::secs(8) }
     }
 }
 
@@ -432,8 +440,9 @@ impl Config {
     /// the `GATEHOUSE_*` environment, and checks every value.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let file = match path {
+            // Not only a regular file: `--config /dev/null` (or a pipe) is an empty configuration.
             Some(p) => {
-                if !p.is_file() {
+                if !p.exists() || p.is_dir() {
                     return Err(ConfigError(format!("file {} not found", p.display())));
                 }
                 p.to_path_buf()
@@ -441,7 +450,7 @@ impl Config {
             None => PathBuf::from("config.toml"),
         };
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if file.is_file() {
+        if file.exists() && !file.is_dir() {
             figment = figment.merge(Toml::file_exact(&file));
         }
         let figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__"));

@@ -53,13 +53,19 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
             .wrap_fn(web::access_log)
             .configure(routes)
     })
-    .workers(workers);
-    let server = if tls {
-        server.listen_rustls_0_23(listener, web::tls::server_config(&core.config.tls)?)?
+    .workers(workers)
+    // Signals are handled by `web::signals`: SIGTERM and SIGINT stop gracefully (the requests under
+    // way get this long to finish), SIGHUP reloads the certificate and never stops the server.
+    .disable_signals()
+    .shutdown_timeout(core.config.http.shutdown_timeout.0.as_secs());
+    let (server, certificate) = if tls {
+        let (config, certificate) = web::tls::server_config(&core.config.tls)?;
+        (server.listen_rustls_0_23(listener, config)?, Some(certificate))
     } else {
-        server.listen(listener)?
-    }
-    .run();
+        (server.listen(listener)?, None)
+    };
+    let server = server.run();
+    actix_web::rt::spawn(web::signals(server.handle(), certificate, Arc::clone(&core)));
     core::mail::start_sender(&core.outbox, &core.config.mail);
     actix_web::rt::spawn(web::toucher(Arc::clone(&core)));
     actix_web::rt::spawn(web::reaper(core));

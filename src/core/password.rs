@@ -94,14 +94,23 @@ impl Worker {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: nice applies per thread).
+/// Lowers the calling thread's scheduling priority (Linux: nice applies per thread). A refusal
+/// (a seccomp filter denying `@resources` with EPERM, a container without the right) is logged
+/// once and changes nothing else: the hashes run at the normal priority.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
+        static TOLD: std::sync::Once = std::sync::Once::new();
         // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
-        unsafe {
+        let failed = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0
+        };
+        if failed {
+            let e = std::io::Error::last_os_error();
+            TOLD.call_once(|| {
+                log::warn!("password hashing runs at normal priority: setpriority was refused ({e}); set argon2.lower_priority = false to skip it");
+            });
         }
     }
 }
@@ -112,11 +121,14 @@ impl Hasher {
         let (tx, rx) = mpsc::sync_channel::<Job>(queue.max(1));
         let rx = std::sync::Arc::new(Mutex::new(rx));
         let waiting = std::sync::Arc::new(AtomicUsize::new(0));
+        let lower = cfg.lower_priority;
         for i in 0..workers.max(1) {
             let (rx, waiting) = (rx.clone(), waiting.clone());
             let mut worker = Worker { memory: Vec::new(), params: params.clone() };
             let spawned = std::thread::Builder::new().name(format!("gatehouse-argon2-{i}")).spawn(move || {
-                lower_priority();
+                if lower {
+                    lower_priority();
+                }
                 loop {
                     let job = match rx.lock() {
                         Ok(r) => r.recv_timeout(IDLE_RELEASE),

@@ -189,6 +189,16 @@ impl Core {
         Ok(())
     }
 
+    /// Deletes a user altogether: memberships, tokens, API keys, devices, links and sign-ins go
+    /// with the row (foreign keys cascade); the id is never given to anyone again.
+    pub fn delete_user(&self, login: &str) -> Result<User, Error> {
+        let user = self.user_by_login(login)?;
+        self.store.write(|tx| users::delete(tx, user.id))?;
+        log::info!("user {} deleted", user.id);
+        self.audit(&Caller::local(), "user_deleted", None, Some(&user), None);
+        Ok(user)
+    }
+
     /// Sets a new password (checked against the policy) and ends every session of the user.
     pub fn set_password(&self, login: &str, password: &Secret) -> Result<(), Error> {
         let user = self.user_by_login(login)?;

@@ -113,13 +113,18 @@ fn user_commands_manage_users_and_memberships() {
     let line = list.lines().find(|l| l.contains("alice")).unwrap();
     assert!(line.contains("ADMIN") && line.contains("alice@example.com") && line.contains("cms,forepaas"), "{line}");
 
-    assert!(fails(d, &["user", "add", "ALICE"], "").contains("already exists"));
-    assert!(fails(d, &["user", "add", "bob", "--app", "nope"], "").contains("unknown application nope"));
+    assert!(fails(d, &["user", "add", "ALICE", "--no-password"], "").contains("already exists"));
+    assert!(
+        fails(d, &["user", "add", "bob", "--no-password", "--app", "nope"], "").contains("unknown application nope")
+    );
     assert!(!ok(d, &["user", "list"], "").contains("bob"), "a failed add creates nothing");
     assert!(fails(d, &["user", "add", "carol", "--password-stdin"], "short\n").contains("at least 8"));
-    assert!(fails(d, &["user", "add", "dave", "--email", "not-an-email"], "").contains("email"));
+    assert!(fails(d, &["user", "add", "dave", "--no-password", "--email", "not-an-email"], "").contains("email"));
+    // A user without a password only when asked for.
+    assert!(fails(d, &["user", "add", "erin"], "").contains("--no-password"));
+    assert!(!ok(d, &["user", "list"], "").contains("erin"));
 
-    ok(d, &["user", "add", "bob", "--app", "cms"], "");
+    ok(d, &["user", "add", "bob", "--no-password", "--app", "cms"], "");
     assert!(ok(d, &["user", "list"], "").lines().any(|l| l.contains("bob") && l.trim_end().ends_with("cms")));
     ok(d, &["user", "grant", "bob", "forepaas"], "");
     assert!(ok(d, &["user", "list"], "").lines().any(|l| l.contains("bob") && l.contains("cms,forepaas")));
@@ -143,13 +148,53 @@ fn user_commands_manage_users_and_memberships() {
         fails(d, &["user", "passwd", "nobody", "--password-stdin"], "another long password\n").contains("unknown user")
     );
     assert!(fails(d, &["user", "grant", "bob", "nope"], "").contains("unknown application nope"));
+
+    // Deleted altogether; the next user does not get the id.
+    let id_of = |list: &str, login: &str| -> i64 {
+        list.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(login))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let bob = id_of(&ok(d, &["user", "list"], ""), "bob");
+    assert!(ok(d, &["user", "delete", "bob"], "").contains("deleted"));
+    assert!(!ok(d, &["user", "list"], "").contains("bob"));
+    assert!(fails(d, &["user", "delete", "bob"], "").contains("unknown user bob"));
+    ok(d, &["user", "add", "frank", "--no-password"], "");
+    assert!(id_of(&ok(d, &["user", "list"], ""), "frank") > bob);
+}
+
+#[test]
+fn usage_errors_exit_2_help_names_the_environment_and_dev_null_is_an_empty_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [&["user", "frobnicate"][..], &["serve", "--nope"], &["user", "add"], &["serve", "--listen", "nowhere"]]
+    {
+        let out = gatehouse_cli(d, &[], args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let help = gatehouse_cli(d, &[], &["--help"], "");
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8(help.stdout).unwrap();
+    for wanted in ["GATEHOUSE_LISTEN", "GATEHOUSE_DATA_DIR", "__", "Exit codes"] {
+        assert!(help.contains(wanted), "--help names {wanted}: {help}");
+    }
+    let serve = String::from_utf8(gatehouse_cli(d, &[], &["serve", "--help"], "").stdout).unwrap();
+    assert!(serve.contains("--listen <ADDR>") && serve.contains("--data <DIR>"), "{serve}");
+    // /dev/null is a configuration with nothing in it: the defaults.
+    assert!(ok(d, &["--config", "/dev/null", "app", "list"], "").contains("forepaas"));
+    assert!(d.join("data/gatehouse.db").is_file());
 }
 
 #[test]
 fn apikey_commands_print_the_pair_once_and_revoke() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(d, &["user", "add", "alice"], "");
+    ok(d, &["user", "add", "alice", "--no-password"], "");
     let out = ok(d, &["apikey", "add", "alice", "--expires-in", "30d"], "");
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(words.len(), 2, "{out}");

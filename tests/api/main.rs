@@ -19,6 +19,7 @@ mod openapi;
 mod pg;
 mod process;
 mod readme;
+mod service;
 mod signins;
 mod smartserver;
 mod text;
