@@ -119,8 +119,11 @@ pub struct Store {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes; a larger Content-Length is refused before the body
+    /// is read.
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this long, or the request is answered 408.
+    pub body_timeout: Seconds,
     /// Worker threads serving HTTP; 0 = the number of cores.
     pub workers: usize,
 }
@@ -400,7 +403,7 @@ impl Default for Store {
 
 impl Default for Http {
     fn default() -> Self {
-        Http { max_body_bytes: 64 * 1024, workers: 0 }
+        Http { max_body_bytes: 64 * 1024, body_timeout: Seconds::secs(10), workers: 0 }
     }
 }
 
@@ -576,6 +579,9 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024".into());
         }
+        if self.http.body_timeout.0 < Duration::from_millis(100) {
+            return bad("http.body_timeout", "must be at least 100ms".into());
+        }
         Ok(())
     }
 
@@ -746,6 +752,17 @@ mod tests {
             }
             keys
         }
+    }
+
+    #[test]
+    fn http_limits_are_checked() {
+        let check = |tweak: fn(&mut Http)| {
+            let mut c = Config::default();
+            tweak(&mut c.http);
+            c.validate().err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(check(|h| h.body_timeout = Seconds::secs(0)).contains("http.body_timeout"));
+        assert!(check(|h| h.body_timeout = Seconds(Duration::from_millis(50))).contains("http.body_timeout"));
     }
 
     #[test]

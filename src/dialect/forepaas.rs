@@ -223,13 +223,16 @@ const MAX_SECRET: usize = 1024;
 async fn body_params(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    http: &crate::config::Http,
     started: Instant,
 ) -> Result<HashMap<String, String>, HttpResponse> {
-    let body = match read_body(payload, limit).await {
+    let body = match read_body(req, payload, http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(n)) => {
             return Err(failure(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"), started))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(failure(StatusCode::REQUEST_TIMEOUT, "Request body not received in time", started))
         }
         Err(BodyError::Broken) => return Err(bad_request("Incomplete request body", started)),
     };
@@ -238,7 +241,7 @@ async fn body_params(
 
 async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let started = Instant::now();
-    let params = match body_params(&req, payload, core.config.http.max_body_bytes, started).await {
+    let params = match body_params(&req, payload, &core.config.http, started).await {
         Ok(p) => p,
         Err(res) => return res,
     };
@@ -359,7 +362,7 @@ async fn password_change(req: HttpRequest, payload: web::Payload, core: web::Dat
         Ok(p) => p,
         Err(text) => return bad_request(&text, started),
     };
-    let params = match body_params(&req, payload, core.config.http.max_body_bytes, started).await {
+    let params = match body_params(&req, payload, &core.config.http, started).await {
         Ok(p) => p,
         Err(res) => return res,
     };

@@ -296,11 +296,14 @@ fn users_of(body: &[u8]) -> Result<Vec<String>, String> {
 }
 
 /// The body, or the answer that refuses it (given only once the signature holds).
-async fn body(payload: web::Payload, core: &Core) -> Result<web::Bytes, Refused> {
-    match read_body(payload, core.config.http.max_body_bytes).await {
+async fn body(req: &HttpRequest, payload: web::Payload, core: &Core) -> Result<web::Bytes, Refused> {
+    match read_body(req, payload, &core.config.http).await {
         Ok(b) => Ok(b),
         Err(BodyError::TooLarge(n)) => {
             Err(Refused::Answer(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {n} bytes")))
+        }
+        Err(BodyError::TimedOut) => {
+            Err(Refused::Answer(StatusCode::REQUEST_TIMEOUT, "body not received in time".into()))
         }
         Err(BodyError::Broken) => Err(Refused::Answer(StatusCode::BAD_REQUEST, "incomplete body".into())),
     }
@@ -335,8 +338,9 @@ where
         Ok(s) => s,
         Err(r) => return refusal(r, "", None),
     };
-    let users =
-        body(payload, &core).await.and_then(|b| users_of(&b).map_err(|reason| Refused::Answer(StatusCode::OK, reason)));
+    let users = body(&req, payload, &core)
+        .await
+        .and_then(|b| users_of(&b).map_err(|reason| Refused::Answer(StatusCode::OK, reason)));
     let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
     let a = app.clone();
     match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &users?)?)).await {
@@ -442,7 +446,7 @@ async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>
         Ok(s) => s,
         Err(res) => return *res,
     };
-    let sms = body(payload, &core).await.and_then(|b| sms_of(&b).map_err(|r| Refused::Answer(StatusCode::OK, r)));
+    let sms = body(&req, payload, &core).await.and_then(|b| sms_of(&b).map_err(|r| Refused::Answer(StatusCode::OK, r)));
     let (a, u) = (app.clone(), user.clone());
     let sent = run_signed(&core, sig, move |c| {
         let (phone, display, message) = sms?;

@@ -144,14 +144,25 @@ async fn client(
 }
 
 /// A JSON object body's string fields (`null` counts as absent).
-async fn fields(payload: web::Payload, core: &Core) -> Result<HashMap<String, String>, HttpResponse> {
-    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+async fn fields(
+    req: &HttpRequest,
+    payload: web::Payload,
+    core: &Core,
+) -> Result<HashMap<String, String>, HttpResponse> {
+    let body = match read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(n)) => {
             return Err(failure(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Invalid request",
                 Some(&format!("The body is larger than {n} bytes.")),
+            ))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(failure(
+                StatusCode::REQUEST_TIMEOUT,
+                "Invalid request",
+                Some("The body was not received in time."),
             ))
         }
         Err(BodyError::Broken) => return Err(bad_request("The body is incomplete.")),
@@ -196,7 +207,7 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
         Ok(None) => return failure(StatusCode::FORBIDDEN, "Invalid client credentials", None),
         Err(res) => return res,
     };
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -214,7 +225,7 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
 /// `/login` and `/oauth/token`: the password grant, or the refresh grant.
 async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -331,7 +342,7 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
         Ok(id) => id,
         Err(res) => return res,
     };
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -353,7 +364,7 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
 
 async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };

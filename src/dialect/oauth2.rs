@@ -86,10 +86,13 @@ async fn request(
             "The body must be application/x-www-form-urlencoded.",
         ));
     }
-    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+    let body = match read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => {
             return Err(oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "The body is too large."))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(oauth_error(StatusCode::REQUEST_TIMEOUT, "invalid_request", "The body came too slowly."))
         }
         Err(BodyError::Broken) => {
             return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Incomplete body."))

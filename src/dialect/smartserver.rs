@@ -152,16 +152,19 @@ async fn session_timeout(core: web::Data<Core>) -> HttpResponse {
 async fn json_fields(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    http: &crate::config::Http,
     fields: &[&str],
 ) -> Result<Vec<String>, HttpResponse> {
     if media_type(req).as_deref() != Some("application/json") {
         return Err(failure(req, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"));
     }
-    let body = match read_body(payload, limit).await {
+    let body = match read_body(req, payload, http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(n)) => {
             return Err(failure(req, StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes")))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(failure(req, StatusCode::REQUEST_TIMEOUT, "Request body not received in time"))
         }
         Err(BodyError::Broken) => return Err(failure(req, StatusCode::BAD_REQUEST, "Incomplete request body")),
     };
@@ -197,7 +200,7 @@ fn session_cookie(req: &HttpRequest, core: &Core, value: String) -> Cookie<'stat
 }
 
 async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let fields = match json_fields(&req, payload, core.config.http.max_body_bytes, &["username", "password"]).await {
+    let fields = match json_fields(&req, payload, &core.config.http, &["username", "password"]).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -249,8 +252,7 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
 }
 
 async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let fields = match json_fields(&req, payload, core.config.http.max_body_bytes, &["userName", "emailAddress"]).await
-    {
+    let fields = match json_fields(&req, payload, &core.config.http, &["userName", "emailAddress"]).await {
         Ok(f) => f,
         Err(res) => return res,
     };

@@ -191,10 +191,13 @@ async fn signed_body(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<((DeviceRow, bool), web::Bytes), HttpResponse> {
-    let body = match super::read_body(payload, core.config.http.max_body_bytes).await {
+    let body = match super::read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(super::BodyError::TooLarge(_)) => {
             return Err(page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large")))
+        }
+        Err(super::BodyError::TimedOut) => {
+            return Err(page_json(StatusCode::REQUEST_TIMEOUT, Some("The request body came too slowly")))
         }
         Err(super::BodyError::Broken) => return Err(page_json(StatusCode::BAD_REQUEST, Some("Incomplete body"))),
     };

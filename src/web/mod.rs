@@ -1,4 +1,5 @@
-//! What every route shares: the access log, request bodies read under a limit, and /healthz.
+//! What every route shares: the access log, request bodies read under a limit and a deadline, and
+//! /healthz.
 //! The built-in pages (password reset, device registration) are in `pages`, the device page and
 //! its signed API in `device`.
 
@@ -15,7 +16,7 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::web::{Bytes, BytesMut};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use crate::core::Core;
@@ -82,21 +83,41 @@ pub fn with_retry_after(mut res: HttpResponse, e: &crate::core::Error) -> HttpRe
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
+    /// Larger than the limit (given), by its Content-Length or by what arrived.
     TooLarge(usize),
+    /// Not all there within `http.body_timeout`.
+    TimedOut,
     Broken,
 }
 
-/// Reads a request body of at most `limit` bytes.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, BodyError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| BodyError::Broken)?;
-        if buf.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge(limit));
-        }
-        buf.extend_from_slice(&chunk);
+/// Reads a request body of at most `http.max_body_bytes` within `http.body_timeout`. A larger
+/// Content-Length is refused before anything is read.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    http: &crate::config::Http,
+) -> Result<Bytes, BodyError> {
+    let limit = http.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
     }
-    Ok(buf.freeze())
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Broken)?;
+            if buf.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(http.body_timeout.0, read).await.unwrap_or(Err(BodyError::TimedOut))
 }
 
 /// The media type of a request, lower-cased, without parameters; None when absent.

@@ -105,10 +105,13 @@ pub(super) async fn page_body(
     if media_type(req).as_deref() != Some("application/json") {
         return Err(page_json(StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("Content-Type must be application/json")));
     }
-    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+    let body = match read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(crate::web::BodyError::TooLarge(_)) => {
             return Err(page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large")))
+        }
+        Err(crate::web::BodyError::TimedOut) => {
+            return Err(page_json(StatusCode::REQUEST_TIMEOUT, Some("The request body came too slowly")))
         }
         Err(crate::web::BodyError::Broken) => return Err(page_json(StatusCode::BAD_REQUEST, Some("Incomplete body"))),
     };

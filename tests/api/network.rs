@@ -1,0 +1,231 @@
+//! What the network can do to the server (issue #15): bodies too large or too slow.
+//! Raw sockets where awc would not send what an attacker sends.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::helpers::{link_in, spawn_app_with, TestApp};
+
+const PASSWORD: &str = "the right password";
+
+/// What came back on a raw connection.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    head: String,
+    json: Value,
+}
+
+fn addr_of(app: &TestApp) -> SocketAddr {
+    app.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Reads one answer (head and Content-Length body) within `wait`; None when the connection closed
+/// first, Err when nothing came within `wait`.
+fn read_answer(s: &mut TcpStream, wait: Duration) -> std::io::Result<Option<Raw>> {
+    s.set_read_timeout(Some(wait))?;
+    read_answer_from(s)
+}
+
+/// `read_answer` over any stream (TLS too), under the read timeout of the socket beneath.
+fn read_answer_from(s: &mut impl Read) -> std::io::Result<Option<Raw>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match s.read(&mut chunk)? {
+            0 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let json = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+    Ok(Some(Raw { status, head, json }))
+}
+
+/// One request to the server that writes `head` (ending in the blank line) and `body`, then waits
+/// up to 20 s for the answer without sending the rest.
+async fn stalled_exchange(addr: SocketAddr, head: String, body: &'static [u8]) -> Raw {
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let started = Instant::now();
+        let answer = read_answer(&mut s, Duration::from_secs(20));
+        let answer = answer.unwrap_or_else(|e| panic!("no answer in {:?}: {e}", started.elapsed()));
+        answer.unwrap_or_else(|| panic!("closed without an answer after {:?}", started.elapsed()))
+    })
+    .await
+    .unwrap()
+}
+
+/// An endpoint of each dialect that reads a body, its request head without Content-Length, and a
+/// check that an answer is in that dialect's envelope.
+struct Door {
+    name: &'static str,
+    head: String,
+    envelope: fn(&Raw, u16),
+}
+
+fn doors(app: &TestApp, basic: &str, iampass_secret: &str, reset: &str) -> Vec<Door> {
+    let host = app.base.trim_start_matches("http://").to_string();
+    let head = |method: &str, target: &str, content_type: &str, extra: &[String]| {
+        let mut h = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n");
+        for e in extra {
+            h.push_str(e);
+            h.push_str("\r\n");
+        }
+        h
+    };
+    let json_type = "application/json";
+    // A signature that holds, so that IAMPASS gets as far as the body.
+    let target = "/management/add_users/partner-app";
+    let nonce = crate::iampass::fresh_nonce();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let signature = crate::iampass::sign(iampass_secret, &nonce, &format!("{host}{target}"), &ts);
+    let iampass = [
+        format!("Authentication: hmac partner-app:{nonce}:{signature}"),
+        format!("X-IAMPASS-Authentication-Timestamp: {ts}"),
+    ];
+    vec![
+        Door {
+            name: "forepaas",
+            head: head("POST", "/iam/login", json_type, &[]),
+            envelope: |r, s| {
+                assert_eq!((r.json["status"].clone(), r.json["success"].clone()), (json!(s), json!(false)), "{r:?}");
+                assert!(r.json["error"].is_string(), "{r:?}");
+            },
+        },
+        Door {
+            name: "smartserver",
+            head: head("POST", "/cms/iap/auth/login", json_type, &[]),
+            envelope: |r, s| {
+                assert_eq!(r.json["status"], json!(s), "{r:?}");
+                assert_eq!(r.json["path"], json!("/cms/iap/auth/login"), "{r:?}");
+            },
+        },
+        Door {
+            name: "iqm",
+            head: head("POST", "/api/v3/ua/login", json_type, &[format!("Authorization: {basic}")]),
+            envelope: |r, _| {
+                assert_eq!(r.json["success"], json!(false), "{r:?}");
+                assert!(r.json["errorObjects"][0]["error"].is_string(), "{r:?}");
+            },
+        },
+        Door {
+            name: "oauth2",
+            head: head(
+                "POST",
+                "/oauth2/introspect",
+                "application/x-www-form-urlencoded",
+                &[format!("Authorization: {basic}")],
+            ),
+            envelope: |r, _| assert_eq!(r.json["error"], json!("invalid_request"), "{r:?}"),
+        },
+        Door {
+            name: "iampass",
+            head: head("POST", target, json_type, &iampass),
+            envelope: |r, _| {
+                assert_eq!(r.json["status"], json!(false), "{r:?}");
+                assert!(r.json["reason"].is_string(), "{r:?}");
+            },
+        },
+        Door {
+            name: "page",
+            head: head("POST", reset, json_type, &[]),
+            envelope: |r, _| {
+                assert_eq!(r.json["success"], json!(false), "{r:?}");
+                assert!(r.json["error"].is_string(), "{r:?}");
+            },
+        },
+    ]
+}
+
+/// A server with mark@example.com (forepaas, cms, an IQM client), the IQM client's Basic, an
+/// IAMPASS application's secret, and a live password-reset link of mark's (its path).
+async fn setup(tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String, String, String) {
+    let app = spawn_app_with(tweak).await;
+    let secret = app.core.add_app("iqm-client", None).unwrap();
+    let iampass = app.core.add_app("partner-app", None).unwrap().expose().to_string();
+    app.add_user("mark@example.com", PASSWORD, &["forepaas", "cms", "iqm-client"]);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("iqm-client:{}", secret.expose()))
+    );
+    let caller = gatehouse::core::guard::Caller::local();
+    let mail = &gatehouse::core::reset::CMS_RESET_MAIL;
+    app.core.request_password_reset(&caller, "mark@example.com", "mark@example.com", None, mail).unwrap();
+    let reset = link_in(&app.wait_outbox(1).await[0], "reset").unwrap();
+    (app, basic, iampass, reset)
+}
+
+/// Rows that a request that got through would have added or changed.
+fn footprint(app: &TestApp) -> (i64, i64, i64) {
+    (
+        app.count("SELECT count(*) FROM tokens"),
+        app.count("SELECT count(*) FROM audit"),
+        app.count("SELECT count(*) FROM links WHERE used_at IS NULL"),
+    )
+}
+
+async fn login_works(app: &TestApp) -> bool {
+    let body = json!({"login": "mark@example.com", "password": PASSWORD, "app_id": "forepaas", "auth_mode": "forepaas_id_resource_owner"});
+    app.post_json("/iam/login", &body).await.status == 200
+}
+
+#[actix_web::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
+    let (app, basic, iampass, reset) = setup(|_| {}).await;
+    let before = footprint(&app);
+    let addr = addr_of(&app);
+    let exchanges = doors(&app, &basic, &iampass, &reset).into_iter().map(|door| async move {
+        // Only the head: a server that waited for ten megabytes would never answer.
+        let head = format!("{}Content-Length: 10000000\r\n\r\n", door.head);
+        (door.name, door.envelope, stalled_exchange(addr, head, b"").await)
+    });
+    for (name, envelope, answer) in futures_util::future::join_all(exchanges).await {
+        assert_eq!(answer.status, 413, "{name}: {answer:?}");
+        assert!(answer.head.to_ascii_lowercase().contains("content-type: application/json"), "{name}: {answer:?}");
+        envelope(&answer, 413);
+    }
+    assert_eq!(footprint(&app), before, "nothing changed");
+    assert!(login_works(&app).await);
+}
+
+#[actix_web::test]
+async fn a_body_that_stalls_is_answered_408_and_changes_nothing() {
+    let (app, basic, iampass, reset) = setup(|c| c.http.body_timeout = gatehouse::config::Seconds::secs(1)).await;
+    let before = footprint(&app);
+    let addr = addr_of(&app);
+    let exchanges = doors(&app, &basic, &iampass, &reset).into_iter().map(|door| async move {
+        // A tenth of what the head promises, then nothing.
+        let head = format!("{}Content-Length: 200\r\n\r\n", door.head);
+        (door.name, door.envelope, stalled_exchange(addr, head, b"{\"password\":\"a new passwo").await)
+    });
+    for (name, envelope, answer) in futures_util::future::join_all(exchanges).await {
+        assert_eq!(answer.status, 408, "{name}: {answer:?}");
+        envelope(&answer, 408);
+    }
+    assert_eq!(footprint(&app), before, "nothing changed: no token, no event, the reset link unused");
+    assert_eq!(app.get(&reset).await.status, 200, "the reset link still works");
+    assert!(login_works(&app).await, "the password is the old one");
+}
