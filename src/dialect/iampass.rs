@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use crate::core::crypto::{ct_eq, hmac_sha256, sha256};
 use crate::core::guard::Caller;
 use crate::core::{now_ms, Core, Error};
-use crate::web::{read_body, BodyError};
+use crate::web::{net, read_body, BodyError};
 
 const JSON: &str = "application/json";
 
@@ -341,7 +341,7 @@ where
     let users = body(&req, payload, &core)
         .await
         .and_then(|b| users_of(&b).map_err(|reason| Refused::Answer(StatusCode::OK, reason)));
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let caller = net::caller(&req, &core.config, "iampass");
     let a = app.clone();
     match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &users?)?)).await {
         Ok((status, body)) => json_answer(status, &body),
@@ -414,7 +414,7 @@ where
     };
     let display = display_name(&req).map_err(|reason| Refused::Answer(StatusCode::OK, reason.to_string()));
     let (a, u) = (app.clone(), user.clone());
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let caller = net::caller(&req, &core.config, "iampass");
     match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &u, display?)?)).await {
         Ok(body) => json_answer(StatusCode::OK, &body),
         Err(r) => refusal(r, &app, Some(&user)),
@@ -478,7 +478,7 @@ async fn authenticate_user(req: HttpRequest, core: web::Data<Core>) -> HttpRespo
         Err(res) => return *res,
     };
     let query = signin_query(&req);
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let caller = net::caller(&req, &core.config, "iampass");
     let (a, u) = (app.clone(), user.clone());
     let started = run_signed(&core, sig, move |c| {
         let (methods, duration) = query?;
@@ -559,7 +559,7 @@ async fn session_logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse
         Ok(s) => s,
         Err(res) => return *res,
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let caller = net::caller(&req, &core.config, "iampass");
     match run_session(&core, sig, move |c| c.end_signin(&caller, &token)).await {
         Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
         Err(r) => refusal(r, "", None),

@@ -21,11 +21,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::core::guard::Caller;
 use crate::core::oauth::Grant;
 use crate::core::reset::IQM_RESET_MAIL;
 use crate::core::{iso8601, Core, Error, Secret};
-use crate::web::{read_body, BodyError};
+use crate::web::{net, read_body, BodyError};
 
 const JSON: &str = "application/json";
 const NO_USER: &str = "User doesn't exist or user is not allowed to provided workspace.";
@@ -215,7 +214,7 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
         (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
         (Err(r), _) | (_, Err(r)) => return bad_request(&r),
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     match core.call_hashing(move |c| c.sign_up(&caller, &client_id, &email, &password)).await {
         Ok(g) => answer(StatusCode::OK, &json!({"success": true, "data": token_object(&g)})),
         Err(e) => error(&e, &core),
@@ -242,7 +241,7 @@ async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
                 (Err(r), _) | (_, Err(r)) => return bad_request(&r),
             };
-            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+            let caller = net::caller(&req, &core.config, "iqm");
             match core.call_hashing(move |c| c.password_grant(&caller, &client_id, &email, &password)).await {
                 Ok(g) => {
                     let mut data = token_object(&g);
@@ -307,7 +306,7 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Err(reason) => return unauthorized(reason),
     };
     let core = core.into_inner();
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     match core.call(move |c| c.logout_family(&caller, &token, ow)).await {
         Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "User logged out successfully."})),
         Err(e) => error(&e, &core),
@@ -353,7 +352,7 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
     // The lookup and the mail happen after the answer: its bytes and its time are the same whether
     // or not the email names a user.
     let background = std::sync::Arc::clone(&core);
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     actix_web::rt::spawn(async move {
         let _ = background
             .call(move |c| c.request_password_reset(&caller, &email, &email, client_id.as_deref(), &IQM_RESET_MAIL))
@@ -375,7 +374,7 @@ async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Dat
         (Err(r), _, _) | (_, Err(r), _) => return bad_request(&r),
         _ => return bad_request("token (from the reset link) is required."),
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     match core.call(move |c| c.reset_password_of(&caller, &code, Some(&email), &password)).await {
         Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "Password changed successfully."})),
         Err(e) => error(&e, &core),

@@ -38,9 +38,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::net;
 use super::pages::{asset, guarded, html, page_json};
 use crate::core::crypto::{hex, sha256};
-use crate::core::guard::Caller;
 use crate::core::signins::{b64url, unb64url, Assertion, DeviceProof};
 use crate::core::Secret;
 use crate::core::{Core, Error};
@@ -116,7 +116,7 @@ fn api_key(req: &HttpRequest) -> Option<(String, Secret)> {
 async fn device(core: &Arc<Core>, req: &HttpRequest, body: &[u8]) -> Result<(DeviceRow, bool), Error> {
     if req.headers().get("X-Device-Signature").is_none() {
         if let Some((id, secret)) = api_key(req) {
-            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+            let caller = net::caller(req, &core.config, "device");
             return core.call(move |c| c.device_by_api_key(&caller, &id, &secret)).await.map(|d| (d, false));
         }
     }
@@ -221,7 +221,7 @@ async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) 
         Ok(d) => d,
         Err(reason) => return page_json(StatusCode::BAD_REQUEST, Some(reason)),
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+    let caller = net::caller(&req, &core.config, "device");
     match core.call(move |c| c.decide_signin(&caller, &dev, signed, id, approve, &challenge, assertion)).await {
         Ok(status) => answer(StatusCode::OK, &json!({"success": true, "session_status": status})),
         Err(e) => error(&e),
@@ -258,7 +258,7 @@ async fn webauthn_add(req: HttpRequest, payload: web::Payload, core: web::Data<C
             Some("challenge, client_data_json and attestation_object are required (base64url)"),
         );
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+    let caller = net::caller(&req, &core.config, "device");
     match core.call(move |c| c.add_webauthn(&caller, &dev, &challenge, &client_data, &attestation)).await {
         Ok(()) => page_json(StatusCode::OK, None),
         Err(e) => error(&e),

@@ -1,10 +1,11 @@
 //! What every route shares: the access log, request bodies read under a limit and a deadline, and
-//! /healthz.
+//! /healthz. Who the client is, and the connection caps, are in `net`.
 //! The built-in pages (password reset, device registration) are in `pages`, the device page and
 //! its signed API in `device`.
 
 pub mod device;
 pub mod metrics;
+pub mod net;
 pub mod openapi;
 pub mod pages;
 pub mod tls;
@@ -21,9 +22,9 @@ use futures_util::StreamExt;
 
 use crate::core::Core;
 
-/// The access log: peer address, method, the route *pattern* and status, and time taken. Never the
-/// query string (ForePaaS tokens travel there), the raw path (link codes travel there), headers or
-/// bodies.
+/// The access log: client address (`net::client`), method, the route *pattern* and status, and
+/// time taken. Never the query string (ForePaaS tokens travel there), the raw path (link codes
+/// travel there), headers or bodies.
 pub fn access_log<S, B>(
     req: ServiceRequest,
     srv: &S,
@@ -35,7 +36,12 @@ where
     let start = Instant::now();
     let method = req.method().clone();
     let route = req.match_pattern().unwrap_or_else(|| "(no route)".to_string());
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "-".into());
+    let peer = match req.app_data::<web::Data<Core>>() {
+        Some(core) => net::client(req.request(), &core.config).addr,
+        None => req.peer_addr().map(|a| a.ip()),
+    }
+    .map(|a| a.to_string())
+    .unwrap_or_else(|| "-".into());
     let metrics = req.app_data::<web::Data<metrics::Metrics>>().cloned();
     let fut = srv.call(req);
     async move {

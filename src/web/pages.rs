@@ -5,9 +5,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
 
-use crate::core::guard::Caller;
 use crate::core::{Core, Error, Secret};
-use crate::web::{media_type, read_body};
+use crate::web::{media_type, net, read_body};
 
 const RESET_HTML: &str = include_str!("../../static/reset.html");
 const GONE_HTML: &str = include_str!("../../static/gone.html");
@@ -174,7 +173,7 @@ async fn register_post(req: HttpRequest, payload: web::Payload, core: web::Data<
         },
     };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "page");
+    let caller = net::caller(&req, &core.config, "page");
     match core.call(move |c| c.register_device(&caller, &code, &name, public_key.as_deref())).await {
         Ok(r) => {
             let answer = RegisteredAnswer {
@@ -202,7 +201,7 @@ async fn reset_post(req: HttpRequest, payload: web::Payload, core: web::Data<Cor
         return page_json(StatusCode::BAD_REQUEST, Some("password is required"));
     };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "page");
+    let caller = net::caller(&req, &core.config, "page");
     match core.call(move |c| c.reset_password(&caller, &code, &password)).await {
         Ok(()) => page_json(StatusCode::OK, None),
         Err(e) => page_error(&e),

@@ -1,4 +1,5 @@
-//! What the network can do to the server (issue #15): bodies too large or too slow.
+//! What the network can do to the server (issue #15): bodies too large or too slow, forwarding
+//! headers from anyone.
 //! Raw sockets where awc would not send what an attacker sends.
 
 use std::io::{ErrorKind, Read, Write};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{link_in, spawn_app_with, TestApp};
+use crate::helpers::{link_in, set_cookie, spawn_app_with, TestApp};
 
 const PASSWORD: &str = "the right password";
 
@@ -228,4 +229,78 @@ async fn a_body_that_stalls_is_answered_408_and_changes_nothing() {
     assert_eq!(footprint(&app), before, "nothing changed: no token, no event, the reset link unused");
     assert_eq!(app.get(&reset).await.status, 200, "the reset link still works");
     assert!(login_works(&app).await, "the password is the old one");
+}
+
+async fn cms_login(app: &TestApp, headers: &[(&str, &str)]) -> crate::helpers::Answer {
+    let body = json!({"username": "mark@example.com", "password": PASSWORD}).to_string().into_bytes();
+    app.send("POST", "/cms/iap/auth/login", headers, Some(("application/json", body))).await
+}
+
+#[actix_web::test]
+async fn x_forwarded_proto_makes_the_cookie_secure_only_from_a_trusted_proxy() {
+    let https = [("X-Forwarded-Proto", "https")];
+    let untrusted = spawn_app_with(|_| {}).await;
+    untrusted.add_user("mark@example.com", PASSWORD, &["cms"]);
+    let a = cms_login(&untrusted, &https).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let cookie = set_cookie(&a, "cmsSID").unwrap();
+    assert!(!cookie.contains("Secure"), "anyone may write X-Forwarded-Proto: {cookie}");
+
+    let trusted = spawn_app_with(|c| c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    trusted.add_user("mark@example.com", PASSWORD, &["cms"]);
+    let cookie = set_cookie(&cms_login(&trusted, &https).await, "cmsSID").unwrap();
+    assert!(cookie.contains("Secure"), "the proxy says the client came over HTTPS: {cookie}");
+    let cookie = set_cookie(&cms_login(&trusted, &[("X-Forwarded-Proto", "http")]).await, "cmsSID").unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let cookie = set_cookie(&cms_login(&trusted, &[]).await, "cmsSID").unwrap();
+    assert!(!cookie.contains("Secure"), "without the header: our own scheme, http: {cookie}");
+}
+
+async fn iam_from(app: &TestApp, login: &str, password: &str, forwarded_for: &str) -> u16 {
+    let body =
+        json!({"login": login, "password": password, "app_id": "forepaas", "auth_mode": "forepaas_id_resource_owner"});
+    let body = body.to_string().into_bytes();
+    let headers = [("X-Forwarded-For", forwarded_for)];
+    app.send("POST", "/iam/login", &headers, Some(("application/json", body))).await.status
+}
+
+fn address_throttle(c: &mut gatehouse::config::Config) {
+    c.throttle.address_failures = 3;
+    c.throttle.lockout = gatehouse::config::Seconds::secs(60);
+}
+
+/// The client addresses the audit log recorded, oldest first.
+fn audited_clients(app: &TestApp) -> Vec<String> {
+    let events = app.core.audit_events(0, None).unwrap();
+    events.into_iter().filter(|e| e.event.starts_with("login")).filter_map(|e| e.client).collect()
+}
+
+#[actix_web::test]
+async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
+    // From an untrusted peer, a new X-Forwarded-For on each guess does not make a new address.
+    let app = spawn_app_with(address_throttle).await;
+    app.add_user("mark@example.com", PASSWORD, &["forepaas"]);
+    for i in 0..3 {
+        assert_eq!(iam_from(&app, &format!("guess{i}@example.com"), "guess", &format!("192.0.2.{i}")).await, 401);
+    }
+    assert_eq!(iam_from(&app, "mark@example.com", PASSWORD, "198.51.100.7").await, 429, "127.0.0.1 is locked out");
+    assert!(audited_clients(&app).iter().all(|c| c == "127.0.0.1"), "{:?}", audited_clients(&app));
+
+    // Behind trusted proxies, the client is the rightmost address that is not one of them.
+    let app = spawn_app_with(|c| {
+        address_throttle(c);
+        c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    app.add_user("mark@example.com", PASSWORD, &["forepaas"]);
+    for i in 0..3 {
+        // The client's own claim (6.6.6.6) is left of the address the proxies saw.
+        let chain = format!("6.6.6.6, 192.0.2.1, 10.1.1.{i}");
+        assert_eq!(iam_from(&app, &format!("guess{i}@example.com"), "guess", &chain).await, 401);
+    }
+    assert_eq!(iam_from(&app, "mark@example.com", PASSWORD, "192.0.2.1").await, 429, "192.0.2.1 is locked out");
+    assert_eq!(iam_from(&app, "mark@example.com", PASSWORD, "192.0.2.2").await, 200, "another client is not");
+    let clients = audited_clients(&app);
+    assert_eq!(clients.iter().filter(|c| *c == "192.0.2.1").count(), 3, "{clients:?}");
+    assert_eq!(clients.last().map(String::as_str), Some("192.0.2.2"), "{clients:?}");
 }
