@@ -124,8 +124,16 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// A request body must arrive whole within this long, or the request is answered 408.
     pub body_timeout: Seconds,
+    /// A request's head (request line and headers) must arrive within this long of the connection
+    /// opening, or the connection is closed.
+    pub head_timeout: Seconds,
     /// Worker threads serving HTTP; 0 = the number of cores.
     pub workers: usize,
+    /// Connections open at once, all workers together; beyond, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (one IPv6 /64); beyond, new ones are closed
+    /// at once. 0 = no cap. Connections from `trusted_proxies` are not counted.
+    pub max_connections_per_address: usize,
     /// Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: IP addresses or
     /// CIDR nets. Empty: the client is the TCP peer, and https only when gatehouse serves TLS.
     pub trusted_proxies: Vec<Net>,
@@ -406,7 +414,15 @@ impl Default for Store {
 
 impl Default for Http {
     fn default() -> Self {
-        Http { max_body_bytes: 64 * 1024, body_timeout: Seconds::secs(10), workers: 0, trusted_proxies: Vec::new() }
+        Http {
+            max_body_bytes: 64 * 1024,
+            body_timeout: Seconds::secs(10),
+            head_timeout: Seconds::secs(5),
+            workers: 0,
+            max_connections: 16_384,
+            max_connections_per_address: 1024,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -584,6 +600,12 @@ impl Config {
         }
         if self.http.body_timeout.0 < Duration::from_millis(100) {
             return bad("http.body_timeout", "must be at least 100ms".into());
+        }
+        if self.http.head_timeout.0 < Duration::from_millis(100) {
+            return bad("http.head_timeout", "must be at least 100ms".into());
+        }
+        if !(1..=10_000_000).contains(&self.http.max_connections) {
+            return bad("http.max_connections", "must be between 1 and 10000000".into());
         }
         for net in &self.http.trusted_proxies {
             if !net.is_network() {
@@ -879,7 +901,9 @@ mod tests {
             c.validate().err().map(|e| e.to_string()).unwrap_or_default()
         };
         assert!(check(|h| h.body_timeout = Seconds::secs(0)).contains("http.body_timeout"));
-        assert!(check(|h| h.body_timeout = Seconds(Duration::from_millis(50))).contains("http.body_timeout"));
+        assert!(check(|h| h.head_timeout = Seconds(Duration::from_millis(50))).contains("http.head_timeout"));
+        assert!(check(|h| h.max_connections = 0).contains("http.max_connections"));
+        assert_eq!(check(|h| h.max_connections_per_address = 0), "", "0 turns the cap off");
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! What the network can do to the server (issue #15): bodies too large or too slow, forwarding
-//! headers from anyone.
+//! What the network can do to the server (issue #15): bodies too large or too slow, heads that never
+//! end, more connections than it should hold, forwarding headers from anyone.
 //! Raw sockets where awc would not send what an attacker sends.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -229,6 +229,281 @@ async fn a_body_that_stalls_is_answered_408_and_changes_nothing() {
     assert_eq!(footprint(&app), before, "nothing changed: no token, no event, the reset link unused");
     assert_eq!(app.get(&reset).await.status, 200, "the reset link still works");
     assert!(login_works(&app).await, "the password is the old one");
+}
+
+#[actix_web::test]
+async fn half_a_request_line_is_closed_after_the_head_timeout() {
+    let app = spawn_app_with(|c| c.http.head_timeout = gatehouse::config::Seconds::secs(1)).await;
+    let addr = addr_of(&app);
+    let closed = actix_web::rt::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /hea").unwrap();
+        // Under actix's own default (5 s), this would wait in vain.
+        s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => return Ok(String::from_utf8_lossy(&got).to_string()),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return Ok(String::from_utf8_lossy(&got).to_string())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let said = closed.expect("the server closed the connection");
+    assert!(said.is_empty() || said.starts_with("HTTP/1.1 408"), "{said}");
+    assert_eq!(app.get("/healthz").await.status, 200);
+}
+
+/// Raises this process's soft limit of open files to the hard one; the limit after.
+fn raise_open_files() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+/// A connection to `to` from the loopback address `from`.
+fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    // The port is chosen by connect, not bind: bind's search for a free port slows down with each
+    // of thousands of sockets already bound.
+    let on: libc::c_int = 1;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let on_ptr = (&raw const on).cast();
+    // SAFETY: a setsockopt of an int option on a socket this function owns.
+    let set = unsafe { libc::setsockopt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, on_ptr, len) };
+    assert_eq!(set, 0, "IP_BIND_ADDRESS_NO_PORT: {}", std::io::Error::last_os_error());
+    s.bind(&SocketAddr::new(from, 0).into())?;
+    s.connect(&to.into())?;
+    Ok(s.into())
+}
+
+/// Whether the server has closed `s`: end of file or a reset, rather than nothing to read yet.
+fn closed_by_server(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 64];
+    let closed = match (&*s).read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// `GET /healthz` on a new connection from `from`: its status and the connection (kept alive), or
+/// None when the connection was closed without an answer.
+fn healthz_on(from: IpAddr, to: SocketAddr) -> Option<(u16, TcpStream)> {
+    let mut s = connect_from(from, to).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let answer = read_answer(&mut s, Duration::from_secs(20)).expect("an answer or a close within 20 s");
+    answer.map(|r| (r.status, s))
+}
+
+fn healthz_from(from: IpAddr, to: SocketAddr) -> Option<u16> {
+    healthz_on(from, to).map(|(status, _)| status)
+}
+
+/// Opens `n` connections from `from` that send nothing, a hundred at a time, each hundred followed
+/// by a request from `barrier`: once that is answered, the server (one worker, connections taken
+/// in order) has counted or refused every connection before it, and the short listen backlog has
+/// room again. Answers how many of the `n` the server closed.
+fn open_stalled(n: usize, from: IpAddr, barrier: IpAddr, to: SocketAddr, into: &mut Vec<TcpStream>) -> usize {
+    let first = into.len();
+    for i in 0..n {
+        into.push(connect_from(from, to).unwrap_or_else(|e| panic!("connection {i} of {n}: {e}")));
+        if i % 100 == 99 || i == n - 1 {
+            assert_eq!(healthz_from(barrier, to), Some(200), "{barrier} is served meanwhile");
+        }
+    }
+    // The closes were on the wire before the last barrier's answer; this only waits out a slow
+    // kernel.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut closed = into[first..].iter().filter(|s| closed_by_server(s)).count();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let again = into[first..].iter().filter(|s| closed_by_server(s)).count();
+        if again == closed {
+            break;
+        }
+        closed = again;
+    }
+    closed
+}
+
+#[actix_web::test]
+async fn connections_beyond_the_per_address_cap_are_closed_and_other_addresses_are_served() {
+    let limit = raise_open_files();
+    let cap = gatehouse::config::Config::default().http.max_connections_per_address;
+    // The issue's 20,000 stalled connections, as far as this process may open files. Each is one
+    // file here (two until the server closes its end, for the `cap` it keeps); half the limit at
+    // most, so that the tests running beside this one still have files to open.
+    let many = 20_000.min((limit as usize).saturating_sub(cap) / 2);
+    assert!(many > 2 * cap, "the open-files limit ({limit}) is too low for this test");
+    let app = spawn_app_with(|c| {
+        // Stalled connections stay until the test lets them go.
+        c.http.head_timeout = gatehouse::config::Seconds::secs(120);
+        c.http.max_connections = 30_000;
+        c.http.max_connections_per_address = cap;
+    })
+    .await;
+    app.add_user("mark@example.com", PASSWORD, &["forepaas"]);
+    let addr = addr_of(&app);
+    let (attacker, other): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap());
+
+    let started = Instant::now();
+    let (held, closed) = actix_web::rt::task::spawn_blocking(move || {
+        let mut held = Vec::new();
+        let closed = open_stalled(many, attacker, other, addr, &mut held);
+        (held, closed)
+    })
+    .await
+    .unwrap();
+    eprintln!("{many} connections from {attacker} opened and sorted in {:?}", started.elapsed());
+    assert_eq!(closed, many - cap, "every connection beyond the cap was closed by the server, and only those");
+
+    // Another address is served, a password login included.
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert!(login_works(&app).await);
+    // One more from the capped address: closed without an answer.
+    let again = actix_web::rt::task::spawn_blocking(move || healthz_from(attacker, addr)).await.unwrap();
+    assert_eq!(again, None, "a connection over the cap gets no answer");
+
+    // Once they are closed, the address may open as many again: each count ended with its
+    // connection, also for connections that carried requests (actix keeps a served request for
+    // reuse: it must not keep the connection's count with it).
+    drop(held);
+    let (served, beyond) = actix_web::rt::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let served: Vec<TcpStream> = (0..cap).map_while(|_| healthz_on(attacker, addr)).map(|(_, s)| s).collect();
+            if served.len() == cap || Instant::now() > deadline {
+                return (served.len(), healthz_from(attacker, addr));
+            }
+            // The server may not have seen every close yet.
+            drop(served);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(served, cap, "{cap} connections from {attacker} served again");
+    assert_eq!(beyond, None, "and the one beyond closed");
+    let (closed, held) = actix_web::rt::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut held = Vec::new();
+            let closed = open_stalled(cap + 1, attacker, other, addr, &mut held);
+            if closed == 1 || Instant::now() > deadline {
+                return (closed, held);
+            }
+            drop(held);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, 1, "{cap} connections admitted again after the served ones closed, the one beyond closed");
+    assert!(closed_by_server(held.last().unwrap()), "the one closed is the last, over the cap");
+    for s in &held {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+}
+
+#[actix_web::test]
+async fn the_per_address_cap_holds_under_tls_and_spares_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let app = spawn_app_with(|c| {
+        c.tls.cert_file = cert_file.clone();
+        c.tls.key_file = key_file.clone();
+        c.http.max_connections_per_address = 2;
+        c.http.trusted_proxies = vec!["127.0.0.3".parse().unwrap()];
+    })
+    .await;
+    let addr = addr_of(&app);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tls = std::sync::Arc::new(tls);
+    let served = actix_web::rt::task::spawn_blocking(move || {
+        // `GET /healthz` over TLS on a new connection from `from`: the status and the connection,
+        // or None when the server closed it (after the handshake: that is when actix counts it).
+        let https_from = |from: &str| {
+            let tcp = connect_from(from.parse().unwrap(), addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let conn = rustls::ClientConnection::new(tls.clone(), "localhost".try_into().unwrap()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+            read_answer_from(&mut s).ok().flatten().map(|r| (r.status, s))
+        };
+        let capped: Vec<_> = (0..3).map(|_| https_from("127.0.0.2")).collect();
+        let statuses: Vec<_> = capped.iter().map(|c| c.as_ref().map(|(status, _)| *status)).collect();
+        let proxy: Vec<_> = (0..3).map(|_| https_from("127.0.0.3")).collect();
+        let proxy: Vec<_> = proxy.iter().map(|c| c.as_ref().map(|(status, _)| *status)).collect();
+        drop(capped);
+        // A closed connection gives its count back: retried while the server sees the closes.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let again = loop {
+            let again = https_from("127.0.0.2").map(|(status, _)| status);
+            if again.is_some() || Instant::now() > deadline {
+                break again;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (statuses, proxy, again)
+    })
+    .await
+    .unwrap();
+    assert_eq!(served.0, [Some(200), Some(200), None], "two served, the third closed");
+    assert_eq!(served.1, [Some(200), Some(200), Some(200)], "a trusted proxy is not capped");
+    assert_eq!(served.2, Some(200), "served again once the others closed");
+}
+
+#[actix_web::test]
+async fn beyond_max_connections_a_connection_waits_until_one_closes() {
+    let app = spawn_app_with(|c| {
+        c.http.head_timeout = gatehouse::config::Seconds::secs(120);
+        c.http.max_connections = 20;
+        c.http.max_connections_per_address = 0;
+    })
+    .await;
+    let addr = addr_of(&app);
+    let answered = actix_web::rt::task::spawn_blocking(move || {
+        let mut held: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut late = TcpStream::connect(addr).unwrap();
+        late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let waiting = read_answer(&mut late, Duration::from_secs(1));
+        assert!(
+            matches!(&waiting, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+            "the 21st connection is not served while 20 are open: {waiting:?}"
+        );
+        held.pop();
+        read_answer(&mut late, Duration::from_secs(20)).unwrap().map(|r| r.status)
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered, Some(200), "served once one of the 20 closed");
 }
 
 async fn cms_login(app: &TestApp, headers: &[(&str, &str)]) -> crate::helpers::Answer {
