@@ -52,9 +52,12 @@ const DEVICE_JS: &str = include_str!("../../static/device.js");
 /// The longest a device's poll waits for a change.
 const MAX_WAIT: u64 = 30;
 
+/// The page and its script answer HEAD as GET, as the other pages do.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/static/device.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", DEVICE_JS) }))
-        .route("/device", web::get().to(|| async { html(StatusCode::OK, DEVICE_HTML) }))
+    let script = || async { asset("text/javascript; charset=utf-8", DEVICE_JS) };
+    let page = || async { html(StatusCode::OK, DEVICE_HTML) };
+    cfg.service(web::resource("/static/device.js").route(web::get().to(script)).route(web::head().to(script)))
+        .service(web::resource("/device").route(web::get().to(page)).route(web::head().to(page)))
         .route("/device/requests", web::get().to(requests))
         .route("/device/requests/{id}", web::post().to(decide))
         .service(

@@ -18,13 +18,28 @@ const REGISTER_JS: &str = include_str!("../../static/register.js");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// Each page and asset answers HEAD as GET (actix sends the headers, Content-Length included,
+/// without the body).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/static/gatehouse.css", web::get().to(|| async { asset("text/css; charset=utf-8", CSS) }))
-        .route("/static/reset.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", RESET_JS) }))
-        .route("/static/register.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", REGISTER_JS) }))
-        .service(web::resource("/reset/{code}").route(web::get().to(reset_page)).route(web::post().to(reset_post)))
+    let css = || async { asset("text/css; charset=utf-8", CSS) };
+    let reset_js = || async { asset("text/javascript; charset=utf-8", RESET_JS) };
+    let register_js = || async { asset("text/javascript; charset=utf-8", REGISTER_JS) };
+    cfg.service(web::resource("/static/gatehouse.css").route(web::get().to(css)).route(web::head().to(css)))
+        .service(web::resource("/static/reset.js").route(web::get().to(reset_js)).route(web::head().to(reset_js)))
         .service(
-            web::resource("/register/{code}").route(web::get().to(register_page)).route(web::post().to(register_post)),
+            web::resource("/static/register.js").route(web::get().to(register_js)).route(web::head().to(register_js)),
+        )
+        .service(
+            web::resource("/reset/{code}")
+                .route(web::get().to(reset_page))
+                .route(web::head().to(reset_page))
+                .route(web::post().to(reset_post)),
+        )
+        .service(
+            web::resource("/register/{code}")
+                .route(web::get().to(register_page))
+                .route(web::head().to(register_page))
+                .route(web::post().to(register_post)),
         );
 }
 

@@ -1,5 +1,5 @@
 //! What the network can do to the server (issue #15): bodies too large or too slow, heads that never
-//! end, more connections than it should hold, forwarding headers from anyone.
+//! end, more connections than it should hold, forwarding headers from anyone, HEAD on the pages.
 //! Raw sockets where awc would not send what an attacker sends.
 
 use std::io::{ErrorKind, Read, Write};
@@ -578,4 +578,39 @@ async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     let clients = audited_clients(&app);
     assert_eq!(clients.iter().filter(|c| *c == "192.0.2.1").count(), 3, "{clients:?}");
     assert_eq!(clients.last().map(String::as_str), Some("192.0.2.2"), "{clients:?}");
+}
+
+#[actix_web::test]
+async fn head_on_the_pages_answers_like_get_without_a_body() {
+    let (app, _, _, reset) = setup(|_| {}).await;
+    app.core.add_app("device-app", None).unwrap();
+    app.add_user("dana@example.com", PASSWORD, &["device-app"]);
+    let register = app.core.registration_link("device-app", "dana@example.com", None).unwrap();
+    let register = register.trim_start_matches(&app.base).to_string();
+    let gone = format!("/reset/{}", "0".repeat(64));
+    let pages = [
+        reset.as_str(),
+        gone.as_str(),
+        register.as_str(),
+        "/register/nothing",
+        "/device",
+        "/static/gatehouse.css",
+        "/static/reset.js",
+        "/static/register.js",
+        "/static/device.js",
+    ];
+    for path in pages {
+        let get = app.get(path).await;
+        let head = app.send("HEAD", path, &[], None).await;
+        assert_eq!(head.status, get.status, "{path}");
+        assert!(head.text.is_empty(), "{path}: no body");
+        let mut get_headers: Vec<_> = get.headers.iter().filter(|(k, _)| *k != "date").collect();
+        let mut head_headers: Vec<_> = head.headers.iter().filter(|(k, _)| *k != "date").collect();
+        get_headers.sort_by_key(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()));
+        head_headers.sort_by_key(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()));
+        assert_eq!(head_headers, get_headers, "{path}: the same headers, Content-Length included");
+        assert!(get.headers.get("content-length").is_some_and(|l| l != "0"), "{path}");
+    }
+    // HEAD uses no link: the reset page still opens.
+    assert_eq!(app.get(&reset).await.status, 200);
 }
