@@ -5,7 +5,7 @@
 //! Every key, with its default, is listed in the repository's `config.toml`.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,14 +123,28 @@ pub struct Store {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes; a larger Content-Length is refused before the body
+    /// is read.
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this long, or the request is answered 408.
+    pub body_timeout: Seconds,
+    /// A request's head (request line and headers) must arrive within this long of the connection
+    /// opening, or the connection is closed.
+    pub head_timeout: Seconds,
     /// Worker threads serving HTTP; 0 = the number of cores.
     pub workers: usize,
     /// On SIGTERM (or SIGINT), requests under way get this long to finish before the process
     /// exits; below systemd's and container runtimes' stop timeouts (90 s, 10 s... of which this
     /// leaves room to close the store).
     pub shutdown_timeout: Seconds,
+    /// Connections open at once, all workers together; beyond, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (one IPv6 /64); beyond, new ones are closed
+    /// at once. 0 = no cap. Connections from `trusted_proxies` are not counted.
+    pub max_connections_per_address: usize,
+    /// Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: IP addresses or
+    /// CIDR nets. Empty: the client is the TCP peer, and https only when gatehouse serves TLS.
+    pub trusted_proxies: Vec<Net>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -419,7 +433,16 @@ impl Default for Store {
 
 impl Default for Http {
     fn default() -> Self {
-        Http { max_body_bytes: 64 * 1024, workers: 0, shutdown_timeout: Seconds::secs(8) }
+        Http {
+            max_body_bytes: 64 * 1024,
+            body_timeout: Seconds::secs(10),
+            head_timeout: Seconds::secs(5),
+            workers: 0,
+            shutdown_timeout: Seconds::secs(8),
+            max_connections: 16_384,
+            max_connections_per_address: 1024,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -604,6 +627,23 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024".into());
         }
+        if self.http.body_timeout.0 < Duration::from_millis(100) {
+            return bad("http.body_timeout", "must be at least 100ms".into());
+        }
+        if self.http.head_timeout.0 < Duration::from_millis(100) {
+            return bad("http.head_timeout", "must be at least 100ms".into());
+        }
+        if !(1..=10_000_000).contains(&self.http.max_connections) {
+            return bad("http.max_connections", "must be between 1 and 10000000".into());
+        }
+        for net in &self.http.trusted_proxies {
+            if !net.is_network() {
+                return bad(
+                    "http.trusted_proxies",
+                    format!("{net} has bits set after its prefix; write {}", Net::new(net.addr, net.prefix)),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -659,6 +699,112 @@ fn figment_error_line(e: figment::Error) -> String {
     }
     let line = if key.is_empty() { kind } else { format!("key `{key}`: {kind}") };
     line.replace('\n', " ")
+}
+
+/// An IP address or a CIDR net (`10.0.0.0/8`, `fd00::/8`), read and written as text. An IPv4
+/// address mapped into IPv6 (`::ffff:10.1.2.3`) is taken as the IPv4 address.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Net {
+    /// The net of `addr`'s first `prefix` bits (the bits after them cleared).
+    pub fn new(addr: IpAddr, prefix: u8) -> Net {
+        let addr = addr.to_canonical();
+        let prefix = prefix.min(Net::bits(addr));
+        Net { addr: Net::mask(addr, prefix), prefix }
+    }
+
+    fn bits(addr: IpAddr) -> u8 {
+        if addr.is_ipv4() {
+            32
+        } else {
+            128
+        }
+    }
+
+    fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+        match addr {
+            IpAddr::V4(a) => {
+                let keep = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & keep).into())
+            }
+            IpAddr::V6(a) => {
+                let keep = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & keep).into())
+            }
+        }
+    }
+
+    /// False when `addr` has bits set after the prefix (`10.0.0.1/8`): most likely a typo.
+    pub fn is_network(&self) -> bool {
+        Net::mask(self.addr, self.prefix) == self.addr
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.addr.is_ipv4() && Net::mask(ip, self.prefix) == Net::mask(self.addr, self.prefix)
+    }
+}
+
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix == Net::bits(self.addr) {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+impl fmt::Debug for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for Net {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Net, String> {
+        let bad = || format!("{s:?} is not an IP address or a CIDR net like 10.0.0.0/8");
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let written: IpAddr = addr.parse().map_err(|_| bad())?;
+        let addr = written.to_canonical();
+        let prefix = match prefix {
+            None => Net::bits(addr),
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                let p = p.parse::<u8>().map_err(|_| bad())?;
+                // `::ffff:10.0.0.0/104` is `10.0.0.0/8`.
+                let p = if written.is_ipv6() && addr.is_ipv4() { p.checked_sub(96).ok_or_else(bad)? } else { p };
+                if p > Net::bits(addr) {
+                    return Err(bad());
+                }
+                p
+            }
+            Some(_) => return Err(bad()),
+        };
+        // Kept as written, so that `validate` can name a net with host bits set.
+        Ok(Net { addr, prefix })
+    }
+}
+
+impl Serialize for Net {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A duration read from whole seconds (`600`) or a human duration (`"10m"`, `"250ms"`).
@@ -774,6 +920,47 @@ mod tests {
             }
             keys
         }
+    }
+
+    #[test]
+    fn http_limits_are_checked() {
+        let check = |tweak: fn(&mut Http)| {
+            let mut c = Config::default();
+            tweak(&mut c.http);
+            c.validate().err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(check(|h| h.body_timeout = Seconds::secs(0)).contains("http.body_timeout"));
+        assert!(check(|h| h.head_timeout = Seconds(Duration::from_millis(50))).contains("http.head_timeout"));
+        assert!(check(|h| h.max_connections = 0).contains("http.max_connections"));
+        assert_eq!(check(|h| h.max_connections_per_address = 0), "", "0 turns the cap off");
+    }
+
+    #[test]
+    fn nets_read_addresses_and_cidr() {
+        let net = |s: &str| s.parse::<Net>();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let n = net("10.0.0.0/8").unwrap();
+        assert!(n.contains(ip("10.200.1.2")) && !n.contains(ip("11.0.0.1")));
+        assert!(n.contains(ip("::ffff:10.1.2.3")), "an IPv4 address mapped into IPv6 is the IPv4 address");
+        assert!(!n.contains(ip("::a00:1")));
+        let one = net("127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        assert!(net("fd00::/8").unwrap().contains(ip("fdab::1")));
+        assert_eq!(net("::ffff:10.0.0.0/104").unwrap(), n);
+        assert!(net("0.0.0.0/0").unwrap().contains(ip("192.0.2.1")));
+        for bad in ["", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/+8", "10.0.0/8", "host.example", "::/129"] {
+            assert!(net(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(net("::1").unwrap().to_string(), "::1");
+        let mut c = Config::default();
+        c.http.trusted_proxies = vec![net("10.0.0.1/8").unwrap()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("http.trusted_proxies") && e.contains("write 10.0.0.0/8"), "{e}");
+        let read: Http =
+            Figment::from(Toml::string("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]")).extract().unwrap();
+        assert_eq!(read.trusted_proxies, vec![one, n]);
+        assert!(Figment::from(Toml::string("trusted_proxies = [\"localhost\"]")).extract::<Http>().is_err());
     }
 
     #[test]

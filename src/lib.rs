@@ -33,14 +33,17 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
     dialect::forward::routes(cfg);
 }
 
-/// Starts the HTTP server on `listener` (HTTPS when `[tls]` is configured) and the reaper beside it.
-/// Must run inside an actix system.
+/// Starts the HTTP server on `listener` (HTTPS when `[tls]` is configured) and the reaper beside it,
+/// under `[http]`'s limits: connections in all and per address, the time a request's head may take
+/// (its body's is `web::read_body`'s). Must run inside an actix system.
 pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> {
     let data = aweb::Data::from(Arc::clone(&core));
     let metrics = aweb::Data::new(web::metrics::Metrics::new().map_err(std::io::Error::other)?);
     let metrics_upkeep = metrics.clone();
     let workers = core.config.http_workers();
     let tls = core.config.tls.enabled();
+    let http = core.config.http.clone();
+    web::net::raise_open_files(&core.config);
     let server = HttpServer::new(move || {
         let mut headers = DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
         if tls {
@@ -57,7 +60,17 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
     // Signals are handled by `web::signals`: SIGTERM and SIGINT stop gracefully (the requests under
     // way get this long to finish), SIGHUP reloads the certificate and never stops the server.
     .disable_signals()
-    .shutdown_timeout(core.config.http.shutdown_timeout.0.as_secs());
+    .shutdown_timeout(core.config.http.shutdown_timeout.0.as_secs())
+    // actix counts connections per worker.
+    .max_connections(http.max_connections.div_ceil(workers).max(1))
+    .client_request_timeout(http.head_timeout.0)
+    .client_disconnect_timeout(http.head_timeout.0.min(std::time::Duration::from_secs(1)));
+    let server = if http.max_connections_per_address > 0 {
+        let per_address = web::net::PerAddress::new(http.max_connections_per_address, http.trusted_proxies.clone());
+        server.on_connect(move |io, data| per_address.on_connect(io, data))
+    } else {
+        server
+    };
     let (server, certificate) = if tls {
         let (config, certificate) = web::tls::server_config(&core.config.tls)?;
         (server.listen_rustls_0_23(listener, config)?, Some(certificate))

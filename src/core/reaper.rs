@@ -28,7 +28,9 @@ impl Core {
         self.flush_touches()?;
         let now = now_ms();
         let retention = self.config.audit.retention.millis();
-        let keep_throttle = self.config.throttle.window.millis().max(self.config.throttle.lockout.millis());
+        // Hourly quotas (`Throttle::take`) live beside the failure counts.
+        let keep_throttle =
+            self.config.throttle.window.millis().max(self.config.throttle.lockout.millis()).max(3_600_000);
         let shared = self.store.is_shared();
         let c = &self.counters;
         let reaped = Reaped {

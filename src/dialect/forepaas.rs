@@ -15,10 +15,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use crate::core::guard::Caller;
 use crate::core::sessions::{SignedIn, TokenInfo, TokenKind};
 use crate::core::{iso8601, now_ms, Core, Error, Secret, User};
-use crate::web::{media_type, read_body, BodyError};
+use crate::web::{media_type, net, read_body, BodyError};
 
 const JSON: &str = "application/json; charset=utf-8";
 
@@ -226,13 +225,16 @@ const MAX_SECRET: usize = 1024;
 async fn body_params(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    http: &crate::config::Http,
     started: Instant,
 ) -> Result<HashMap<String, String>, HttpResponse> {
-    let body = match read_body(payload, limit).await {
+    let body = match read_body(req, payload, http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(n)) => {
             return Err(failure(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"), started))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(failure(StatusCode::REQUEST_TIMEOUT, "Request body not received in time", started))
         }
         Err(BodyError::Broken) => return Err(bad_request("Incomplete request body", started)),
     };
@@ -241,12 +243,12 @@ async fn body_params(
 
 async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let started = Instant::now();
-    let params = match body_params(&req, payload, core.config.http.max_body_bytes, started).await {
+    let params = match body_params(&req, payload, &core.config.http, started).await {
         Ok(p) => p,
         Err(res) => return res,
     };
     let core = core.into_inner();
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "forepaas");
+    let caller = net::caller(&req, &core.config, "forepaas");
     let result = match params.get("auth_mode").map(String::as_str) {
         Some("forepaas_id_resource_owner") => {
             let (login, password, app_id) = match (
@@ -293,7 +295,7 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Ok(p) => p,
         Err(text) => return bad_request(&text, started),
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "forepaas");
+    let caller = net::caller(&req, &core.config, "forepaas");
     match core.into_inner().call(move |c| c.logout(&caller, TokenKind::Iam, &token, app_id.as_deref())).await {
         Ok(()) => success(started),
         Err(e) => error(&e, started),
@@ -362,11 +364,11 @@ async fn password_change(req: HttpRequest, payload: web::Payload, core: web::Dat
         Ok(p) => p,
         Err(text) => return bad_request(&text, started),
     };
-    let params = match body_params(&req, payload, core.config.http.max_body_bytes, started).await {
+    let params = match body_params(&req, payload, &core.config.http, started).await {
         Ok(p) => p,
         Err(res) => return res,
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "forepaas");
+    let caller = net::caller(&req, &core.config, "forepaas");
     let (new, old) = match (required(&params, "password", MAX_SECRET), required(&params, "oldpassword", MAX_SECRET)) {
         (Ok(n), Ok(o)) => (Secret::new(n), Secret::new(o)),
         (Err(t), _) | (_, Err(t)) => return bad_request(&t, started),

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use crate::core::crypto::{ct_eq, hmac_sha256, sha256};
 use crate::core::guard::Caller;
 use crate::core::{now_ms, Core, Error};
-use crate::web::{read_body, BodyError};
+use crate::web::{net, read_body, BodyError};
 
 const JSON: &str = "application/json";
 
@@ -218,7 +218,10 @@ fn signature_of(req: &HttpRequest, path_app: &str) -> Result<Signature, Refused>
         timestamp,
         ts,
         url: host.map(|h| format!("{h}{target}")),
-        caller: Caller::new(req.peer_addr().map(|a| a.ip()), "iampass"),
+        caller: match req.app_data::<web::Data<Core>>() {
+            Some(core) => crate::web::net::caller(req, &core.config, "iampass"),
+            None => Caller::new(None, "iampass"),
+        },
     })
 }
 
@@ -306,11 +309,14 @@ fn users_of(body: &[u8]) -> Result<Vec<String>, String> {
 }
 
 /// The body, or the answer that refuses it (given only once the signature holds).
-async fn body(payload: web::Payload, core: &Core) -> Result<web::Bytes, Refused> {
-    match read_body(payload, core.config.http.max_body_bytes).await {
+async fn body(req: &HttpRequest, payload: web::Payload, core: &Core) -> Result<web::Bytes, Refused> {
+    match read_body(req, payload, &core.config.http).await {
         Ok(b) => Ok(b),
         Err(BodyError::TooLarge(n)) => {
             Err(Refused::Answer(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {n} bytes")))
+        }
+        Err(BodyError::TimedOut) => {
+            Err(Refused::Answer(StatusCode::REQUEST_TIMEOUT, "body not received in time".into()))
         }
         Err(BodyError::Broken) => Err(Refused::Answer(StatusCode::BAD_REQUEST, "incomplete body".into())),
     }
@@ -345,9 +351,10 @@ where
         Ok(s) => s,
         Err(r) => return refusal(r, "", None),
     };
-    let users =
-        body(payload, &core).await.and_then(|b| users_of(&b).map_err(|reason| Refused::Answer(StatusCode::OK, reason)));
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let users = body(&req, payload, &core)
+        .await
+        .and_then(|b| users_of(&b).map_err(|reason| Refused::Answer(StatusCode::OK, reason)));
+    let caller = net::caller(&req, &core.config, "iampass");
     let a = app.clone();
     match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &users?)?)).await {
         Ok((status, body)) => json_answer(status, &body),
@@ -420,7 +427,7 @@ where
     };
     let display = display_name(&req).map_err(|reason| Refused::Answer(StatusCode::OK, reason.to_string()));
     let (a, u) = (app.clone(), user.clone());
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let caller = net::caller(&req, &core.config, "iampass");
     match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &u, display?)?)).await {
         Ok(body) => json_answer(StatusCode::OK, &body),
         Err(r) => refusal(r, &app, Some(&user)),
@@ -452,7 +459,7 @@ async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>
         Ok(s) => s,
         Err(res) => return *res,
     };
-    let sms = body(payload, &core).await.and_then(|b| sms_of(&b).map_err(|r| Refused::Answer(StatusCode::OK, r)));
+    let sms = body(&req, payload, &core).await.and_then(|b| sms_of(&b).map_err(|r| Refused::Answer(StatusCode::OK, r)));
     let (a, u) = (app.clone(), user.clone());
     let sent = run_signed(&core, sig, move |c| {
         let (phone, display, message) = sms?;
@@ -484,7 +491,7 @@ async fn authenticate_user(req: HttpRequest, core: web::Data<Core>) -> HttpRespo
         Err(res) => return *res,
     };
     let query = signin_query(&req);
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let caller = net::caller(&req, &core.config, "iampass");
     let (a, u) = (app.clone(), user.clone());
     let started = run_signed(&core, sig, move |c| {
         let (methods, duration) = query?;
@@ -565,7 +572,7 @@ async fn session_logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse
         Ok(s) => s,
         Err(res) => return *res,
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iampass");
+    let caller = net::caller(&req, &core.config, "iampass");
     match run_session(&core, sig, move |c| c.end_signin(&caller, &token)).await {
         Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
         Err(r) => refusal(r, "", None),

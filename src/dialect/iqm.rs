@@ -21,11 +21,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::core::guard::Caller;
 use crate::core::oauth::Grant;
 use crate::core::reset::IQM_RESET_MAIL;
 use crate::core::{iso8601, text, Core, Error, Secret};
-use crate::web::{read_body, BodyError};
+use crate::web::{net, read_body, BodyError};
 
 const JSON: &str = "application/json";
 const NO_USER: &str = "User doesn't exist or user is not allowed to provided workspace.";
@@ -138,7 +137,7 @@ async fn client(
         Err(()) => Err(refuse("The Authorization header is not Basic base64(client_id:client_secret).")),
         Ok(Some((id, secret))) => {
             let cid = id.clone();
-            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+            let caller = net::caller(req, &core.config, "iqm");
             match core.call(move |c| c.authenticate_client_throttled(&caller, &cid, &secret)).await {
                 Ok(()) => Ok(Some(id)),
                 Err(e) => Err(error(&e, core)),
@@ -148,14 +147,25 @@ async fn client(
 }
 
 /// A JSON object body's string fields (`null` counts as absent).
-async fn fields(payload: web::Payload, core: &Core) -> Result<HashMap<String, String>, HttpResponse> {
-    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+async fn fields(
+    req: &HttpRequest,
+    payload: web::Payload,
+    core: &Core,
+) -> Result<HashMap<String, String>, HttpResponse> {
+    let body = match read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(n)) => {
             return Err(failure(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Invalid request",
                 Some(&format!("The body is larger than {n} bytes.")),
+            ))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(failure(
+                StatusCode::REQUEST_TIMEOUT,
+                "Invalid request",
+                Some("The body was not received in time."),
             ))
         }
         Err(BodyError::Broken) => return Err(bad_request("The body is incomplete.")),
@@ -200,7 +210,7 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
         Ok(None) => return failure(StatusCode::FORBIDDEN, "Invalid client credentials", None),
         Err(res) => return res,
     };
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -208,7 +218,7 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
         (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
         (Err(r), _) | (_, Err(r)) => return bad_request(&r),
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     match core.call_hashing(move |c| c.sign_up(&caller, &client_id, &email, &password)).await {
         Ok(g) => answer(StatusCode::OK, &json!({"success": true, "data": token_object(&g)})),
         Err(e) => error(&e, &core),
@@ -218,7 +228,7 @@ async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>)
 /// `/login` and `/oauth/token`: the password grant, or the refresh grant.
 async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -235,7 +245,7 @@ async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
                 (Err(r), _) | (_, Err(r)) => return bad_request(&r),
             };
-            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+            let caller = net::caller(&req, &core.config, "iqm");
             match core.call_hashing(move |c| c.password_grant(&caller, &client_id, &email, &password)).await {
                 Ok(g) => {
                     let mut data = token_object(&g);
@@ -254,7 +264,7 @@ async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
                 Ok(r) => Secret::new(r),
                 Err(r) => return bad_request(&r),
             };
-            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+            let caller = net::caller(&req, &core.config, "iqm");
             match core
                 .call_write(move |c, tx| c.refresh_grant_in(tx, &caller, client_id.as_deref(), &refresh))
                 .await
@@ -301,7 +311,7 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         Err(reason) => return unauthorized(reason),
     };
     let core = core.into_inner();
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     match core.call(move |c| c.logout_family(&caller, &token, ow)).await {
         Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "User logged out successfully."})),
         Err(e) => error(&e, &core),
@@ -336,7 +346,7 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
         Ok(id) => id,
         Err(res) => return res,
     };
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -351,7 +361,7 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
     // The lookup and the mail happen after the answer: its bytes and its time are the same whether
     // or not the email names a user.
     let background = std::sync::Arc::clone(&core);
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     actix_web::rt::spawn(async move {
         let _ = background
             .call(move |c| c.request_password_reset(&caller, &email, &email, client_id.as_deref(), &IQM_RESET_MAIL))
@@ -362,7 +372,7 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
 
 async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
     let core = core.into_inner();
-    let f = match fields(payload, &core).await {
+    let f = match fields(&req, payload, &core).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -373,7 +383,7 @@ async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Dat
         (Err(r), _, _) | (_, Err(r), _) => return bad_request(&r),
         _ => return bad_request("token (from the reset link) is required."),
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "iqm");
+    let caller = net::caller(&req, &core.config, "iqm");
     match core.call(move |c| c.reset_password_of(&caller, &code, Some(&email), &password)).await {
         Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "Password changed successfully."})),
         Err(e) => error(&e, &core),

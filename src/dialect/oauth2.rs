@@ -18,9 +18,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::core::guard::Caller;
 use crate::core::{Core, Error, Secret};
-use crate::web::{media_type, parse_basic, read_body, BodyError};
+use crate::web::{media_type, net, parse_basic, read_body, BodyError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/oauth2/introspect", web::post().to(introspect))
@@ -86,10 +85,13 @@ async fn request(
             "The body must be application/x-www-form-urlencoded.",
         ));
     }
-    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+    let body = match read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => {
             return Err(oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "The body is too large."))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(oauth_error(StatusCode::REQUEST_TIMEOUT, "invalid_request", "The body came too slowly."))
         }
         Err(BodyError::Broken) => {
             return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Incomplete body."))
@@ -110,7 +112,7 @@ async fn introspect(req: HttpRequest, payload: web::Payload, core: web::Data<Cor
         Ok(r) => r,
         Err(res) => return res,
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "oauth2");
+    let caller = net::caller(&req, &core.config, "oauth2");
     let described = core.call(move |c| {
         c.authenticate_client_throttled(&caller, &client, &secret)?;
         c.describe_token(&client, &token)
@@ -142,7 +144,7 @@ async fn revoke(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) 
         Ok(r) => r,
         Err(res) => return res,
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "oauth2");
+    let caller = net::caller(&req, &core.config, "oauth2");
     let revoked = core.call(move |c| {
         c.authenticate_client_throttled(&caller, &client, &secret)?;
         c.revoke_token(&caller, &client, &token)

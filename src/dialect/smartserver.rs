@@ -18,11 +18,10 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use crate::core::guard::Caller;
 use crate::core::reset::CMS_RESET_MAIL;
 use crate::core::sessions::TokenKind;
 use crate::core::{iso8601, now_ms, text, Core, Error, Secret, User, APP_CMS};
-use crate::web::{media_type, read_body, BodyError};
+use crate::web::{media_type, net, read_body, BodyError};
 
 pub const COOKIE: &str = "cmsSID";
 const JSON: &str = "application/json";
@@ -155,16 +154,19 @@ async fn session_timeout(core: web::Data<Core>) -> HttpResponse {
 async fn json_fields(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    http: &crate::config::Http,
     fields: &[&str],
 ) -> Result<Vec<String>, HttpResponse> {
     if media_type(req).as_deref() != Some("application/json") {
         return Err(failure(req, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"));
     }
-    let body = match read_body(payload, limit).await {
+    let body = match read_body(req, payload, http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(n)) => {
             return Err(failure(req, StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes")))
+        }
+        Err(BodyError::TimedOut) => {
+            return Err(failure(req, StatusCode::REQUEST_TIMEOUT, "Request body not received in time"))
         }
         Err(BodyError::Broken) => return Err(failure(req, StatusCode::BAD_REQUEST, "Incomplete request body")),
     };
@@ -195,12 +197,13 @@ fn fields_of(body: &[u8], fields: &[&str]) -> Result<Vec<String>, String> {
 }
 
 fn session_cookie(req: &HttpRequest, core: &Core, value: String) -> Cookie<'static> {
-    let secure = core.config.cms.secure_cookie || req.connection_info().scheme() == "https";
+    // Over HTTPS: ours, or a trusted proxy's (`net::client`); X-Forwarded-Proto from anyone else is not believed.
+    let secure = core.config.cms.secure_cookie || net::client(req, &core.config).https;
     Cookie::build(COOKIE, value).path("/cms").http_only(true).same_site(SameSite::Strict).secure(secure).finish()
 }
 
 async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let fields = match json_fields(&req, payload, core.config.http.max_body_bytes, &["username", "password"]).await {
+    let fields = match json_fields(&req, payload, &core.config.http, &["username", "password"]).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -209,7 +212,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
         Err(_) => return failure(&req, StatusCode::BAD_REQUEST, "username and password are required"),
     };
     let password = Secret::new(password);
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");
+    let caller = net::caller(&req, &core.config, "smartserver");
     let core = core.into_inner();
     let result = core
         .call_hashing(move |c| c.login_password(&caller, TokenKind::CmsSession, APP_CMS, &username, &password))
@@ -240,7 +243,7 @@ async fn current_user(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
 async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
     if let Some(token) = session_of(&req) {
         // Logging out of a session that is already over is not an error: the cookie goes either way.
-        let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");
+        let caller = net::caller(&req, &core.config, "smartserver");
         match core.into_inner().call(move |c| c.logout(&caller, TokenKind::CmsSession, &token, Some(APP_CMS))).await {
             Ok(()) | Err(Error::BadToken) => {}
             Err(e) => return error(&req, &e),
@@ -252,8 +255,7 @@ async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
 }
 
 async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let fields = match json_fields(&req, payload, core.config.http.max_body_bytes, &["userName", "emailAddress"]).await
-    {
+    let fields = match json_fields(&req, payload, &core.config.http, &["userName", "emailAddress"]).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -267,7 +269,7 @@ async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core
     }
     // The lookup and the mail happen after the answer, so neither its bytes nor its time tell
     // whether the two matched.
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "smartserver");
+    let caller = net::caller(&req, &core.config, "smartserver");
     let core = core.into_inner();
     actix_web::rt::spawn(async move {
         let _ = core

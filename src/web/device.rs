@@ -38,9 +38,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::net;
 use super::pages::{asset, guarded, html, page_json};
 use crate::core::crypto::{hex, sha256};
-use crate::core::guard::Caller;
 use crate::core::signins::{b64url, unb64url, Assertion, DeviceProof};
 use crate::core::Secret;
 use crate::core::{Core, Error};
@@ -52,9 +52,12 @@ const DEVICE_JS: &str = include_str!("../../static/device.js");
 /// The longest a device's poll waits for a change.
 const MAX_WAIT: u64 = 30;
 
+/// The page and its script answer HEAD as GET, as the other pages do.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/static/device.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", DEVICE_JS) }))
-        .route("/device", web::get().to(|| async { html(StatusCode::OK, DEVICE_HTML) }))
+    let script = || async { asset("text/javascript; charset=utf-8", DEVICE_JS) };
+    let page = || async { html(StatusCode::OK, DEVICE_HTML) };
+    cfg.service(web::resource("/static/device.js").route(web::get().to(script)).route(web::head().to(script)))
+        .service(web::resource("/device").route(web::get().to(page)).route(web::head().to(page)))
         .route("/device/requests", web::get().to(requests))
         .route("/device/requests/{id}", web::post().to(decide))
         .service(
@@ -116,7 +119,7 @@ fn api_key(req: &HttpRequest) -> Option<(String, Secret)> {
 async fn device(core: &Arc<Core>, req: &HttpRequest, body: &[u8]) -> Result<(DeviceRow, bool), Error> {
     if req.headers().get("X-Device-Signature").is_none() {
         if let Some((id, secret)) = api_key(req) {
-            let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+            let caller = net::caller(req, &core.config, "device");
             return core.call(move |c| c.device_by_api_key(&caller, &id, &secret)).await.map(|d| (d, false));
         }
     }
@@ -191,10 +194,13 @@ async fn signed_body(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<((DeviceRow, bool), web::Bytes), HttpResponse> {
-    let body = match super::read_body(payload, core.config.http.max_body_bytes).await {
+    let body = match super::read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(super::BodyError::TooLarge(_)) => {
             return Err(page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large")))
+        }
+        Err(super::BodyError::TimedOut) => {
+            return Err(page_json(StatusCode::REQUEST_TIMEOUT, Some("The request body came too slowly")))
         }
         Err(super::BodyError::Broken) => return Err(page_json(StatusCode::BAD_REQUEST, Some("Incomplete body"))),
     };
@@ -218,7 +224,7 @@ async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) 
         Ok(d) => d,
         Err(reason) => return page_json(StatusCode::BAD_REQUEST, Some(reason)),
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+    let caller = net::caller(&req, &core.config, "device");
     match core.call(move |c| c.decide_signin(&caller, &dev, signed, id, approve, &challenge, assertion)).await {
         Ok(status) => answer(StatusCode::OK, &json!({"success": true, "session_status": status})),
         Err(e) => error(&e),
@@ -255,7 +261,7 @@ async fn webauthn_add(req: HttpRequest, payload: web::Payload, core: web::Data<C
             Some("challenge, client_data_json and attestation_object are required (base64url)"),
         );
     };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "device");
+    let caller = net::caller(&req, &core.config, "device");
     match core.call(move |c| c.add_webauthn(&caller, &dev, &challenge, &client_data, &attestation)).await {
         Ok(()) => page_json(StatusCode::OK, None),
         Err(e) => error(&e),

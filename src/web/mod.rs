@@ -1,10 +1,12 @@
-//! What every route shares: the access log, request bodies read under a limit, and /healthz.
+//! What every route shares: the access log, request bodies read under a limit and a deadline, and
+//! /healthz. Who the client is, and the connection caps, are in `net`.
 //! The built-in pages (password reset, device registration) are in `pages`, the device page and
 //! its signed API in `device`.
 
 pub mod device;
 pub mod healthcheck;
 pub mod metrics;
+pub mod net;
 pub mod openapi;
 pub mod pages;
 pub mod tls;
@@ -16,14 +18,14 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::web::{Bytes, BytesMut};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use crate::core::Core;
 
-/// The access log: peer address, method, the route *pattern* and status, and time taken. Never the
-/// query string (ForePaaS tokens travel there), the raw path (link codes travel there), headers or
-/// bodies.
+/// The access log: client address (`net::client`), method, the route *pattern* and status, and
+/// time taken. Never the query string (ForePaaS tokens travel there), the raw path (link codes
+/// travel there), headers or bodies.
 pub fn access_log<S, B>(
     req: ServiceRequest,
     srv: &S,
@@ -35,7 +37,12 @@ where
     let start = Instant::now();
     let method = req.method().clone();
     let route = req.match_pattern().unwrap_or_else(|| "(no route)".to_string());
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "-".into());
+    let peer = match req.app_data::<web::Data<Core>>() {
+        Some(core) => net::client(req.request(), &core.config).addr,
+        None => req.peer_addr().map(|a| a.ip()),
+    }
+    .map(|a| a.to_string())
+    .unwrap_or_else(|| "-".into());
     let metrics = req.app_data::<web::Data<metrics::Metrics>>().cloned();
     let fut = srv.call(req);
     async move {
@@ -83,21 +90,41 @@ pub fn with_retry_after(mut res: HttpResponse, e: &crate::core::Error) -> HttpRe
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
+    /// Larger than the limit (given), by its Content-Length or by what arrived.
     TooLarge(usize),
+    /// Not all there within `http.body_timeout`.
+    TimedOut,
     Broken,
 }
 
-/// Reads a request body of at most `limit` bytes.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, BodyError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| BodyError::Broken)?;
-        if buf.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge(limit));
-        }
-        buf.extend_from_slice(&chunk);
+/// Reads a request body of at most `http.max_body_bytes` within `http.body_timeout`. A larger
+/// Content-Length is refused before anything is read.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    http: &crate::config::Http,
+) -> Result<Bytes, BodyError> {
+    let limit = http.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
     }
-    Ok(buf.freeze())
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Broken)?;
+            if buf.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(http.body_timeout.0, read).await.unwrap_or(Err(BodyError::TimedOut))
 }
 
 /// The media type of a request, lower-cased, without parameters; None when absent.

@@ -554,7 +554,7 @@ fn standard() -> Vec<(String, &'static str, Value)> {
             json!({"tags": ["OAuth 2.0"], "summary": "RFC 8414 authorization server metadata", "responses": {"200": answer("The metadata", json!({"type": "object", "required": ["issuer"]}))}}),
         ),
     ];
-    for method in ["get", "post", "put", "delete", "patch"] {
+    for method in ["get", "head", "post", "put", "delete", "patch"] {
         out.push(("/auth/verify".to_string(), method, verify(method)));
     }
     out
@@ -813,6 +813,15 @@ pub fn document() -> Value {
     {
         let entry = paths.entry(path).or_insert_with(|| json!({}));
         entry[method] = operation;
+    }
+    // The built-in pages and their assets answer HEAD as GET: the same status and headers, no body.
+    for (path, ops) in paths.iter_mut() {
+        let page =
+            path.starts_with("/static/") || ["/reset/{code}", "/register/{code}", "/device"].contains(&path.as_str());
+        if let Some(mut head) = ops.get("get").filter(|_| page).cloned() {
+            head["summary"] = json!(format!("{} (headers only)", head["summary"].as_str().unwrap_or_default()));
+            ops["head"] = head;
+        }
     }
     json!({
         "openapi": "3.0.3",

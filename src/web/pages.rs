@@ -5,9 +5,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
 
-use crate::core::guard::Caller;
 use crate::core::{Core, Error, Secret};
-use crate::web::{media_type, read_body};
+use crate::web::{media_type, net, read_body};
 
 const RESET_HTML: &str = include_str!("../../static/reset.html");
 const GONE_HTML: &str = include_str!("../../static/gone.html");
@@ -19,13 +18,28 @@ const REGISTER_JS: &str = include_str!("../../static/register.js");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// Each page and asset answers HEAD as GET (actix sends the headers, Content-Length included,
+/// without the body).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/static/gatehouse.css", web::get().to(|| async { asset("text/css; charset=utf-8", CSS) }))
-        .route("/static/reset.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", RESET_JS) }))
-        .route("/static/register.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", REGISTER_JS) }))
-        .service(web::resource("/reset/{code}").route(web::get().to(reset_page)).route(web::post().to(reset_post)))
+    let css = || async { asset("text/css; charset=utf-8", CSS) };
+    let reset_js = || async { asset("text/javascript; charset=utf-8", RESET_JS) };
+    let register_js = || async { asset("text/javascript; charset=utf-8", REGISTER_JS) };
+    cfg.service(web::resource("/static/gatehouse.css").route(web::get().to(css)).route(web::head().to(css)))
+        .service(web::resource("/static/reset.js").route(web::get().to(reset_js)).route(web::head().to(reset_js)))
         .service(
-            web::resource("/register/{code}").route(web::get().to(register_page)).route(web::post().to(register_post)),
+            web::resource("/static/register.js").route(web::get().to(register_js)).route(web::head().to(register_js)),
+        )
+        .service(
+            web::resource("/reset/{code}")
+                .route(web::get().to(reset_page))
+                .route(web::head().to(reset_page))
+                .route(web::post().to(reset_post)),
+        )
+        .service(
+            web::resource("/register/{code}")
+                .route(web::get().to(register_page))
+                .route(web::head().to(register_page))
+                .route(web::post().to(register_post)),
         );
 }
 
@@ -105,10 +119,13 @@ pub(super) async fn page_body(
     if media_type(req).as_deref() != Some("application/json") {
         return Err(page_json(StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("Content-Type must be application/json")));
     }
-    let body = match read_body(payload, core.config.http.max_body_bytes).await {
+    let body = match read_body(req, payload, &core.config.http).await {
         Ok(b) => b,
         Err(crate::web::BodyError::TooLarge(_)) => {
             return Err(page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large")))
+        }
+        Err(crate::web::BodyError::TimedOut) => {
+            return Err(page_json(StatusCode::REQUEST_TIMEOUT, Some("The request body came too slowly")))
         }
         Err(crate::web::BodyError::Broken) => return Err(page_json(StatusCode::BAD_REQUEST, Some("Incomplete body"))),
     };
@@ -171,7 +188,7 @@ async fn register_post(req: HttpRequest, payload: web::Payload, core: web::Data<
         },
     };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "page");
+    let caller = net::caller(&req, &core.config, "page");
     match core.call(move |c| c.register_device(&caller, &code, &name, public_key.as_deref())).await {
         Ok(r) => {
             let answer = RegisteredAnswer {
@@ -199,7 +216,7 @@ async fn reset_post(req: HttpRequest, payload: web::Payload, core: web::Data<Cor
         return page_json(StatusCode::BAD_REQUEST, Some("password is required"));
     };
     let Some(code) = code(&req) else { return page_json(StatusCode::GONE, Some("This link no longer works")) };
-    let caller = Caller::new(req.peer_addr().map(|a| a.ip()), "page");
+    let caller = net::caller(&req, &core.config, "page");
     match core.call(move |c| c.reset_password(&caller, &code, &password)).await {
         Ok(()) => page_json(StatusCode::OK, None),
         Err(e) => page_error(&e),

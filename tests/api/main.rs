@@ -13,6 +13,7 @@ mod helpers;
 mod iampass;
 mod iqm;
 mod mail;
+mod network;
 mod nginx;
 mod oauth2;
 mod openapi;

@@ -64,7 +64,7 @@ async fn the_document_lists_exactly_the_registered_routes_and_methods() {
     // Each documented method reaches a handler; the others do not.
     for (path, ops) in paths {
         let concrete = path.replace("{app}", "no-app").replace("{user}", "no-user").replace("{code}", "no-code");
-        for method in ["GET", "POST", "PUT", "DELETE"] {
+        for method in ["GET", "HEAD", "POST", "PUT", "DELETE"] {
             let a = app.send(method, &concrete, &[], None).await;
             let routed = a.status != 405 && !(a.status == 404 && (a.text.contains("Not found") || a.text.is_empty()));
             let documented = ops.get(method.to_lowercase()).is_some();
