@@ -130,13 +130,15 @@ impl Core {
                 }
             }
             let link = links::consume(tx, Purpose::Reset, code, now)?;
-            users::set_password(tx, link.user_id, &hash, self.password_expiry(now))?;
+            users::set_password(tx, link.user_id, &hash, self.password_expiry(now), now)?;
             tokens::revoke_for_user(tx, link.user_id, None, now)?;
             Ok(link.user_id)
         })?;
         log::info!("user {user_id} reset their password; every session ended");
-        self.forget_failures(user_id);
         let user = self.user_by_id(user_id).ok();
+        if let Some(u) = &user {
+            self.forget_failures(&u.login);
+        }
         self.audit(caller, "reset_done", None, user.as_ref(), None);
         Ok(())
     }

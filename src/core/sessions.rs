@@ -112,9 +112,8 @@ impl Core {
 
     /// After a password is set: the failures counted against the user's login are forgotten, so
     /// that the owner is not locked out by the guesses the reset answered. The addresses keep theirs.
-    pub(crate) fn forget_failures(&self, user_id: i64) {
-        let Ok(user) = self.user_by_id(user_id) else { return };
-        if let Err(e) = self.throttle.succeeded(&user.login) {
+    pub(crate) fn forget_failures(&self, login: &str) {
+        if let Err(e) = self.throttle.succeeded(login) {
             log::warn!("a failure count was not cleared after a password change: {e}");
         }
     }
@@ -385,7 +384,7 @@ impl Core {
             }
             Ok(())
         })?;
-        self.replace_password(info.user.id, new, Some(&digest(token)))?;
+        self.replace_password(&info.user, new, Some(&digest(token)))?;
         self.audit(caller, "password_changed", Some(&info.app_id), Some(&info.user), None);
         Ok(())
     }

@@ -202,7 +202,7 @@ impl Core {
     /// Sets a new password (checked against the policy) and ends every session of the user.
     pub fn set_password(&self, login: &str, password: &Secret) -> Result<(), Error> {
         let user = self.user_by_login(login)?;
-        self.replace_password(user.id, password, None)?;
+        self.replace_password(&user, password, None)?;
         self.audit(&Caller::local(), "password_changed", None, Some(&user), None);
         Ok(())
     }
@@ -211,22 +211,22 @@ impl Core {
     /// but `keep` (the token of a user who changed their own password).
     pub(crate) fn replace_password(
         &self,
-        user_id: i64,
+        user: &User,
         password: &Secret,
         keep: Option<&[u8; 32]>,
     ) -> Result<(), Error> {
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;
-        let now = now_ms();
+        let (user_id, now) = (user.id, now_ms());
         self.store.write(|tx| {
-            users::set_password(tx, user_id, &hash, self.password_expiry(now))?;
+            users::set_password(tx, user_id, &hash, self.password_expiry(now), now)?;
             tokens::revoke_for_user_except(tx, user_id, keep, now)?;
             // A reset link asked for before the change must not undo it.
             crate::store::links::void_for_user(tx, user_id, super::links::Purpose::Reset.as_str(), None, now)?;
             Ok(())
         })?;
         log::info!("user {user_id} password changed, other sessions revoked");
-        self.forget_failures(user_id);
+        self.forget_failures(&user.login);
         Ok(())
     }
 }

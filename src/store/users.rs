@@ -108,11 +108,12 @@ pub fn set_blocked(conn: &Db, id: i64, blocked: bool) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn set_password(conn: &Db, id: i64, hash: &str, expires_at: Option<i64>) -> Result<(), Error> {
+/// Sets a user's password hash, set at `now` (the throttle forgets failures from before it).
+pub fn set_password(conn: &Db, id: i64, hash: &str, expires_at: Option<i64>, now: i64) -> Result<(), Error> {
     conn.execute(
         "UPDATE users SET password_hash = ?2, password_expires_at = ?3, must_renew = 0, password_set_at = ?4 \
          WHERE id = ?1",
-        args![id, hash, expires_at, crate::core::now_ms()],
+        args![id, hash, expires_at, now],
     )?;
     Ok(())
 }

@@ -334,3 +334,25 @@ pub fn skip_note(tool: &str) {
 fn current_test() -> String {
     std::thread::current().name().unwrap_or("a test").to_string()
 }
+
+/// A self-signed certificate for `name`, written as PEM to `dir/cert.pem` and `dir/key.pem`
+/// (again over the last one, for a renewal); the two paths and the certificate.
+pub fn write_self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf, rustls::pki_types::CertificateDer<'static>) {
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    (cert_file, key_file, cert.cert.der().clone())
+}
+
+/// Reads a served child's standard error as it is written (a full pipe would block the server's
+/// logging, and the server with it); the whole log once the child is gone.
+pub fn log_of(server: &mut Served) -> std::thread::JoinHandle<String> {
+    use std::io::Read;
+    let mut stderr = server.child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    })
+}

@@ -425,10 +425,7 @@ async fn connections_beyond_the_per_address_cap_are_closed_and_other_addresses_a
 #[actix_web::test]
 async fn the_per_address_cap_holds_under_tls_and_spares_trusted_proxies() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_file, key_file, cert) = crate::helpers::write_self_signed(dir.path(), "localhost");
     let app = spawn_app_with(|c| {
         c.tls.cert_file = cert_file.clone();
         c.tls.key_file = key_file.clone();
@@ -438,7 +435,7 @@ async fn the_per_address_cap_holds_under_tls_and_spares_trusted_proxies() {
     .await;
     let addr = addr_of(&app);
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(cert.clone()).unwrap();
     let tls =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

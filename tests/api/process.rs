@@ -1,12 +1,11 @@
 //! gatehouse as a user runs it: the binary, started in a directory, killed and started again.
 
-use std::io::Read;
 use std::process::Stdio;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{call, free_port, gatehouse_cli, serve};
+use crate::helpers::{call, free_port, gatehouse_cli, log_of, serve};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -83,13 +82,7 @@ async fn logs_hold_no_secret(env: &[(&str, &str)]) {
 
     let port = free_port();
     let mut server = serve(d, env, port, Stdio::piped());
-    // Read as it is written: a full pipe would block the server's logging, and the server with it.
-    let mut stderr = server.child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        stderr.read_to_string(&mut log).unwrap();
-        log
-    });
+    let reader = log_of(&mut server);
     let base = server.base.clone();
     let a = call("POST", &format!("{base}/iam/login"), Some(login_body("john.doe", PASSWORD))).await;
     assert_eq!(a.status, 200);
@@ -237,12 +230,7 @@ async fn a_typed_line_break_or_escape_forges_no_log_line() {
     let d = dir.path();
     let port = free_port();
     let mut server = serve(d, &[("RUST_LOG", "trace")], port, Stdio::piped());
-    let mut stderr = server.child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        stderr.read_to_string(&mut log).unwrap();
-        log
-    });
+    let reader = log_of(&mut server);
     let base = server.base.clone();
     let forged = "alice\nFAKE LOG LINE\u{1b}[2J\u{202e}";
     let a = call("POST", &format!("{base}/iam/login"), Some(login_body(forged, PASSWORD))).await;

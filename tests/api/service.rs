@@ -151,13 +151,8 @@ fn healthcheck_exits_0_for_a_healthy_server_and_1_otherwise() {
 #[test]
 fn sighup_serves_a_renewed_certificate_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let write_cert = |name: &str| {
-        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-        std::fs::write(&cert_file, c.cert.pem()).unwrap();
-        std::fs::write(&key_file, c.signing_key.serialize_pem()).unwrap();
-    };
-    write_cert("first.example");
+    let write_cert = |name: &str| crate::helpers::write_self_signed(dir.path(), name);
+    let (cert_file, key_file, _) = write_cert("first.example");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let env = [

@@ -9,10 +9,7 @@ use crate::helpers::spawn_app_with;
 #[actix_web::test]
 async fn with_a_certificate_gatehouse_serves_https_only_with_hsts() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_file, key_file, cert) = crate::helpers::write_self_signed(dir.path(), "localhost");
     let app = spawn_app_with(|c| {
         c.tls.cert_file = cert_file.clone();
         c.tls.key_file = key_file.clone();
@@ -24,7 +21,7 @@ async fn with_a_certificate_gatehouse_serves_https_only_with_hsts() {
     assert_eq!(app.core.config.public_url(), format!("https://{}", app.base.trim_start_matches("http://")));
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(cert.clone()).unwrap();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
