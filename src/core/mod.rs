@@ -22,6 +22,7 @@ pub mod signins;
 pub mod stats;
 pub mod text;
 pub mod users;
+pub mod uses;
 pub mod webauthn;
 
 use std::sync::Arc;
@@ -174,8 +175,8 @@ pub struct Core {
     hasher: Hasher,
     throttle: guard::Throttle,
     pub(crate) counters: stats::Counters,
-    /// Recent uses of tokens with an idle timeout, not yet written (see `Core::flush_touches`).
-    touches: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
+    /// Uses of tokens with an idle timeout not yet in their rows (see `core::uses`).
+    uses: uses::Uses,
     /// Where the reaper's walk through the tokens goes on at its next sweep (see `Core::reap`).
     reaper_cursor: std::sync::atomic::AtomicI64,
     /// Set when the server stops: long work (a reaper sweep) ends at its next step.
@@ -247,7 +248,7 @@ impl Core {
             hasher,
             throttle,
             counters: stats::Counters::default(),
-            touches: Default::default(),
+            uses: Default::default(),
             reaper_cursor: Default::default(),
             stopping: Default::default(),
             secrets: Default::default(),
@@ -258,6 +259,7 @@ impl Core {
         core.store
             .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS], now_ms()))
             .map_err(|e| OpenError::Other(e.to_string()))?;
+        core.load_uses().map_err(|e| OpenError::Other(e.to_string()))?;
         Ok(core)
     }
 

@@ -24,8 +24,8 @@ impl Core {
     /// waits at most for one batch, until a batch finds fewer than that. With several nodes, a
     /// batch that finds another node's reaper at work is skipped.
     pub fn reap(&self) -> Result<Reaped, Error> {
-        // Idle tokens are judged by their last use: write the uses kept in memory first.
-        self.flush_touches()?;
+        // Idle tokens are judged by their last use: fold the uses kept in memory in first.
+        self.fold_uses()?;
         let now = now_ms();
         let retention = self.config.audit.retention.millis();
         // Hourly quotas (`Throttle::take`) live beside the failure counts.
@@ -124,7 +124,7 @@ impl Core {
     /// is followed by a pause as long as it took: a sweep through a backlog takes at most half of
     /// the writer's time (each deleted token dirties pages of two indexes keyed at random, and
     /// writes queued behind a run of batches waited hundreds of milliseconds without it).
-    fn reap_batch(
+    pub(super) fn reap_batch(
         &self,
         kind: i64,
         removed: &AtomicU64,

@@ -298,37 +298,13 @@ impl Core {
         let Some(mut live) = tokens::live(c, d, kind.as_str(), now)? else {
             return Err(Error::BadToken);
         };
-        if let Some(t) = self.touches.lock().unwrap_or_else(|p| p.into_inner()).get(d) {
-            live.last_used_at = live.last_used_at.max(*t);
+        if let Some(t) = self.uses.last(live.id) {
+            live.last_used_at = live.last_used_at.max(t);
         }
         if live.idle_ms.is_some_and(|idle| live.last_used_at.saturating_add(idle) <= now) {
             return Err(Error::BadToken);
         }
         Ok(live)
-    }
-
-    /// Counts a use of a token with an idle timeout. Uses are kept in memory and written together
-    /// by `flush_touches` (every second, and before each reaper sweep): one write a second instead
-    /// of one per check. A crash loses at most a second of uses, which can only make a token
-    /// expire that much earlier.
-    fn touch(&self, d: &[u8; 32], now: i64) {
-        self.touches.lock().unwrap_or_else(|p| p.into_inner()).insert(*d, now);
-    }
-
-    /// Writes the uses kept in memory.
-    pub fn flush_touches(&self) -> Result<usize, Error> {
-        let pending = std::mem::take(&mut *self.touches.lock().unwrap_or_else(|p| p.into_inner()));
-        if pending.is_empty() {
-            return Ok(0);
-        }
-        let n = pending.len();
-        self.store.write(|tx| {
-            for (d, t) in &pending {
-                tokens::touch(tx, d, *t)?;
-            }
-            Ok(())
-        })?;
-        Ok(n)
     }
 
     /// Checks a token and counts the check as a use. `app_id`, when given, must be the token's.
@@ -353,7 +329,7 @@ impl Core {
             return Err(Error::BadToken);
         }
         if is_use && live.idle_ms.is_some() {
-            self.touch(&d, now);
+            self.touch(live.id, now);
         }
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
         Ok(TokenInfo {

@@ -18,6 +18,8 @@ pub struct Counters {
     pub reaper_batches: AtomicU64,
     /// Sweeps of the reaper finished.
     pub reaper_sweeps: AtomicU64,
+    /// Token uses folded from SQLite's log into their tokens (see `core::uses`).
+    pub uses_folded: AtomicU64,
 }
 
 pub fn bump(c: &AtomicU64, n: u64) {
@@ -49,6 +51,9 @@ pub struct Stats {
     /// PostgreSQL: calls answered 503 because the store could not be reached or could not commit.
     pub db_unavailable: u64,
     pub nonces_kept: u64,
+    pub uses_folded: u64,
+    /// Tokens whose last use is kept in memory, not yet in their rows.
+    pub uses_unfolded: u64,
 }
 
 impl Core {
@@ -72,6 +77,11 @@ impl Core {
             reaped_audit: get(&c.reaped_audit),
             reaper_batches: get(&c.reaper_batches),
             reaper_sweeps: get(&c.reaper_sweeps),
+            uses_folded: get(&c.uses_folded),
+            uses_unfolded: {
+                let (pending, logged) = self.uses.kept();
+                (pending + logged) as u64
+            },
             pool_waits,
             pool_open,
             pool_idle,

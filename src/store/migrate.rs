@@ -116,9 +116,32 @@ fn read_all(src: &Connection) -> rusqlite::Result<Vec<TableRows>> {
                     .collect::<rusqlite::Result<Vec<Owned>>>()
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = if *table == "tokens" { with_logged_uses(src, &columns, rows)? } else { rows };
         out.push((*table, columns, rows));
     }
     Ok(out)
+}
+
+/// Tokens carry the uses still in SQLite's log (`token_uses`, folded in by the reaper) as their
+/// last use: the log itself is not copied, PostgreSQL keeps uses in the tokens.
+fn with_logged_uses(
+    src: &Connection,
+    columns: &[String],
+    mut rows: Vec<Vec<Owned>>,
+) -> rusqlite::Result<Vec<Vec<Owned>>> {
+    let mut st = src.prepare("SELECT token_id, max(used_at) FROM token_uses GROUP BY token_id")?;
+    let uses: std::collections::HashMap<i64, i64> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let col = |name: &str| columns.iter().position(|c| c == name);
+    let (Some(id), Some(last)) = (col("id"), col("last_used_at")) else { return Ok(rows) };
+    for row in &mut rows {
+        if let (Owned::Int(i), Owned::Int(l)) = (&row[id], &row[last]) {
+            if let Some(u) = uses.get(i).filter(|u| **u > *l) {
+                row[last] = Owned::Int(*u);
+            }
+        }
+    }
+    Ok(rows)
 }
 
 fn write_all(tx: &Db, tables: &[TableRows], users_seq: i64) -> Result<(), Error> {

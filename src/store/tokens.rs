@@ -47,6 +47,8 @@ pub struct LiveToken {
     pub idle_ms: Option<i64>,
     pub last_used_at: i64,
     pub family: Option<Vec<u8>>,
+    /// The token's id (uses kept in memory are found by it).
+    pub id: i64,
     /// The token's user, read in the same query.
     pub user: crate::core::User,
 }
@@ -55,7 +57,7 @@ pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option
     // Every token check runs it: the text is built once (the statement cache looks it up by text).
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, {}
+            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, t.id, {}
          FROM tokens t
          JOIN users u ON u.id = t.user_id
          JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
@@ -78,7 +80,8 @@ pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option
             idle_ms: r.get(4)?,
             family: r.get(5)?,
             last_used_at: r.get(6)?,
-            user: super::users::user_at(r, 7)?,
+            id: r.get(7)?,
+            user: super::users::user_at(r, 8)?,
         })
     })
 }
@@ -88,13 +91,37 @@ pub fn kind_of(conn: &Db, digest: &[u8; 32]) -> Result<Option<String>, Error> {
     conn.query_opt("SELECT kind FROM tokens WHERE digest = ?1", args![&digest[..]], |r| r.get(0))
 }
 
-/// Records uses for the idle timeout (never moving a last use backwards).
-pub fn touch(conn: &Db, digest: &[u8; 32], now: i64) -> Result<(), Error> {
-    conn.execute(
-        "UPDATE tokens SET last_used_at = ?2 WHERE digest = ?1 AND last_used_at < ?2",
-        args![&digest[..], now],
-    )?;
+/// Records a use for the idle timeout in the token's own row, found by id (never moving a last
+/// use backwards): how uses are written on PostgreSQL, and how SQLite's log is folded in.
+pub fn touch(conn: &Db, id: i64, at: i64) -> Result<(), Error> {
+    conn.execute("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1 AND last_used_at < ?2", args![id, at])?;
     Ok(())
+}
+
+/// SQLite: appends uses (token id, time) to the log `token_uses`; answers the last sequence
+/// number it holds. Appending writes a few pages at the log's end, where updating each token's
+/// row would dirty one page of the token table per use, anywhere in it.
+pub fn log_uses(conn: &Db, uses: &[(i64, i64)]) -> Result<i64, Error> {
+    for (id, at) in uses {
+        conn.execute("INSERT INTO token_uses (token_id, used_at) VALUES (?1, ?2)", args![*id, *at])?;
+    }
+    conn.value("SELECT coalesce(max(seq), 0) FROM token_uses", args![])
+}
+
+/// SQLite: the uses in the log, the last of each token, and the last sequence number read.
+pub fn logged_uses(conn: &Db) -> Result<(Vec<(i64, i64)>, i64), Error> {
+    let upto: i64 = conn.value("SELECT coalesce(max(seq), 0) FROM token_uses", args![])?;
+    let uses = conn.query_all(
+        "SELECT token_id, max(used_at) FROM token_uses WHERE seq <= ?1 GROUP BY token_id",
+        args![upto],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((uses, upto))
+}
+
+/// SQLite: removes the log's uses up to `upto`, once they are folded into their tokens.
+pub fn forget_uses(conn: &Db, upto: i64) -> Result<usize, Error> {
+    conn.execute("DELETE FROM token_uses WHERE seq <= ?1", args![upto])
 }
 
 pub fn revoke(conn: &Db, digest: &[u8; 32], now: i64) -> Result<bool, Error> {

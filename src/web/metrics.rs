@@ -202,6 +202,20 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
     );
     metric(
         &mut out,
+        "gatehouse_token_uses_folded_total",
+        "counter",
+        "Token uses folded from the SQLite log into their tokens before a reaper sweep.",
+        &[("", s.uses_folded)],
+    );
+    metric(
+        &mut out,
+        "gatehouse_token_uses_unfolded",
+        "gauge",
+        "Tokens whose last use is kept in memory, not yet written into their rows.",
+        &[("", s.uses_unfolded)],
+    );
+    metric(
+        &mut out,
         "gatehouse_reaper_sweeps_total",
         "counter",
         "Sweeps of the reaper finished.",

@@ -212,15 +212,15 @@ async fn client_authentication_is_required_throttled_and_audited() {
 async fn an_introspection_is_not_a_use_of_the_token() {
     let w = World::new(|_| {}).await;
     let app = w.app();
-    app.core.flush_touches().unwrap();
+    app.core.fold_uses().unwrap();
     let before = app.count("SELECT last_used_at FROM tokens WHERE kind = 'iam'");
     actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_eq!(w.introspect(&w.gateway, &w.forepaas).await.json["active"], true);
-    app.core.flush_touches().unwrap();
+    app.core.fold_uses().unwrap();
     assert_eq!(app.count("SELECT last_used_at FROM tokens WHERE kind = 'iam'"), before, "not touched");
     let a = app.get(&format!("/iam/checkSession?app_id=forepaas&token={}", w.forepaas)).await;
     assert_eq!(a.status, 200);
-    app.core.flush_touches().unwrap();
+    app.core.fold_uses().unwrap();
     assert!(app.count("SELECT last_used_at FROM tokens WHERE kind = 'iam'") > before, "a check is a use");
 }
 

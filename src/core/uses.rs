@@ -1,0 +1,183 @@
+//! Uses of tokens with an idle timeout: a token check is a use, and the idle timeout counts from
+//! the last one.
+//!
+//! A check records its use in memory (`Core::touch`); once a second the uses are written
+//! together (`Core::flush_touches`). With SQLite they are appended to a log (`token_uses`) and
+//! folded into their tokens' rows before each reaper sweep, in id order and paced batches
+//! (`Core::fold_uses`): a use written straight into its token dirtied one page of the token table
+//! chosen at random, which on a large table cost more than the check itself. Until folded, a
+//! use is kept in memory, where checks and the reaper find it, and the log is read back at start,
+//! so a crash loses at most a second of uses (a token can then only expire that much earlier).
+//! With PostgreSQL the nodes share uses through the tokens' rows, written once a second.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{Core, Error};
+use crate::store::tokens;
+
+/// Uses kept unfolded at most; past this many tokens a flush writes into the tokens' rows, as
+/// with PostgreSQL, until the next fold (about 30 MB of memory).
+const MAX_UNFOLDED: usize = 1_000_000;
+
+/// The uses of tokens not yet in their rows, by token id.
+#[derive(Default)]
+pub struct Uses(Mutex<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    /// Not written anywhere yet.
+    pending: HashMap<i64, i64>,
+    /// In the log (SQLite), not yet folded into their tokens.
+    logged: HashMap<i64, i64>,
+    /// The log's last sequence number that `logged` holds.
+    logged_upto: i64,
+}
+
+impl Uses {
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last use of token `id` kept here, if any.
+    pub fn last(&self, id: i64) -> Option<i64> {
+        let k = self.lock();
+        match (k.pending.get(&id), k.logged.get(&id)) {
+            (Some(a), Some(b)) => Some(*a.max(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
+
+    /// Records a use of token `id` at `at`.
+    pub fn record(&self, id: i64, at: i64) {
+        let mut k = self.lock();
+        let e = k.pending.entry(id).or_insert(at);
+        *e = (*e).max(at);
+    }
+
+    /// Uses not written yet (in id order), and whether they go into the log.
+    fn pending(&self) -> (Vec<(i64, i64)>, bool) {
+        let k = self.lock();
+        let mut list: Vec<(i64, i64)> = k.pending.iter().map(|(i, a)| (*i, *a)).collect();
+        list.sort_unstable();
+        (list, k.logged.len() < MAX_UNFOLDED)
+    }
+
+    /// `written` are written: they leave `pending` (unless a later use came meanwhile), and when
+    /// they went into the log up to `upto`, they are kept in `logged` until folded.
+    fn written(&self, written: &[(i64, i64)], logged_upto: Option<i64>) {
+        let mut k = self.lock();
+        for (id, at) in written {
+            if k.pending.get(id) == Some(at) {
+                k.pending.remove(id);
+            }
+            if logged_upto.is_some() {
+                let e = k.logged.entry(*id).or_insert(*at);
+                *e = (*e).max(*at);
+            }
+        }
+        if let Some(upto) = logged_upto {
+            k.logged_upto = k.logged_upto.max(upto);
+        }
+    }
+
+    /// The logged uses to fold (in id order) and the log's last sequence number they cover.
+    fn to_fold(&self) -> (Vec<(i64, i64)>, i64) {
+        let k = self.lock();
+        let mut list: Vec<(i64, i64)> = k.logged.iter().map(|(i, a)| (*i, *a)).collect();
+        list.sort_unstable();
+        (list, k.logged_upto)
+    }
+
+    /// `folded` are in their tokens' rows: forgotten here, unless a later use came meanwhile.
+    fn folded(&self, folded: &[(i64, i64)]) {
+        let mut k = self.lock();
+        for (id, at) in folded {
+            if k.logged.get(id) == Some(at) {
+                k.logged.remove(id);
+            }
+        }
+        if k.logged.capacity() > 4 * k.logged.len().max(1024) {
+            k.logged.shrink_to_fit();
+        }
+    }
+
+    /// How many uses are kept (pending, logged): for /metrics and tests.
+    pub fn kept(&self) -> (usize, usize) {
+        let k = self.lock();
+        (k.pending.len(), k.logged.len())
+    }
+}
+
+impl Core {
+    /// Reads SQLite's log of uses back (at start).
+    pub(super) fn load_uses(&self) -> Result<(), Error> {
+        if self.store.is_shared() {
+            return Ok(());
+        }
+        let (uses, upto) = self.store.with(tokens::logged_uses)?;
+        if !uses.is_empty() {
+            log::info!("{} token uses read back from the log", uses.len());
+        }
+        self.uses.written(&uses, Some(upto));
+        Ok(())
+    }
+
+    /// Counts a use of token `id` at `now` (written by `flush_touches`).
+    pub(super) fn touch(&self, id: i64, now: i64) {
+        self.uses.record(id, now);
+    }
+
+    /// Writes the uses kept in memory: into the log (SQLite), or into the tokens' rows
+    /// (PostgreSQL, or SQLite past `MAX_UNFOLDED` tokens awaiting a fold). Answers how many.
+    pub fn flush_touches(&self) -> Result<usize, Error> {
+        let (list, log) = self.uses.pending();
+        if list.is_empty() {
+            return Ok(0);
+        }
+        if log && !self.store.is_shared() {
+            let upto = self.store.write(|tx| tokens::log_uses(tx, &list))?;
+            self.uses.written(&list, Some(upto));
+        } else {
+            self.store.write(|tx| list.iter().try_for_each(|(id, at)| tokens::touch(tx, *id, *at)))?;
+            self.uses.written(&list, None);
+        }
+        Ok(list.len())
+    }
+
+    /// Writes every use kept in memory into its token's row (SQLite: folds the log in, by id, a
+    /// few reaper batches' worth of rows per transaction, each followed by a pause as long as it
+    /// took, then empties the log of what was folded). The reaper calls it before each sweep, so
+    /// that idle tokens are judged by their last use. Answers how many tokens it wrote.
+    pub fn fold_uses(&self) -> Result<usize, Error> {
+        let flushed = self.flush_touches()?;
+        if self.store.is_shared() {
+            return Ok(flushed);
+        }
+        let (list, upto) = self.uses.to_fold();
+        if list.is_empty() {
+            return Ok(0);
+        }
+        // An update of a row by its key dirties one page, where a deleted token dirties three.
+        let batch = (self.config.reaper.batch as usize * 4).max(1);
+        let mut done = 0;
+        for chunk in list.chunks(batch) {
+            if self.stopping() {
+                return Ok(done);
+            }
+            let written = self.reap_batch(7, &AtomicU64::new(0), |tx| {
+                chunk.iter().try_for_each(|(id, at)| tokens::touch(tx, *id, *at))?;
+                Ok(chunk.len())
+            })?;
+            if written.is_none() {
+                return Ok(done);
+            }
+            self.uses.folded(chunk);
+            done += chunk.len();
+        }
+        self.store.write(|tx| tokens::forget_uses(tx, upto))?;
+        super::stats::bump(&self.counters.uses_folded, done as u64);
+        Ok(done)
+    }
+}
