@@ -263,8 +263,8 @@ INSERT INTO sequences (name, last) SELECT 'workspace', COALESCE(MAX(workspace_id
 -- Uses of tokens with an idle timeout (issue #16), appended once a second and folded into
 -- tokens.last_used_at before each reaper sweep, by id and in paced batches. Written as an update of
 -- each token, a use dirtied a page of the token table chosen at random: on 10,000,000 tokens that
--- was 40 % of a token check's cost. Read back at start, so that a crash loses at most a second of
--- uses. SQLite only: PostgreSQL's nodes share a use through the token's own row.
+-- was about half of a random token check's CPU. Read back at start, so that a crash loses at most a
+-- second of uses. SQLite only: PostgreSQL's nodes share a use through the token's own row.
 CREATE TABLE token_uses (
     seq         INTEGER PRIMARY KEY,
     token_id    INTEGER NOT NULL,

@@ -108,14 +108,14 @@ pub fn log_uses(conn: &Db, uses: &[(i64, i64)]) -> Result<i64, Error> {
     conn.value("SELECT coalesce(max(seq), 0) FROM token_uses", args![])
 }
 
-/// SQLite: the uses in the log, the last of each token, and the last sequence number read.
+/// SQLite: every use in the log, in the order written (the caller keeps the last of each
+/// token), and the last sequence number read. A scan in key order, no sort: it runs at start.
 pub fn logged_uses(conn: &Db) -> Result<(Vec<(i64, i64)>, i64), Error> {
     let upto: i64 = conn.value("SELECT coalesce(max(seq), 0) FROM token_uses", args![])?;
-    let uses = conn.query_all(
-        "SELECT token_id, max(used_at) FROM token_uses WHERE seq <= ?1 GROUP BY token_id",
-        args![upto],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let uses =
+        conn.query_all("SELECT token_id, used_at FROM token_uses WHERE seq <= ?1 ORDER BY seq", args![upto], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     Ok((uses, upto))
 }
 
