@@ -181,3 +181,56 @@ impl Core {
         Ok(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_use_wins_wherever_it_is_kept() {
+        let u = Uses::default();
+        assert_eq!(u.last(7), None);
+        u.record(7, 100);
+        u.record(7, 90);
+        assert_eq!(u.last(7), Some(100), "a use never moves back");
+        let (pending, log) = u.pending();
+        assert_eq!((pending.as_slice(), log), (&[(7, 100)][..], true));
+        u.written(&pending, Some(1));
+        assert_eq!(u.kept(), (0, 1));
+        u.record(7, 120);
+        assert_eq!(u.last(7), Some(120), "a pending use is newer than the logged one");
+    }
+
+    #[test]
+    fn a_use_that_came_during_a_write_or_a_fold_is_kept() {
+        let u = Uses::default();
+        u.record(1, 10);
+        u.record(2, 10);
+        let (pending, _) = u.pending();
+        // Token 1 is used again while the flush writes: the newer use stays pending.
+        u.record(1, 20);
+        u.written(&pending, Some(5));
+        assert_eq!(u.kept(), (1, 2));
+        assert_eq!(u.last(1), Some(20));
+        let (fold, upto) = u.to_fold();
+        assert_eq!((fold.as_slice(), upto), (&[(1, 10), (2, 10)][..], 5));
+        // The newer use is logged while the fold runs: it is not forgotten with the folded one.
+        let (pending, _) = u.pending();
+        u.written(&pending, Some(6));
+        u.folded(&fold);
+        assert_eq!(u.kept(), (0, 1));
+        assert_eq!(u.last(1), Some(20));
+        assert_eq!(u.last(2), None, "folded: the token's row has it");
+    }
+
+    #[test]
+    fn past_the_cap_uses_go_into_the_tokens_rows() {
+        let u = Uses::default();
+        let many: Vec<(i64, i64)> = (0..MAX_UNFOLDED as i64).map(|i| (i, 1)).collect();
+        u.written(&many, Some(1));
+        u.record(-1, 2);
+        assert!(!u.pending().1, "no more into the log until a fold");
+        u.folded(&many);
+        assert!(u.pending().1);
+    }
+}
