@@ -24,9 +24,12 @@ impl Core {
     /// waits at most for one batch, until a batch finds fewer than that. With several nodes, a
     /// batch that finds another node's reaper at work is skipped.
     pub fn reap(&self) -> Result<Reaped, Error> {
-        // Idle tokens are judged by their last use: fold the uses kept in memory in first.
-        self.fold_uses()?;
+        // Idle tokens are judged by their last use: fold the uses kept in memory in first. They
+        // are judged as of a time before the fold began, so that a token used while the fold runs
+        // (its use kept in memory, not yet in its row) was alive by its row at that time too, and
+        // is not taken for idle.
         let now = now_ms();
+        self.fold_uses()?;
         let retention = self.config.audit.retention.millis();
         // Hourly quotas (`Throttle::take`) live beside the failure counts.
         let keep_throttle =
