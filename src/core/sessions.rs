@@ -329,7 +329,7 @@ impl Core {
             return Err(Error::BadToken);
         }
         if is_use && live.idle_ms.is_some() {
-            self.touch(live.id, now);
+            self.uses.record(live.id, now);
         }
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
         Ok(TokenInfo {

@@ -1,7 +1,7 @@
 //! Uses of tokens with an idle timeout: a token check is a use, and the idle timeout counts from
 //! the last one.
 //!
-//! A check records its use in memory (`Core::touch`); once a second the uses are written
+//! A check records its use in memory (`Uses::record`); once a second the uses are written
 //! together (`Core::flush_touches`). With SQLite they are appended to a log (`token_uses`) and
 //! folded into their tokens' rows before each reaper sweep, in id order and paced batches
 //! (`Core::fold_uses`): a use written straight into its token dirtied one page of the token table
@@ -11,7 +11,6 @@
 //! With PostgreSQL the nodes share uses through the tokens' rows, written once a second.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Core, Error};
@@ -35,6 +34,19 @@ struct Kept {
     logged_upto: i64,
 }
 
+/// Keeps `at` as token `id`'s last use in `map`, unless a later one is there.
+fn keep_last(map: &mut HashMap<i64, i64>, id: i64, at: i64) {
+    let e = map.entry(id).or_insert(at);
+    *e = (*e).max(at);
+}
+
+/// The uses of `map`, in id order (the order the token table is written in).
+fn sorted(map: &HashMap<i64, i64>) -> Vec<(i64, i64)> {
+    let mut list: Vec<(i64, i64)> = map.iter().map(|(i, a)| (*i, *a)).collect();
+    list.sort_unstable();
+    list
+}
+
 impl Uses {
     fn lock(&self) -> MutexGuard<'_, Kept> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -51,17 +63,13 @@ impl Uses {
 
     /// Records a use of token `id` at `at`.
     pub fn record(&self, id: i64, at: i64) {
-        let mut k = self.lock();
-        let e = k.pending.entry(id).or_insert(at);
-        *e = (*e).max(at);
+        keep_last(&mut self.lock().pending, id, at);
     }
 
     /// Uses not written yet (in id order), and whether they go into the log.
     fn pending(&self) -> (Vec<(i64, i64)>, bool) {
         let k = self.lock();
-        let mut list: Vec<(i64, i64)> = k.pending.iter().map(|(i, a)| (*i, *a)).collect();
-        list.sort_unstable();
-        (list, k.logged.len() < MAX_UNFOLDED)
+        (sorted(&k.pending), k.logged.len() < MAX_UNFOLDED)
     }
 
     /// `written` are written: they leave `pending` (unless a later use came meanwhile), and when
@@ -73,8 +81,7 @@ impl Uses {
                 k.pending.remove(id);
             }
             if logged_upto.is_some() {
-                let e = k.logged.entry(*id).or_insert(*at);
-                *e = (*e).max(*at);
+                keep_last(&mut k.logged, *id, *at);
             }
         }
         if let Some(upto) = logged_upto {
@@ -85,9 +92,7 @@ impl Uses {
     /// The logged uses to fold (in id order) and the log's last sequence number they cover.
     fn to_fold(&self) -> (Vec<(i64, i64)>, i64) {
         let k = self.lock();
-        let mut list: Vec<(i64, i64)> = k.logged.iter().map(|(i, a)| (*i, *a)).collect();
-        list.sort_unstable();
-        (list, k.logged_upto)
+        (sorted(&k.logged), k.logged_upto)
     }
 
     /// `folded` are in their tokens' rows: forgotten here, unless a later use came meanwhile.
@@ -116,17 +121,13 @@ impl Core {
         if self.store.is_shared() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let (uses, upto) = self.store.with(tokens::logged_uses)?;
-        if !uses.is_empty() {
-            log::info!("{} token uses read back from the log", uses.len());
-        }
         self.uses.written(&uses, Some(upto));
+        if !uses.is_empty() {
+            log::info!("{} token uses read back from the log in {} ms", uses.len(), started.elapsed().as_millis());
+        }
         Ok(())
-    }
-
-    /// Counts a use of token `id` at `now` (written by `flush_touches`).
-    pub(super) fn touch(&self, id: i64, now: i64) {
-        self.uses.record(id, now);
     }
 
     /// Writes the uses kept in memory: into the log (SQLite), or into the tokens' rows
@@ -166,7 +167,7 @@ impl Core {
             if self.stopping() {
                 return Ok(done);
             }
-            let written = self.reap_batch(7, &AtomicU64::new(0), |tx| {
+            let written = self.reap_batch(7, &self.counters.uses_folded, |tx| {
                 chunk.iter().try_for_each(|(id, at)| tokens::touch(tx, *id, *at))?;
                 Ok(chunk.len())
             })?;
@@ -177,7 +178,6 @@ impl Core {
             done += chunk.len();
         }
         self.store.write(|tx| tokens::forget_uses(tx, upto))?;
-        super::stats::bump(&self.counters.uses_folded, done as u64);
         Ok(done)
     }
 }

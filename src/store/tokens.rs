@@ -111,12 +111,12 @@ pub fn log_uses(conn: &Db, uses: &[(i64, i64)]) -> Result<i64, Error> {
 /// SQLite: every use in the log, in the order written (the caller keeps the last of each
 /// token), and the last sequence number read. A scan in key order, no sort: it runs at start.
 pub fn logged_uses(conn: &Db) -> Result<(Vec<(i64, i64)>, i64), Error> {
-    let upto: i64 = conn.value("SELECT coalesce(max(seq), 0) FROM token_uses", args![])?;
-    let uses =
-        conn.query_all("SELECT token_id, used_at FROM token_uses WHERE seq <= ?1 ORDER BY seq", args![upto], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+    let rows: Vec<(i64, i64, i64)> =
+        conn.query_all("SELECT seq, token_id, used_at FROM token_uses ORDER BY seq", args![], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    Ok((uses, upto))
+    let upto = rows.last().map_or(0, |r| r.0);
+    Ok((rows.into_iter().map(|(_, id, at)| (id, at)).collect(), upto))
 }
 
 /// SQLite: removes the log's uses up to `upto`, once they are folded into their tokens.
