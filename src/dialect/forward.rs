@@ -4,9 +4,13 @@
 //! - `/auth/verify` (any method) → 200 with `X-Auth-User` (the login), `X-Auth-User-Id` and
 //!   `X-Auth-App` when the request carries a live credential: `Authorization: Bearer` with a
 //!   ForePaaS token or an IQM access token, or the CMS `cmsSID` cookie; else 401 with
-//!   `WWW-Authenticate: Bearer`. The route's application, when the proxy names one (query `app`
-//!   or header `X-Auth-Require-App`), must be the credential's. A verification is a use of the
-//!   session (it keeps an idle session alive, as browsing does).
+//!   `WWW-Authenticate: Bearer`. The route's application is every name given in the header
+//!   `X-Auth-Require-App` and in every `app` query parameter (the proxy's and the client's: Caddy's
+//!   `forward_auth` passes the client's query on), and the credential's application must be each
+//!   of them: a name that is not the credential's, names that disagree, a header that is not
+//!   visible ASCII or a query that cannot be read all refuse; an empty name requires nothing and
+//!   removes nothing. A verification is a use of the session (it keeps an idle session alive, as
+//!   browsing does).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -25,15 +29,26 @@ fn refused(status: StatusCode, text: &'static str) -> HttpResponse {
     res.insert_header(("Cache-Control", "no-store")).content_type("text/plain; charset=utf-8").body(text)
 }
 
-/// The route's application: `?app=` or `X-Auth-Require-App`.
-fn required_app(req: &HttpRequest) -> Option<String> {
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    query
-        .into_iter()
-        .find(|(k, _)| k == "app")
-        .map(|(_, v)| v)
-        .or_else(|| req.headers().get("X-Auth-Require-App").and_then(|v| v.to_str().ok()).map(str::to_string))
-        .filter(|a| !a.is_empty())
+/// The route's application: every non-empty name in `X-Auth-Require-App` (each header of that
+/// name) and in every `app` query parameter. `Ok(None)` when there is none; `Err` when the names
+/// disagree, or a header or the query cannot be read, so that the request is refused rather
+/// than a requirement dropped.
+fn required_app(req: &HttpRequest) -> Result<Option<String>, ()> {
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).map_err(|_| ())?;
+    let mut names = query.into_iter().filter(|(k, _)| k == "app").map(|(_, v)| v).collect::<Vec<_>>();
+    for v in req.headers().get_all("X-Auth-Require-App") {
+        // to_str: visible ASCII only (and tabs and spaces, trimmed below).
+        names.push(v.to_str().map_err(|_| ())?.trim().to_string());
+    }
+    let mut required: Option<String> = None;
+    for name in names.into_iter().filter(|n| !n.is_empty()) {
+        match &required {
+            Some(r) if *r != name => return Err(()),
+            Some(_) => {}
+            None => required = Some(name),
+        }
+    }
+    Ok(required)
 }
 
 async fn verify(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
@@ -45,7 +60,9 @@ async fn verify(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| Secret::new(t.trim()));
     let cookie = req.cookie(crate::dialect::smartserver::COOKIE).map(|c| Secret::new(c.value()));
-    let app = required_app(&req);
+    let Ok(app) = required_app(&req) else {
+        return refused(StatusCode::UNAUTHORIZED, "unauthorized");
+    };
     let core = core.into_inner();
     match core.quick(move |c| c.forward_check(bearer.as_ref(), cookie.as_ref(), app.as_deref())).await {
         Ok(info) => HttpResponse::Ok()

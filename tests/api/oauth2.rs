@@ -281,3 +281,39 @@ async fn forward_auth_answers_who_for_a_live_bearer_or_cookie() {
     assert_eq!(w.revoke(&w.gateway, &w.forepaas).await.status, 200);
     assert_eq!(verify(bearer(&w.forepaas), "").await.status, 401);
 }
+
+/// The proxy's `X-Auth-Require-App` and every `app` of the query (the proxy's and the client's,
+/// since Caddy's `forward_auth` passes the client's query on) are all requirements: none widens
+/// another, an empty one removes nothing, names that disagree open nothing.
+#[actix_web::test]
+async fn forward_auth_requirements_add_up_and_never_widen() {
+    let w = World::new(|_| {}).await;
+    let app = w.app();
+    let bearer = format!("Bearer {}", w.forepaas);
+    let bearer = bearer.as_str();
+    let verify = |require: Option<&'static [u8]>, query: &'static str| async move {
+        let mut req = app.http.get(app.url(&format!("/auth/verify{query}")));
+        req = req.insert_header(("Authorization", bearer));
+        if let Some(r) = require {
+            req = req.insert_header(("X-Auth-Require-App", awc::http::header::HeaderValue::from_bytes(r).unwrap()));
+        }
+        req.send().await.unwrap().status().as_u16()
+    };
+    // The token is forepaas's; the proxy demands cms.
+    assert_eq!(verify(Some(b"cms"), "").await, 401);
+    assert_eq!(verify(Some(b"cms"), "?app=forepaas").await, 401, "the client's query cannot override the proxy");
+    assert_eq!(verify(Some(b"cms"), "?app=").await, 401, "an empty app removes no requirement");
+    assert_eq!(verify(Some(b"cms"), "?app=&app=forepaas").await, 401);
+    assert_eq!(verify(None, "?app=forepaas&app=cms").await, 401, "names that disagree open nothing");
+    assert_eq!(verify(None, "?app=cms&app=forepaas").await, 401);
+    assert_eq!(verify(None, "?app=forepaas&app=%FF").await, 401, "a query that cannot be read opens nothing");
+    assert_eq!(verify(Some(b"forepaas\xff"), "").await, 401, "a header that cannot be read opens nothing");
+    assert_eq!(verify(Some("forepaas\u{e9}".as_bytes()), "").await, 401);
+    // The token's own application, however often it is named, and empty names beside it.
+    assert_eq!(verify(Some(b"forepaas"), "").await, 200);
+    assert_eq!(verify(Some(b"forepaas"), "?app=").await, 200);
+    assert_eq!(verify(Some(b"forepaas"), "?app=forepaas&app=").await, 200);
+    assert_eq!(verify(Some(b""), "?app=forepaas").await, 200);
+    assert_eq!(verify(None, "?app=").await, 200, "no name at all: any application");
+    assert_eq!(verify(None, "?other=1").await, 200);
+}
