@@ -105,6 +105,37 @@ pub enum KeyError {
     Io(String, std::io::Error),
     #[error("master key file {0} does not hold 64 hex characters")]
     Malformed(String),
+    /// Readable or writable by its group or others: refused, as ssh refuses such a private key.
+    #[error("master key file {path} has mode {mode:04o}: others may read or change it; run `chmod 600 {path}`")]
+    Exposed { path: String, mode: u32 },
+    /// In a directory others may write (without the sticky bit): they could put a key of their own
+    /// in its place.
+    #[error(
+        "master key file {path} is in {dir}, which has mode {mode:04o}: others may replace the key; run `chmod go-w {dir}`"
+    )]
+    DirExposed { path: String, dir: String, mode: u32 },
+}
+
+/// Refuses a key file its group or others may read or write, or one in a directory they may write.
+#[cfg(unix)]
+fn check_private(path: &Path, file: Option<&fs::File>) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.display().to_string();
+    if let Some(file) = file {
+        let mode = file.metadata().map_err(|e| KeyError::Io(name.clone(), e))?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed { path: name, mode });
+        }
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mode = fs::metadata(dir).map_err(|e| KeyError::Io(dir.display().to_string(), e))?.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(KeyError::DirExposed { path: name, dir: dir.display().to_string(), mode });
+    }
+    Ok(())
 }
 
 impl MasterKey {
@@ -124,10 +155,17 @@ impl MasterKey {
         hmac_sha256(self.1.as_slice(), &[purpose.as_bytes(), &[0], input])
     }
 
-    /// Reads the key file (64 hex characters).
+    /// Reads the key file (64 hex characters), which only its owner may read and write, in a
+    /// directory others may not write (see [`KeyError::Exposed`]).
     pub fn load(path: &Path) -> Result<MasterKey, KeyError> {
+        use std::io::Read;
         let name = path.display().to_string();
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| KeyError::Io(name.clone(), e))?);
+        let mut file = fs::File::open(path).map_err(|e| KeyError::Io(name.clone(), e))?;
+        // The mode of the file opened, not of whatever the path names a moment later.
+        #[cfg(unix)]
+        check_private(path, Some(&file))?;
+        let mut text = Zeroizing::new(String::with_capacity(128));
+        file.read_to_string(&mut text).map_err(|e| KeyError::Io(name.clone(), e))?;
         let bytes = Zeroizing::new(unhex(text.trim()).ok_or_else(|| KeyError::Malformed(name.clone()))?);
         let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::Malformed(name))?;
         let arr = Zeroizing::new(arr);
@@ -137,6 +175,8 @@ impl MasterKey {
     /// Creates a new key file, readable by its owner only; fails if one exists.
     pub fn create(path: &Path) -> Result<MasterKey, KeyError> {
         let name = path.display().to_string();
+        #[cfg(unix)]
+        check_private(path, None)?;
         let bytes = Zeroizing::new(random_bytes::<32>());
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create_new(true);
@@ -220,5 +260,32 @@ mod tests {
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         assert!(MasterKey::create(&path).is_err(), "an existing key is never overwritten");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_its_group_or_others_may_read_or_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::create(&path).unwrap();
+        let set = |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+        for mode in [0o640, 0o604, 0o620, 0o602, 0o644] {
+            set(&path, mode);
+            let err = MasterKey::load(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("mode {mode:04o}")) && err.contains("chmod 600"), "{err}");
+        }
+        for mode in [0o600, 0o400] {
+            set(&path, mode);
+            MasterKey::load(&path).unwrap();
+        }
+        set(&path, 0o600);
+        set(dir.path(), 0o777);
+        assert!(matches!(MasterKey::load(&path), Err(KeyError::DirExposed { mode: 0o777, .. })));
+        assert!(matches!(MasterKey::create(&dir.path().join("new.key")), Err(KeyError::DirExposed { .. })));
+        // The sticky bit keeps others from replacing what is not theirs (/tmp).
+        set(dir.path(), 0o1777);
+        MasterKey::load(&path).unwrap();
+        set(dir.path(), 0o700);
     }
 }

@@ -201,8 +201,19 @@ pub enum OpenError {
     Store(#[from] crate::store::OpenError),
     #[error(transparent)]
     Key(#[from] crypto::KeyError),
-    #[error("master key {0} is missing, but the database holds application secrets sealed by it; restore the key file or set master_key_file")]
-    KeyMissing(String),
+    /// The key file is not there, and secrets in the database were sealed by a key.
+    #[error(
+        "master key {path} is missing, but the database holds application secrets sealed by it; put that key file back{}",
+        if *.configured { "" } else { ", or set master_key_file to where it is" }
+    )]
+    KeyMissing { path: String, configured: bool },
+    /// master_key_file names a file that does not exist, and nothing is sealed yet.
+    #[error(
+        "master_key_file names {path}, which does not exist (the database holds no secret sealed by a key yet); make a key \
+         there with `(umask 077; od -An -tx1 -N32 /dev/urandom | tr -dc 0-9a-f > '{path}')` (64 hex characters, owner \
+         only), copy in the one the other nodes use, or leave master_key_file empty for gatehouse to create {default}"
+    )]
+    KeyFileAbsent { path: String, default: String },
     #[error("{0}")]
     Other(String),
 }
@@ -222,8 +233,14 @@ impl Core {
         } else {
             let configured = !config.master_key_file.as_os_str().is_empty();
             let sealed = store.with(crate::store::apps::sealed_count).map_err(|e| OpenError::Other(e.to_string()))?;
-            if configured || sealed > 0 {
-                return Err(OpenError::KeyMissing(key_path.display().to_string()));
+            let path = key_path.display().to_string();
+            if sealed > 0 {
+                return Err(OpenError::KeyMissing { path, configured });
+            }
+            // A configured file is never made here: on several nodes, each would make its own.
+            if configured {
+                let default = config.data_dir.join("master.key").display().to_string();
+                return Err(OpenError::KeyFileAbsent { path, default });
             }
             let key = MasterKey::create(&key_path)?;
             log::info!("created master key {}", key_path.display());

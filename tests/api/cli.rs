@@ -253,3 +253,102 @@ fn the_environment_overrides_the_file_which_overrides_the_defaults() {
     assert!(out.status.success());
     assert!(dir.path().join("from-env/gatehouse.db").exists());
 }
+
+/// Item 11 of issue 24: as ssh with a private key, a master key others may read or replace is refused.
+#[test]
+fn a_master_key_others_may_read_or_replace_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["app", "list"], "");
+    let data = d.join("data");
+    let key = data.join("master.key");
+    let set = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o620, 0o666] {
+        set(&key, mode);
+        let err = fails(d, &["app", "list"], "");
+        // The data directory is ./data, as the default configuration says.
+        assert!(err.contains("master key file ./data/master.key"), "{mode:o}: {err}");
+        assert!(err.contains(&format!("mode {mode:04o}")), "{mode:o}: {err}");
+        assert!(err.contains("chmod 600 ./data/master.key"), "{mode:o}: {err}");
+    }
+    // The server does not start on it either.
+    let port = crate::helpers::free_port();
+    let mut serve = std::process::Command::new(crate::helpers::binary())
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "serve started on a key others may read");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("chmod 600"), "{err}");
+    set(&key, 0o600);
+    ok(d, &["app", "list"], "");
+    set(&key, 0o400);
+    ok(d, &["app", "list"], "");
+    set(&key, 0o600);
+    // A directory others may write lets them put a key of their own in its place.
+    set(&data, 0o770);
+    let err = fails(d, &["app", "list"], "");
+    assert!(err.contains("in ./data, which has mode 0770") && err.contains("chmod go-w ./data"), "{err}");
+    set(&data, 0o700);
+    ok(d, &["app", "list"], "");
+}
+
+/// Item 12 of issue 24: a configured key file that does not exist is not mistaken for a lost one.
+#[test]
+fn a_missing_master_key_file_says_whether_secrets_depend_on_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("keys")).unwrap();
+    std::fs::set_permissions(d.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let key = d.join("keys/node.key");
+    let env = [("GATEHOUSE_MASTER_KEY_FILE", key.to_str().unwrap())];
+    let fails_with = |env: &[(&str, &str)]| -> String {
+        let out = gatehouse_cli(d, env, &["app", "list"], "");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        err
+    };
+    // A fresh database: nothing is sealed yet, the file named by master_key_file is simply not there.
+    let err = fails_with(&env);
+    assert!(err.contains("master_key_file") && err.contains("does not exist"), "{err}");
+    assert!(!err.contains("sealed by it"), "nothing is sealed yet: {err}");
+    assert!(err.contains(&key.display().to_string()), "{err}");
+    // The way it gives to make one makes a key gatehouse takes, private.
+    let how = err.split('`').nth(1).unwrap_or_else(|| panic!("no command in backquotes: {err}"));
+    let made = std::process::Command::new("sh").arg("-c").arg(how).status().unwrap();
+    assert!(made.success(), "{how}");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "{how}");
+    let out = gatehouse_cli(d, &env, &["app", "add", "sealed-app"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Now the database holds a secret sealed by that key: its absence is a lost key.
+    std::fs::remove_file(&key).unwrap();
+    let err = fails_with(&env);
+    assert!(err.contains("is missing, but the database holds application secrets sealed by it"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+    // And with master_key_file unset, the default key is not made anew over sealed secrets either.
+    let err = fails_with(&[]);
+    assert!(err.contains("sealed by it") && err.contains("master_key_file"), "{err}");
+    assert!(!d.join("data/master.key").exists(), "no new key over sealed secrets");
+}
