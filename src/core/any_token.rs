@@ -7,8 +7,9 @@
 
 use super::audit::audit_in;
 use super::crypto::Secret;
-use super::guard::Caller;
+use super::guard::{Caller, Outcome, Subject};
 use super::sessions::{digest, TokenInfo, TokenKind};
+use super::stats::bump;
 use super::{now_ms, Core, Error, User};
 use crate::store::{auth_sessions, tokens, users};
 
@@ -50,43 +51,71 @@ fn looks_like_signin(token: &Secret) -> bool {
 }
 
 impl Core {
-    /// A client (an application, HTTP Basic) proves itself. A wrong secret counts against the
-    /// client and the caller's address like a wrong password, and is an audit event; a client
-    /// locked out waits like an account.
+    /// A client (an application, HTTP Basic) proves itself. Its id is no secret, so a wrong secret
+    /// holds back the caller and never the client: see [`Core::shared_credential_failed`].
     pub fn authenticate_client_throttled(
         &self,
         caller: &Caller,
         client_id: &str,
         secret: &Secret,
     ) -> Result<(), Error> {
-        let now = now_ms();
-        let account = format!("client:{client_id}");
-        self.throttle.check(&account, caller, now)?;
         match self.authenticate_client(client_id, secret) {
-            Err(Error::BadClient) => {
-                if let Err(e) = self.throttle.failed(&account, caller, now) {
-                    log::warn!("a client's failed authentication was not counted: {e}");
-                }
-                self.audit(caller, "client_auth_failed", None, None, Some(client_id));
-                Err(Error::BadClient)
-            }
+            Err(Error::BadClient) => Err(self.shared_credential_failed(
+                caller,
+                &format!("client:{client_id}"),
+                "client_auth_failed",
+                None,
+                Error::BadClient,
+            )),
             other => other,
         }
     }
 
-    /// A request signed with the wrong secret of `app_id` (IAMPASS's HMAC): counted against the
-    /// application and the address like a wrong password, and an audit event. A right signature
-    /// is never refused for it (an application's secret is 256 bits: the count is there to see
-    /// and slow a prober, not to lock the application out of its own calls by someone else's
-    /// failures); the wrong one is answered `Throttled` once the count holds the caller back.
+    /// A request signed with the wrong secret of `app_id` (IAMPASS's HMAC): `Throttled` once the
+    /// caller is held back, else None (the signature's own refusal is answered).
     pub fn signature_failed(&self, caller: &Caller, app_id: &str) -> Option<Error> {
-        let now = now_ms();
         let account = format!("client:{app_id}");
-        if let Err(e) = self.throttle.failed(&account, caller, now) {
-            log::warn!("a bad signature was not counted: {e}");
+        match self.shared_credential_failed(caller, &account, "signature_failed", Some(app_id), Error::BadCredentials) {
+            e @ Error::Throttled { .. } => Some(e),
+            _ => None,
         }
-        self.audit(caller, "signature_failed", Some(app_id), None, None);
-        self.throttle.check(&account, caller, now).err()
+    }
+
+    /// A wrong secret for a shared credential (an application's secret or signature, an API key):
+    /// what to answer, `wrong` or `Throttled`.
+    ///
+    /// The credential's name (a client id, an API key's id) is no secret, so its failures are
+    /// counted per address and credential, and per address: a stranger holds back only himself,
+    /// never the owner. A right secret is never refused by the count (it is 128 bits or more:
+    /// there is nothing to guess, and no count to consult on the way in). A failure is an audit
+    /// event until the caller is held back; from then on it is answered `Throttled` and nothing
+    /// is written (the count of what was not is in `/metrics`), so a flood of wrong secrets
+    /// cannot fill the audit log or the throttle's table.
+    pub(crate) fn shared_credential_failed(
+        &self,
+        caller: &Caller,
+        credential: &str,
+        event: &'static str,
+        app_id: Option<&str>,
+        wrong: Error,
+    ) -> Error {
+        let now = now_ms();
+        let subject = Subject::Shared(credential);
+        if let Err(e @ Error::Throttled { .. }) = self.throttle.check(subject, caller, now) {
+            bump(&self.counters.throttled, 1);
+            bump(&self.counters.audit_not_written, 1);
+            return e;
+        }
+        let outcome = self.count_failure(caller, subject, now);
+        // An application's own events name it; others name the credential as it was typed.
+        let account = app_id.is_none().then_some(credential);
+        self.audit(caller, event, app_id, None, account);
+        // The failure that locks the caller out is the first to be told to wait.
+        match (outcome, self.throttle.check(subject, caller, now)) {
+            (Outcome::Counted, _) => wrong,
+            (_, Err(e @ Error::Throttled { .. })) => e,
+            _ => wrong,
+        }
     }
 
     fn may_see(&self, client: &str, app_id: &str) -> bool {

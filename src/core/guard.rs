@@ -36,6 +36,27 @@ impl Caller {
 use crate::store::throttle::{self as shared, Entry};
 use crate::store::Store;
 
+/// What a failure counts against.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// A person's account, as typed (a login, an email): its password is one a person chose, so
+    /// the account itself waits and locks after its failures, wherever they came from.
+    Account(&'a str),
+    /// A credential of high entropy whose name others may know (an application's id with its
+    /// secret, an API key's id): never held back for everyone, or a stranger could lock its owner
+    /// out. Only the caller is: per address and credential, and per address.
+    Shared(&'a str),
+}
+
+/// The address the throttle and the connection cap count as one: an IPv4 address, or an IPv6
+/// /64 (what one host is given; an attacker with one has 2^64 addresses of it).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & (u128::MAX << 64))),
+        v4 => v4,
+    }
+}
+
 /// What a failure led to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -73,12 +94,26 @@ impl Throttle {
         format!("a:{}", super::text::fold(account))
     }
 
-    fn keys(account: &str, caller: &Caller) -> (String, Option<String>) {
-        (Self::account_key(account), caller.addr.map(|a| format!("n:{a}")))
+    /// The subject's own key (an account's, or a shared credential's as tried from one address),
+    /// and the address's.
+    fn keys(subject: Subject, caller: &Caller) -> (String, Option<String>) {
+        let addr = caller.addr.map(address_key);
+        let own = match subject {
+            Subject::Account(account) => Self::account_key(account),
+            Subject::Shared(credential) => {
+                format!("p:{}|{credential}", addr.map_or_else(|| "-".to_string(), |a| a.to_string()))
+            }
+        };
+        (own, addr.map(|a| format!("n:{a}")))
+    }
+
+    /// An account's, or a credential's from one address: the key that waits a doubling delay.
+    fn is_own(key: &str) -> bool {
+        key.starts_with("a:") || key.starts_with("p:")
     }
 
     fn limit(&self, key: &str) -> i64 {
-        i64::from(if key.starts_with("a:") { self.cfg.account_failures } else { self.cfg.address_failures })
+        i64::from(if Self::is_own(key) { self.cfg.account_failures } else { self.cfg.address_failures })
     }
 
     /// How long `key`, with its count `e`, must wait at `now` (0: not at all).
@@ -86,7 +121,7 @@ impl Throttle {
         if e.locked_until > now {
             return e.locked_until - now;
         }
-        if key.starts_with("a:") && e.failures > 0 && now - e.window_start < self.cfg.window.millis() {
+        if Self::is_own(key) && e.failures > 0 && now - e.window_start < self.cfg.window.millis() {
             let shift = e.failures.saturating_sub(1).min(20);
             let delay = self.cfg.delay.millis().saturating_mul(1 << shift).min(self.cfg.lockout.millis());
             return e.last_failure.saturating_add(delay).saturating_sub(now).max(0);
@@ -108,9 +143,9 @@ impl Throttle {
         false
     }
 
-    /// Err(Throttled) when the account or the address must wait; the wait is in milliseconds.
-    pub fn check(&self, account: &str, caller: &Caller, now: i64) -> Result<(), Error> {
-        let (acct, addr) = Self::keys(account, caller);
+    /// Err(Throttled) when the subject or the address must wait; the wait is in milliseconds.
+    pub fn check(&self, subject: Subject, caller: &Caller, now: i64) -> Result<(), Error> {
+        let (acct, addr) = Self::keys(subject, caller);
         let keys: Vec<&String> = std::iter::once(&acct).chain(addr.as_ref()).collect();
         let mut wait = 0i64;
         if let Some(store) = &self.shared {
@@ -134,16 +169,16 @@ impl Throttle {
         }
     }
 
-    /// Counts a failure against the account and the address; says whether it locked one out.
-    pub fn failed(&self, account: &str, caller: &Caller, now: i64) -> Result<Outcome, Error> {
-        let (acct, addr) = Self::keys(account, caller);
+    /// Counts a failure against the subject and the address; says whether it locked one out.
+    pub fn failed(&self, subject: Subject, caller: &Caller, now: i64) -> Result<Outcome, Error> {
+        let (acct, addr) = Self::keys(subject, caller);
         if let Some(store) = &self.shared {
             let locked = store.write(|tx| {
                 let mut locked = Vec::new();
                 for key in std::iter::once(&acct).chain(addr.as_ref()) {
                     let mut e = shared::get_for_update(tx, key)?.unwrap_or_default();
                     if self.count(key, &mut e, now) {
-                        locked.push(key.starts_with("a:"));
+                        locked.push(Self::is_own(key));
                     }
                     shared::put(tx, key, &e)?;
                 }
@@ -162,14 +197,14 @@ impl Throttle {
         for key in std::iter::once(acct).chain(addr) {
             let mut e = entries.get(&key).copied().unwrap_or_default();
             if self.count(&key, &mut e, now) {
-                locked.push(key.starts_with("a:"));
+                locked.push(Self::is_own(&key));
             }
             entries.insert(key, e);
         }
         Ok(Self::outcome(&locked))
     }
 
-    /// What the keys locked by one failure (true: the account's) amount to.
+    /// What the keys locked by one failure (true: the subject's own) amount to.
     fn outcome(locked: &[bool]) -> Outcome {
         if locked.contains(&true) {
             Outcome::LockedOut
@@ -240,6 +275,7 @@ mod tests {
     use super::*;
     use crate::config::Seconds;
     use std::time::Duration;
+    use Subject::Account;
 
     fn throttle() -> Throttle {
         Throttle::new(config::Throttle {
@@ -259,45 +295,45 @@ mod tests {
     fn the_delay_doubles_then_the_account_locks() {
         let t = throttle();
         let c = from("10.0.0.1");
-        assert!(t.check("bob", &c, 0).is_ok());
-        assert_eq!(t.failed("bob", &c, 0).unwrap(), Outcome::Counted);
-        assert!(matches!(t.check("bob", &c, 500), Err(Error::Throttled { retry_after_ms: 500 })));
-        assert!(t.check("bob", &c, 1000).is_ok());
-        t.failed("bob", &c, 1000).unwrap();
+        assert!(t.check(Account("bob"), &c, 0).is_ok());
+        assert_eq!(t.failed(Account("bob"), &c, 0).unwrap(), Outcome::Counted);
+        assert!(matches!(t.check(Account("bob"), &c, 500), Err(Error::Throttled { retry_after_ms: 500 })));
+        assert!(t.check(Account("bob"), &c, 1000).is_ok());
+        t.failed(Account("bob"), &c, 1000).unwrap();
         assert!(
-            matches!(t.check("bob", &c, 2000), Err(Error::Throttled { retry_after_ms: 1000 })),
+            matches!(t.check(Account("bob"), &c, 2000), Err(Error::Throttled { retry_after_ms: 1000 })),
             "2 s after the second"
         );
-        assert!(t.check("bob", &c, 3000).is_ok());
-        assert_eq!(t.failed("bob", &c, 3000).unwrap(), Outcome::LockedOut);
-        assert!(matches!(t.check("bob", &c, 100_000), Err(Error::Throttled { .. })));
-        assert!(t.check("bob", &c, 303_001).is_ok(), "the lockout ends");
+        assert!(t.check(Account("bob"), &c, 3000).is_ok());
+        assert_eq!(t.failed(Account("bob"), &c, 3000).unwrap(), Outcome::LockedOut);
+        assert!(matches!(t.check(Account("bob"), &c, 100_000), Err(Error::Throttled { .. })));
+        assert!(t.check(Account("bob"), &c, 303_001).is_ok(), "the lockout ends");
         // Another account from another address is not held up.
-        assert!(t.check("alice", &from("10.0.0.2"), 3000).is_ok());
+        assert!(t.check(Account("alice"), &from("10.0.0.2"), 3000).is_ok());
     }
 
     #[test]
     fn a_success_clears_the_account() {
         let t = throttle();
         let c = from("10.0.0.1");
-        t.failed("bob", &c, 0).unwrap();
-        t.failed("bob", &c, 1000).unwrap();
+        t.failed(Account("bob"), &c, 0).unwrap();
+        t.failed(Account("bob"), &c, 1000).unwrap();
         t.succeeded("BOB").unwrap();
-        assert!(t.check("bob", &c, 1001).is_ok());
-        t.failed("bob", &c, 1001).unwrap();
-        assert_eq!(t.failed("bob", &c, 3001).unwrap(), Outcome::Counted, "the count started again");
+        assert!(t.check(Account("bob"), &c, 1001).is_ok());
+        t.failed(Account("bob"), &c, 1001).unwrap();
+        assert_eq!(t.failed(Account("bob"), &c, 3001).unwrap(), Outcome::Counted, "the count started again");
     }
 
     #[test]
     fn every_spelling_of_an_account_counts_against_it() {
         let t = throttle();
         // Three failures from three addresses, each spelling "José" another way.
-        t.failed("jos\u{e9}", &from("10.0.0.1"), 0).unwrap();
-        t.failed("jose\u{301}", &from("10.0.0.2"), 1000).unwrap();
-        assert_eq!(t.failed("JOSE\u{301}", &from("10.0.0.3"), 3000).unwrap(), Outcome::LockedOut);
-        assert!(matches!(t.check("Jos\u{c9}", &from("10.0.0.4"), 3001), Err(Error::Throttled { .. })));
+        t.failed(Account("jos\u{e9}"), &from("10.0.0.1"), 0).unwrap();
+        t.failed(Account("jose\u{301}"), &from("10.0.0.2"), 1000).unwrap();
+        assert_eq!(t.failed(Account("JOSE\u{301}"), &from("10.0.0.3"), 3000).unwrap(), Outcome::LockedOut);
+        assert!(matches!(t.check(Account("Jos\u{c9}"), &from("10.0.0.4"), 3001), Err(Error::Throttled { .. })));
         t.succeeded("JOSE\u{301}").unwrap();
-        assert!(t.check("jos\u{e9}", &from("10.0.0.4"), 3002).is_ok(), "a success clears every spelling");
+        assert!(t.check(Account("jos\u{e9}"), &from("10.0.0.4"), 3002).is_ok(), "a success clears every spelling");
     }
 
     #[test]
@@ -305,10 +341,40 @@ mod tests {
         let t = throttle();
         let c = from("10.0.0.9");
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            assert_eq!(t.failed(name, &c, i as i64).unwrap(), Outcome::Counted);
+            assert_eq!(t.failed(Account(name), &c, i as i64).unwrap(), Outcome::Counted);
         }
-        assert_eq!(t.failed("e", &c, 10).unwrap(), Outcome::AddressLockedOut);
-        assert!(matches!(t.check("someone-new", &c, 20), Err(Error::Throttled { .. })));
-        assert!(t.check("someone-new", &from("10.0.0.10"), 20).is_ok());
+        assert_eq!(t.failed(Account("e"), &c, 10).unwrap(), Outcome::AddressLockedOut);
+        assert!(matches!(t.check(Account("someone-new"), &c, 20), Err(Error::Throttled { .. })));
+        assert!(t.check(Account("someone-new"), &from("10.0.0.10"), 20).is_ok());
+    }
+
+    #[test]
+    fn a_shared_credential_holds_back_the_address_that_failed_never_the_owner() {
+        let t = throttle();
+        let (guesser, owner) = (from("10.0.0.66"), from("10.0.0.1"));
+        for i in 0..2 {
+            assert_eq!(t.failed(Subject::Shared("client:app"), &guesser, i).unwrap(), Outcome::Counted);
+        }
+        assert_eq!(t.failed(Subject::Shared("client:app"), &guesser, 2).unwrap(), Outcome::LockedOut);
+        assert!(matches!(t.check(Subject::Shared("client:app"), &guesser, 3), Err(Error::Throttled { .. })));
+        assert!(t.check(Subject::Shared("client:app"), &owner, 3).is_ok(), "the owner's address is free");
+        assert!(t.check(Account("client:app"), &owner, 3).is_ok(), "and nothing counted against the name itself");
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let t = throttle();
+        for i in 0..4u16 {
+            let c = Caller::new(Some(format!("2001:db8:1:2::{i:x}").parse().unwrap()), "test");
+            assert_eq!(t.failed(Account(&format!("user{i}")), &c, i64::from(i)).unwrap(), Outcome::Counted);
+        }
+        let fifth = Caller::new(Some("2001:db8:1:2:ffff::5".parse().unwrap()), "test");
+        assert_eq!(t.failed(Account("user4"), &fifth, 10).unwrap(), Outcome::AddressLockedOut);
+        let same_64 = Caller::new(Some("2001:db8:1:2:abcd::1".parse().unwrap()), "test");
+        assert!(matches!(t.check(Account("someone-new"), &same_64, 20), Err(Error::Throttled { .. })));
+        let next_64 = Caller::new(Some("2001:db8:1:3::1".parse().unwrap()), "test");
+        assert!(t.check(Account("someone-new"), &next_64, 20).is_ok());
+        // An IPv4 address written as IPv6 is that IPv4 address.
+        assert_eq!(address_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }

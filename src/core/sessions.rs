@@ -2,7 +2,7 @@
 
 use super::audit::audit_in;
 use super::crypto::{ct_eq, random_token, sha256, Secret};
-use super::guard::{Caller, Outcome};
+use super::guard::{Caller, Outcome, Subject};
 use super::{now_ms, Core, Error, User};
 use crate::store::{apikeys, tokens, users};
 
@@ -37,9 +37,10 @@ impl TokenKind {
 }
 
 impl Core {
-    /// Runs a sign-in attempt for `account` under the throttle: refused while the account or the
-    /// caller's address must wait; a wrong credential counts against both, a success clears the
-    /// account.
+    /// Runs a password sign-in attempt for `account` under the throttle: refused while the account
+    /// or the caller's address must wait (nothing is written then); a wrong password counts
+    /// against both, a success clears the account. Shared credentials (API keys, applications'
+    /// secrets) take [`Core::shared_credential_failed`] instead.
     pub(crate) fn throttled<T>(
         &self,
         caller: &Caller,
@@ -48,17 +49,20 @@ impl Core {
     ) -> Result<T, Error> {
         use super::stats::bump;
         let now = now_ms();
-        if let Err(e) = self.throttle.check(account, caller, now) {
+        let subject = Subject::Account(account);
+        if let Err(e) = self.throttle.check(subject, caller, now) {
             // A password set since the failures (a reset, a change, `gatehouse user passwd` in
             // another process) frees the account; the address stays held if it is.
             if !(matches!(e, Error::Throttled { .. }) && self.password_set_since_failures(account)) {
                 if matches!(e, Error::Throttled { .. }) {
                     bump(&self.counters.throttled, 1);
+                    bump(&self.counters.audit_not_written, 1);
                 }
                 return Err(e);
             }
-            if let Err(e) = self.throttle.check(account, caller, now) {
+            if let Err(e) = self.throttle.check(subject, caller, now) {
                 bump(&self.counters.throttled, 1);
+                bump(&self.counters.audit_not_written, 1);
                 return Err(e);
             }
         }
@@ -73,25 +77,33 @@ impl Core {
             Err(Error::BadCredentials | Error::WrongPassword) => {
                 bump(&self.counters.logins_failed, 1);
                 self.audit(caller, "login_failed", None, None, Some(account));
-                let outcome = self.throttle.failed(account, caller, now).unwrap_or_else(|e| {
-                    log::warn!("a failed sign-in was not counted: {e}");
-                    Outcome::Counted
-                });
-                if outcome != Outcome::Counted {
-                    bump(&self.counters.lockouts, 1);
-                    // An account locked out, or an address guessing across accounts: two stories.
-                    let event = if outcome == Outcome::LockedOut { "lockout" } else { "address_lockout" };
-                    self.audit(caller, event, None, None, Some(account));
-                    log::warn!(
-                        "sign-in lockout after repeated failures (dialect {}, address {})",
-                        caller.dialect,
-                        caller.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
-                    );
-                }
+                self.count_failure(caller, subject, now);
             }
             Err(_) => {}
         }
         result
+    }
+
+    /// Counts a failure against `subject` and the caller's address; a lockout it caused is an audit
+    /// event and a warning.
+    pub(crate) fn count_failure(&self, caller: &Caller, subject: Subject, now: i64) -> Outcome {
+        let outcome = self.throttle.failed(subject, caller, now).unwrap_or_else(|e| {
+            log::warn!("a failed sign-in was not counted: {e}");
+            Outcome::Counted
+        });
+        if outcome != Outcome::Counted {
+            super::stats::bump(&self.counters.lockouts, 1);
+            // An account locked out, or an address guessing across accounts: two stories.
+            let event = if outcome == Outcome::LockedOut { "lockout" } else { "address_lockout" };
+            let (Subject::Account(name) | Subject::Shared(name)) = subject;
+            self.audit(caller, event, None, None, Some(name));
+            log::warn!(
+                "sign-in lockout after repeated failures (dialect {}, address {})",
+                caller.dialect,
+                caller.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+            );
+        }
+        outcome
     }
 
     /// True when `account`'s failures came before its password was last set, and are now forgotten.
@@ -230,9 +242,21 @@ impl Core {
         apikey: &str,
         secretkey: &Secret,
     ) -> Result<SignedIn, Error> {
-        self.throttled(caller, &format!("apikey:{apikey}"), || {
-            self.login_api_key_unthrottled(caller, app_id, apikey, secretkey)
-        })
+        use super::stats::bump;
+        // An API key's id is no secret: a wrong secret holds back the caller, never the key.
+        match self.login_api_key_unthrottled(caller, app_id, apikey, secretkey) {
+            Err(Error::BadCredentials) => {
+                bump(&self.counters.logins_failed, 1);
+                let account = format!("apikey:{apikey}");
+                Err(self.shared_credential_failed(caller, &account, "login_failed", None, Error::BadCredentials))
+            }
+            result => {
+                if result.is_ok() {
+                    bump(&self.counters.logins_ok, 1);
+                }
+                result
+            }
+        }
     }
 
     fn login_api_key_unthrottled(

@@ -313,21 +313,19 @@ impl Core {
     /// key's secret is checked like an API-key login's, under the same throttle.
     pub fn device_by_api_key(&self, caller: &Caller, apikey: &str, secretkey: &Secret) -> Result<DeviceRow, Error> {
         let now = now_ms();
-        let account = format!("apikey:{apikey}");
-        self.throttle.check(&account, caller, now)?;
         let (key, device) = self.store.with(|c| Ok((apikeys::by_id(c, apikey)?, devices::by_api_key(c, apikey)?)))?;
         let stored = key.as_ref().map(|k| k.secret_digest.as_slice()).unwrap_or(&[0u8; 32]);
         let matches = ct_eq(&sha256(secretkey.expose().as_bytes()), stored);
         match (key, device) {
             (Some(_), Some(d)) if matches && d.lost_at.is_some() => Err(Error::Lost),
             (Some(k), Some(d)) if matches && k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now) => Ok(d),
-            _ => {
-                if let Err(e) = self.throttle.failed(&account, caller, now) {
-                    log::warn!("a device's failed API key was not counted: {e}");
-                }
-                self.audit(caller, "device_auth_failed", None, None, Some(&account));
-                Err(Error::BadCredentials)
-            }
+            _ => Err(self.shared_credential_failed(
+                caller,
+                &format!("apikey:{apikey}"),
+                "device_auth_failed",
+                None,
+                Error::BadCredentials,
+            )),
         }
     }
 

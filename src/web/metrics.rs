@@ -169,6 +169,13 @@ async fn serve(core: web::Data<Core>, metrics: web::Data<Metrics>) -> HttpRespon
     metric(&mut out, "gatehouse_lockouts_total", "counter", "Accounts and addresses locked out.", &[("", s.lockouts)]);
     metric(
         &mut out,
+        "gatehouse_audit_not_written_total",
+        "counter",
+        "Failed sign-ins and credentials not written to the audit log: their caller was already held back.",
+        &[("", s.audit_not_written)],
+    );
+    metric(
+        &mut out,
         "gatehouse_hash_queue_depth",
         "gauge",
         "Password hashes waiting for a worker.",

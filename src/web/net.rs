@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, Shutdown};
+use std::net::{IpAddr, Shutdown};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,8 @@ use actix_web::rt::net::TcpStream;
 use actix_web::HttpRequest;
 
 use crate::config::{Config, Net};
-use crate::core::guard::Caller;
+// What one address is, as the throttle counts it too: an IPv4 address, or an IPv6 /64.
+use crate::core::guard::{address_key as key_of, Caller};
 
 /// Who sent a request, as far as gatehouse can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +120,6 @@ impl Drop for Slot {
     }
 }
 
-/// What one address is: an IPv4 address, or an IPv6 /64 (what one host is given).
-fn key_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & (u128::MAX << 64))),
-        v4 => v4,
-    }
-}
 
 /// The TCP stream under a connection: plain, or under rustls.
 fn tcp_of(io: &dyn Any) -> Option<&TcpStream> {

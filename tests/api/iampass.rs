@@ -306,7 +306,14 @@ async fn bad_signatures_are_counted_audited_and_held_back_but_never_the_right_on
     // The application's own signed calls are not held up by someone else's failures.
     assert_eq!(ip.call("GET", &target, None).await.status, 200);
     let events = ip.app.count("SELECT count(*) FROM audit WHERE event = 'signature_failed' AND app_id = 'partner-app'");
-    assert_eq!(events, 4, "every bad signature is an audit event");
+    assert_eq!(events, 3, "a bad signature is an audit event until its caller is held back");
+    for _ in 0..20 {
+        assert_eq!(ip.call_signed("GET", &target, None, &wrong()).await.status, 429);
+    }
+    let events = ip.app.count("SELECT count(*) FROM audit WHERE event = 'signature_failed'");
+    assert_eq!(events, 3, "a flood of bad signatures writes nothing more");
+    let metrics = ip.app.get("/metrics").await.text;
+    assert!(metrics.contains("gatehouse_audit_not_written_total 21"), "{metrics}");
 }
 
 #[actix_web::test]

@@ -182,7 +182,7 @@ async fn client_credentials_are_required_and_checked() {
 }
 
 #[actix_web::test]
-async fn wrong_client_secrets_are_throttled_and_audited() {
+async fn wrong_client_secrets_are_throttled_and_audited_but_never_the_right_one() {
     let iqm = Iqm::with(
         spawn_app_with(|c| {
             c.throttle.account_failures = 3;
@@ -196,15 +196,57 @@ async fn wrong_client_secrets_are_throttled_and_audited() {
         let iqm = &iqm;
         async move { iqm.post("/api/v3/ua/sign-up", json!({"email": "x@iqm.com", "password": PASSWORD}), Some(&auth)).await }
     };
-    for _ in 0..3 {
+    for _ in 0..2 {
         assert_error_objects(&sign_up(wrong.clone()).await, 403, true);
     }
-    let held = sign_up(iqm.basic.clone()).await;
-    assert_error_objects(&held, 429, true);
-    assert!(held.headers.get("retry-after").is_some());
+    // The third holds the prober back: its wrong secrets wait from now on, in this envelope.
+    for _ in 0..3 {
+        let held = sign_up(wrong.clone()).await;
+        assert_error_objects(&held, 429, true);
+        assert!(held.headers.get("retry-after").is_some());
+    }
     assert_eq!(iqm.app.count("SELECT count(*) FROM users WHERE login = 'x@iqm.com'"), 0);
     let events = iqm.app.count("SELECT count(*) FROM audit WHERE event = 'client_auth_failed'");
-    assert_eq!(events, 3, "each wrong secret is an audit event");
+    assert_eq!(events, 3, "each wrong secret is an audit event until the caller is held back");
+    let metrics = iqm.app.get("/metrics").await.text;
+    assert!(metrics.contains("gatehouse_audit_not_written_total 2"), "{metrics}");
+    // The application's right secret is never refused by the count.
+    assert_eq!(sign_up(iqm.basic.clone()).await.status, 200);
+}
+
+/// A client's id is no secret: wrong secrets from a stranger's address hold back that address,
+/// never the application (issue 24: five wrong ones every five minutes used to stop it for good).
+#[actix_web::test]
+async fn a_stranger_cannot_lock_an_application_out() {
+    let iqm = Iqm::with(
+        spawn_app_with(|c| {
+            c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+            // The defaults, which the other tests loosen.
+            c.throttle = gatehouse::config::Throttle::default();
+        })
+        .await,
+    );
+    let from = |addr: &'static str, auth: String, email: &'static str| {
+        let iqm = &iqm;
+        async move {
+            let body = json!({"email": email, "password": PASSWORD}).to_string().into_bytes();
+            let headers = [("Authorization", auth.as_str()), ("X-Forwarded-For", addr)];
+            iqm.app.send("POST", "/api/v3/ua/sign-up", &headers, Some(("application/json", body))).await
+        }
+    };
+    let wrong = basic_of("iqm-client", "not the secret");
+    let mut refused = 0;
+    for _ in 0..10 {
+        let a = from("203.0.113.66", wrong.clone(), "x@iqm.com").await;
+        assert!([403, 429].contains(&a.status), "{}", a.text);
+        refused += u32::from(a.status == 429);
+    }
+    assert!(refused >= 5, "the stranger is held back");
+    // At once, from the application's own address, and from the stranger's own too.
+    assert_eq!(from("198.51.100.7", iqm.basic.clone(), "owner@iqm.com").await.status, 200);
+    assert_eq!(from("203.0.113.66", iqm.basic.clone(), "second@iqm.com").await.status, 200);
+    let held = iqm.app.count("SELECT count(*) FROM audit WHERE event = 'client_auth_failed'");
+    assert!(held <= 5, "a held-back stranger writes nothing: {held}");
 }
 
 #[actix_web::test]

@@ -577,6 +577,28 @@ async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     assert_eq!(clients.last().map(String::as_str), Some("192.0.2.2"), "{clients:?}");
 }
 
+/// One host is given a /64: its 2^64 addresses are one address to the throttle, as to the
+/// connection cap (issue 24: 60 failures from 60 addresses of one /64 were never held back).
+#[actix_web::test]
+async fn an_ipv6_64_is_one_address_to_the_throttle() {
+    let app = spawn_app_with(|c| {
+        address_throttle(c);
+        c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    app.add_user("mark@example.com", PASSWORD, &["forepaas"]);
+    for i in 1..=3 {
+        let from = format!("2001:db8:7:8::{i:x}");
+        assert_eq!(iam_from(&app, &format!("guess{i}@example.com"), "guess", &from).await, 401);
+    }
+    let same_64 = "2001:db8:7:8:ffff:1:2:3";
+    assert_eq!(iam_from(&app, "mark@example.com", PASSWORD, same_64).await, 429, "the /64 is locked out");
+    assert_eq!(iam_from(&app, "mark@example.com", PASSWORD, "2001:db8:7:9::1").await, 200, "the next /64 is not");
+    // The audit log keeps each address whole.
+    let clients = audited_clients(&app);
+    assert!(clients.contains(&"2001:db8:7:8::2".to_string()), "{clients:?}");
+}
+
 #[actix_web::test]
 async fn head_on_the_pages_answers_like_get_without_a_body() {
     let (app, _, _, reset) = setup(|_| {}).await;
