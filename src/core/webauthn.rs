@@ -169,10 +169,12 @@ pub fn verify_assertion(
         .verify(&signed, signature)
         .map_err(|_| BadSignature)?;
 
-    // A counter of 0 means "not supported" (synced passkeys, some virtual authenticators); only when both sides
-    // count can a non-increasing value be told apart from that, and then it suggests a cloned key.
-    // Note: §7.2's signCount step would also flag stored != 0 && new == 0; we accept it as agreed for gatehouse.
-    if cred.sign_count != 0 && sign_count != 0 && sign_count <= cred.sign_count {
+    // §6.1.1, §7.2 step 21: a counter of 0 on both sides means "not supported" (synced passkeys, some
+    // virtual authenticators) and is accepted. Once either side is nonzero the presented count must be
+    // greater than the stored one: a 0 after a nonzero count is a count that went back (accepting it
+    // would store 0 and turn the check off), and a count that does not increase suggests a cloned key.
+    // The value returned is never below the stored one, so the stored counter never goes down.
+    if (cred.sign_count != 0 || sign_count != 0) && sign_count <= cred.sign_count {
         return Err(CounterWentBack);
     }
     Ok(sign_count)
@@ -601,11 +603,36 @@ mod tests {
         assert_eq!(assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV, 5, &[])), Ok(5));
         let cred = a.credential(5);
         assert_eq!(assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV, 6, &[])), Ok(6));
-        // Per gatehouse's rule a counter that stops (0) is accepted; see verify_assertion.
-        assert_eq!(assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV, 0, &[])), Ok(0));
+        // Once the stored counter is nonzero, 0 is a counter that went back, not one that stopped.
+        assert_eq!(assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV, 0, &[])), Err(CounterWentBack));
         // Extensions in the assertion's authenticator data are covered by the signature and need no parsing.
         let ext = cbor(&Value::Map(vec![(text("x"), int(1))]));
         assert_eq!(assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV | FLAG_ED, 9, &ext)), Ok(9));
+    }
+
+    /// Registered at 10, asserting 50 then 0 then 20: the 0 must not turn clone detection off.
+    #[test]
+    fn a_zero_after_a_nonzero_count_is_refused_and_detection_stays_on() {
+        let a = Authenticator::new();
+        let mut cred = a.credential(10);
+        let mut assert_count = |n: u32| {
+            let r = assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV, n, &[]));
+            if let Ok(n) = r {
+                cred.sign_count = n;
+            }
+            r
+        };
+        assert_eq!(assert_count(50), Ok(50));
+        assert_eq!(assert_count(0), Err(CounterWentBack));
+        assert_eq!(assert_count(20), Err(CounterWentBack), "the stored 50 still stands");
+        assert_eq!(assert_count(51), Ok(51));
+        // A stored 0 with a presented nonzero count: the authenticator starts counting.
+        let cred = a.credential(0);
+        assert_eq!(assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV, 3, &[])), Ok(3));
+        // Both 0, every time: an authenticator without a counter.
+        for _ in 0..3 {
+            assert_eq!(assert_with(&a, &cred, &get_data(), &auth_data(RP, UP_UV, 0, &[])), Ok(0));
+        }
     }
 
     #[test]

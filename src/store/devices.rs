@@ -91,10 +91,12 @@ pub fn set_webauthn(conn: &Db, id: i64, credential_id: &[u8], key: &[u8], count:
     Ok(n == 1)
 }
 
-/// Moves a credential's signature counter forward; false when another use moved it first.
+/// Moves a credential's signature counter forward; false when another use moved it first, and
+/// never moves it back (a lower `to` changes nothing and answers false).
 pub fn advance_webauthn_count(conn: &Db, id: i64, from: i64, to: i64) -> Result<bool, Error> {
     let n = conn.execute(
-        "UPDATE devices SET webauthn_count = ?3 WHERE id = ?1 AND coalesce(webauthn_count, 0) = ?2",
+        "UPDATE devices SET webauthn_count = ?3
+         WHERE id = ?1 AND coalesce(webauthn_count, 0) = ?2 AND ?3 >= coalesce(webauthn_count, 0)",
         args![id, from, to],
     )?;
     Ok(n == 1)
