@@ -166,13 +166,30 @@ impl Core {
         Ok(described.filter(|d| self.may_see(client, &d.app_id)))
     }
 
-    /// RFC 7009: ends `token` for `client`. A refresh token ends its whole family (the access
-    /// tokens of the same sign-in with it); an IAMPASS session is closed. Unknown, dead or already
+    /// RFC 7009: ends `token` for `client`. A refresh token, live or rotated out, ends its whole
+    /// family (the access tokens of the same sign-in with it); an IAMPASS session is closed. Unknown, dead or already
     /// revoked tokens change nothing and are no error; another application's token is
     /// `NotMember` (the RFC's unauthorized_client) unless the client is trusted.
     pub fn revoke_token(&self, caller: &Caller, client: &str, token: &Secret) -> Result<(), Error> {
         let now = now_ms();
         match self.find(token)? {
+            Found::Token(TokenKind::IqmRefresh) => {
+                // Any member of a family ends it, live or rotated out: the holder of an old one may
+                // be the victim of a thief who refreshed it first.
+                let d = digest(token);
+                let kind = TokenKind::IqmRefresh.as_str();
+                let Some(row) = self.store.with(|c| tokens::refresh_row(c, &d, kind))? else { return Ok(()) };
+                if !self.may_see(client, &row.app_id) {
+                    return Err(Error::NotMember);
+                }
+                self.store.write(|tx| {
+                    if tokens::revoke_family(tx, &row.family, now)? > 0 {
+                        let user = users::by_id(tx, row.user_id)?;
+                        audit_in(tx, caller, "token_revoked", Some(&row.app_id), user.as_ref(), None)?;
+                    }
+                    Ok(())
+                })?;
+            }
             Found::Token(kind) => {
                 let Ok(info) = self.look_at_token(kind, token, None, false) else { return Ok(()) };
                 if !self.may_see(client, &info.app_id) {
@@ -180,10 +197,7 @@ impl Core {
                 }
                 let d = digest(token);
                 self.store.write(|tx| {
-                    match (&info.family, kind) {
-                        (Some(family), TokenKind::IqmRefresh) => tokens::revoke_family(tx, family, now)?,
-                        _ => usize::from(tokens::revoke(tx, &d, now)?),
-                    };
+                    tokens::revoke(tx, &d, now)?;
                     audit_in(tx, caller, "token_revoked", Some(&info.app_id), Some(&info.user), None)
                 })?;
             }

@@ -178,6 +178,25 @@ async fn revoking_a_refresh_token_ends_its_family() {
     assert_eq!(w.introspect(&w.iqm_client, refresh).await.json["active"], true);
 }
 
+/// A thief refreshes a stolen refresh token first; the victim's application then revokes the
+/// one it holds, rotated out by now. That ends the thief's tokens too (issue 24, item 7).
+#[actix_web::test]
+async fn revoking_a_rotated_out_refresh_token_ends_the_thiefs_tokens() {
+    let w = World::new(|_| {}).await;
+    let body = json!({"grant_type": "refresh_token", "refresh_token": w.iqm_refresh}).to_string().into_bytes();
+    let stolen = w.app().send("POST", "/api/v3/ua/oauth/token", &[], Some(("application/json", body))).await;
+    assert_eq!(stolen.status, 200, "{}", stolen.text);
+    let thiefs_access = stolen.json["access_token"].as_str().unwrap().to_string();
+    let thiefs_refresh = stolen.json["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(w.introspect(&w.iqm_client, &thiefs_access).await.json["active"], true);
+
+    assert_eq!(w.revoke(&w.iqm_client, &w.iqm_refresh).await.status, 200);
+    assert_inactive(&w.introspect(&w.iqm_client, &thiefs_access).await, "the thief's access token");
+    assert_inactive(&w.introspect(&w.iqm_client, &thiefs_refresh).await, "the thief's refresh token");
+    let events: Vec<String> = w.app().core.audit_events(0, None).unwrap().into_iter().map(|e| e.event).collect();
+    assert!(events.contains(&"token_revoked".to_string()), "{events:?}");
+}
+
 #[actix_web::test]
 async fn client_authentication_is_required_throttled_and_audited() {
     let w = World::new(|c| {
