@@ -2,14 +2,17 @@
 //!
 //! One rule, in [`clean`], for every entry point (each dialect, the pages, the command line):
 //! no control characters (C0, DEL, C1), no bidirectional overrides, embeddings, isolates or marks
-//! (which make a name read differently from what it is), no line or paragraph separators; and the
-//! text is put in Unicode Normalization Form C, so that two spellings of one name (`é` precomposed,
-//! or `e` and a combining acute accent) are one name, stored and compared alike. Look-ups clean
-//! what was typed the same way, so the spelling a person types does not matter.
+//! (which make a name read differently from what it is), no line or paragraph separators, no
+//! invisible characters (default-ignorable code points and format characters: `victim\u{200b}`
+//! would be a second account that prints as `victim`); and the text is put in Unicode
+//! Normalization Form C, so that two spellings of one name (`é` precomposed, or `e` and a
+//! combining acute accent) are one name, stored and compared alike. Look-ups clean what was typed
+//! the same way, so the spelling a person types does not matter. Compatibility forms (full-width
+//! letters, ligatures) are not folded: `ｖｉｃｔｉｍ` is a name of its own.
 //!
 //! What is shown rather than checked (the audit listing, every log line) goes through [`escape`]:
-//! a control or bidirectional character becomes a visible escape, so no line can be forged and no
-//! terminal driven by what a user typed.
+//! a control, bidirectional or invisible character becomes a visible escape, so no line can be
+//! forged and no terminal driven by what a user typed.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -20,20 +23,66 @@ use super::Error;
 
 /// Characters no typed name may hold: C0 and C1 controls and DEL; the bidirectional embeddings
 /// and overrides (U+202A..U+202E), isolates (U+2066..U+2069) and marks (LRM, RLM, ALM); the line
-/// and paragraph separators (U+2028, U+2029), which some viewers break lines on.
+/// and paragraph separators (U+2028, U+2029), which some viewers break lines on; and every
+/// invisible character ([`is_invisible`]), which makes a second spelling of a name that prints
+/// like the first.
 pub fn is_forbidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{2028}' | '\u{2029}'
         )
+        || is_invisible(c)
+}
+
+/// Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt: characters a renderer
+/// draws as nothing, such as ZERO WIDTH SPACE, SOFT HYPHEN, WORD JOINER, the variation
+/// selectors, the tag characters, the Hangul fillers) and the format characters (general
+/// category Cf: the Arabic number signs, U+FFF9..U+FFFB, the Egyptian hieroglyph format
+/// controls, ...), as of Unicode 16. Joiners and variation selectors are refused too, though an
+/// emoji sequence or a Persian word may use them: in a login they print as nothing.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        // Default_Ignorable_Code_Point.
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+            // General category Cf, beyond the above.
+            | '\u{0600}'..='\u{0605}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+    )
 }
 
 /// `value` in NFC, or `Invalid(field)` when it holds a forbidden character. Lengths and formats
 /// are the caller's: this is only the character rule, the same everywhere.
 pub fn clean(field: &str, value: &str) -> Result<String, Error> {
     if value.chars().any(is_forbidden) {
-        return Err(Error::invalid(field, "must not hold control characters or bidirectional controls"));
+        return Err(Error::invalid(
+            field,
+            "must not hold control characters, bidirectional controls or invisible characters",
+        ));
     }
     Ok(nfc(value))
 }
@@ -102,10 +151,51 @@ mod tests {
                 other => panic!("{bad:?} was let through: {other:?}"),
             }
         }
-        // Letters of every script, spaces, emoji, and joiners that form words are fine.
-        for good in ["alice", "Jean Dupont", "josé", "Müller", "李雷", "שלום", "مرحبا", "👩\u{200d}💻", "a.b+c@x.io"]
-        {
-            assert_eq!(clean("name", good).unwrap(), good);
+        // Letters of every script, spaces, emoji and combining marks are fine.
+        for good in [
+            "alice",
+            "Jean Dupont",
+            "josé",
+            "Müller",
+            "李雷",
+            "שלום",
+            "مرحبا",
+            "👩💻",
+            "a.b+c@x.io",
+            "한글",
+            "e\u{301}",
+        ] {
+            assert_eq!(clean("name", good).unwrap(), nfc(good));
+        }
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_escaped_and_named_by_field() {
+        // Default_Ignorable_Code_Point, every range's ends, and general category Cf.
+        let invisible = [
+            0xAD, 0x34F, 0x61C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180E, 0x180F, 0x200B, 0x200C, 0x200D, 0x200F,
+            0x202A, 0x202E, 0x2060, 0x2064, 0x2065, 0x206F, 0x3164, 0xFE00, 0xFE0F, 0xFEFF, 0xFFA0, 0xFFF0, 0xFFF8,
+            0x1BCA0, 0x1BCA3, 0x1D173, 0x1D17A, 0xE0000, 0xE0001, 0xE0041, 0xE007F, 0xE0100, 0xE0FFF, 0x600, 0x605,
+            0x6DD, 0x70F, 0x890, 0x891, 0x8E2, 0xFFF9, 0xFFFB, 0x110BD, 0x110CD, 0x13430, 0x1343F,
+        ];
+        for cp in invisible {
+            let c = char::from_u32(cp).unwrap();
+            assert!(is_invisible(c) && is_forbidden(c), "U+{cp:04X}");
+            for bad in [format!("victim{c}@x.io"), format!("{c}"), format!("{c}victim")] {
+                match clean("login", &bad) {
+                    Err(Error::Invalid { field, .. }) => assert_eq!(field, "login", "U+{cp:04X}"),
+                    other => panic!("U+{cp:04X} was let through: {other:?}"),
+                }
+            }
+            assert_eq!(escape(&format!("a{c}b")), format!("a\\u{{{cp:x}}}b"), "printed visibly");
+        }
+        // Their neighbours are letters, marks or symbols, and stay.
+        for cp in [
+            0xAC, 0xAE, 0x34E, 0x350, 0x115E, 0x1161, 0x17B3, 0x17B6, 0x200A, 0x2010, 0x2070, 0x3163, 0x3165, 0xFDFF,
+            0xFE10, 0xFFA1, 0xFFFC, 0x1BC9F, 0x1D172, 0x1D17B, 0xDFFFF, 0xE1000, 0x6DE, 0x8E3,
+        ] {
+            let c = char::from_u32(cp).unwrap();
+            assert!(!is_invisible(c), "U+{cp:04X}");
         }
     }
 

@@ -16,7 +16,7 @@ const PASSWORD: &str = "a long enough password";
 /// "josé" with a precomposed é (NFC), and with e and a combining acute accent (NFD).
 const JOSE_NFC: &str = "jos\u{e9}";
 const JOSE_NFD: &str = "jose\u{301}";
-const REFUSED: &str = "must not hold control characters or bidirectional controls";
+const REFUSED: &str = "must not hold control characters, bidirectional controls or invisible characters";
 
 /// A signed IAMPASS call (iampass-hmac.md) with the application's credentials.
 async fn iampass(app: &TestApp, id: &str, secret: &str, method: &str, target: &str, body: Option<Value>) -> Answer {
@@ -276,4 +276,64 @@ async fn gatehouse_audit_prints_what_a_client_typed_escaped() {
     let client = listing.lines().find(|l| l.contains("client_auth_failed")).unwrap_or_else(|| panic!("{listing}"));
     assert!(client.contains("user=client\\r\\nFAKE AUDIT LINE  app="), "{client}");
     assert_eq!(listing.lines().count(), 2, "one line per event: {listing}");
+}
+
+/// Invisible characters (issue 24): a second spelling of a login that prints like the first.
+const INVISIBLE: [&str; 8] = [
+    "\u{200b}",  // ZERO WIDTH SPACE
+    "\u{2060}",  // WORD JOINER
+    "\u{00ad}",  // SOFT HYPHEN
+    "\u{feff}",  // ZERO WIDTH NO-BREAK SPACE
+    "\u{e0041}", // TAG LATIN CAPITAL LETTER A
+    "\u{3164}",  // HANGUL FILLER: a login that looks blank
+    "\u{fe0f}",  // VARIATION SELECTOR-16
+    "\u{180e}",  // MONGOLIAN VOWEL SEPARATOR
+];
+
+#[actix_web::test]
+async fn iqm_sign_up_refuses_an_invisible_second_spelling_of_a_login() {
+    let app = spawn_app().await;
+    let basic = basic_of("iqm-client", app.core.add_app("iqm-client", None).unwrap().expose());
+    let post = |path: &'static str, body: Value| {
+        let (app, basic) = (&app, basic.clone());
+        async move {
+            let body = Some(("application/json", body.to_string().into_bytes()));
+            app.send("POST", path, &[("Authorization", basic.as_str())], body).await
+        }
+    };
+    let a = post("/api/v3/ua/sign-up", json!({"email": "victim@x.io", "password": PASSWORD})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    for c in INVISIBLE {
+        let email = format!("victim{c}@x.io");
+        let a = post("/api/v3/ua/sign-up", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(a.status, 403, "{email:?}: {}", a.text);
+        assert_eq!(
+            a.json,
+            json!({"success": false, "errorObjects": [{"error": "Invalid email", "reason": format!("The email {REFUSED}.")}]}),
+            "{email:?}"
+        );
+        let a = post("/api/v3/ua/login", json!({"grantType": "password", "email": email, "password": PASSWORD})).await;
+        assert_eq!(a.status, 403, "{email:?}, looked up: {}", a.text);
+        assert_eq!(a.json["errorObjects"][0]["error"], json!("Invalid email"), "{email:?}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM users"), 1, "only victim@x.io");
+}
+
+#[test]
+fn the_command_line_refuses_invisible_characters_in_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| gatehouse_cli(d, &[], args, "");
+    for c in INVISIBLE {
+        let login = format!("victim{c}");
+        let out = run(&["user", "add", "--no-password", &login]);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{login:?} was added: {err}");
+        assert!(err.contains(&format!("login: {REFUSED}")), "{login:?}: {err}");
+        assert!(!err.contains(c), "the refusal does not print the character itself: {err:?}");
+    }
+    let out = run(&["user", "add", "--no-password", "\u{3164}"]);
+    assert_eq!(out.status.code(), Some(1), "a login that looks blank");
+    let list = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
+    assert_eq!(list.lines().count(), 1, "nothing was added: {list}");
 }
