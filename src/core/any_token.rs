@@ -152,7 +152,9 @@ impl Core {
                 Err(e) => return Err(e),
             },
             Found::Signin(row) if row.effective(now_ms()) == "active" => {
-                self.store.with(|c| users::by_id(c, row.user_id))?.filter(|u| !u.blocked).map(|user| Described {
+                let member = self.store.with(|c| users::is_member(c, row.user_id, &row.app_id))?;
+                let user = self.store.with(|c| users::by_id(c, row.user_id))?;
+                user.filter(|u| !u.blocked && member).map(|user| Described {
                     user,
                     app_id: row.app_id.clone(),
                     token_type: "iampass_session",

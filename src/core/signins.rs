@@ -86,6 +86,11 @@ pub struct WebauthnOptions {
 
 /// An uncompressed SEC1 P-256 point: 0x04 || x || y. (Whether it is on the curve is settled by
 /// the first signature it fails to verify.)
+/// The user is not blocked and is a member of the application: at start, approval and status.
+fn may_sign_in(c: &crate::store::Db, user_id: i64, app_id: &str) -> Result<bool, Error> {
+    Ok(users::by_id(c, user_id)?.is_some_and(|u| !u.blocked) && users::is_member(c, user_id, app_id)?)
+}
+
 pub fn valid_public_key(k: &[u8]) -> bool {
     k.len() == 65 && k[0] == 4
 }
@@ -169,7 +174,8 @@ impl Core {
         let methods_text = methods.join(",");
         let started = self.store.write(|tx| {
             let user = match users::by_login(tx, &login)? {
-                Some((u, _)) if users::is_member(tx, u.id, app_id)? => u,
+                Some((u, _)) if !u.blocked && users::is_member(tx, u.id, app_id)? => u,
+                // A blocked user is told apart from no one: the application may not know of the block.
                 _ => return Ok(Err("no such user in this application".to_string())),
             };
             let abilities = devices::abilities(tx, user.id, app_id)?;
@@ -238,7 +244,18 @@ impl Core {
         if row.status == "pending" && row.effective(now) == "timeout" {
             self.time_out_signins()?;
         }
-        Ok(row.effective(now).to_string())
+        let status = row.effective(now);
+        if matches!(status, "pending" | "active") && !self.may_sign_in(row.user_id, &row.app_id)? {
+            // Blocking and ending a membership end the sign-ins too; this holds if that was missed
+            // (another node's write in flight, a database edited by hand).
+            return Ok(if status == "active" { "closed" } else { "failed" }.to_string());
+        }
+        Ok(status.to_string())
+    }
+
+    /// True when the user is not blocked and still a member of the application.
+    fn may_sign_in(&self, user_id: i64, app_id: &str) -> Result<bool, Error> {
+        self.store.with(|c| may_sign_in(c, user_id, app_id))
     }
 
     /// Ends the session for good (logout).
@@ -401,6 +418,10 @@ impl Core {
             }
         }
         let decided = self.store.write(|tx| {
+            // Read in the write, so that a block or a membership ended just now is seen.
+            if approve && !may_sign_in(tx, row.user_id, &row.app_id)? {
+                return Ok(false);
+            }
             if !auth_sessions::decide(tx, id, status, device.id, now)? {
                 return Ok(false);
             }

@@ -3,7 +3,7 @@
 use super::crypto::Secret;
 use super::guard::Caller;
 use super::{now_ms, text, Core, Error, User};
-use crate::store::{apikeys, apps, tokens, users};
+use crate::store::{apikeys, apps, auth_sessions, devices, tokens, users};
 
 pub const USER_TYPES: [&str; 3] = ["ADMIN", "OWNER", "USER"];
 
@@ -159,33 +159,52 @@ impl Core {
         })
     }
 
-    /// Ends a membership, with the user's tokens and API keys for that application.
+    /// Ends a membership, with everything that hangs from it: the user's tokens and API keys for
+    /// that application, their IAMPASS sign-ins (waiting ones fail, approved ones close), and
+    /// their devices for it, marked lost, so that a later grant does not bring an old phone back.
     pub fn revoke(&self, login: &str, app: &str) -> Result<bool, Error> {
         let user = self.user_by_login(login)?;
         let now = now_ms();
-        self.store.write(|tx| {
+        let was = self.store.write(|tx| {
             if !apps::exists(tx, app)? {
                 return Err(Error::UnknownApp(app.to_string()));
             }
             let was = users::remove_membership(tx, user.id, app)?;
             tokens::revoke_for_user(tx, user.id, Some(app), now)?;
             apikeys::revoke_for_user(tx, user.id, Some(app), now)?;
+            devices::mark_lost(tx, user.id, app, now)?;
+            self.end_signins_in(tx, &user, Some(app), now)?;
             Ok(was)
-        })
+        })?;
+        self.signins.notify_waiters();
+        Ok(was)
     }
 
-    /// Blocks or unblocks a user. Blocking also revokes every token they hold.
+    /// Blocks or unblocks a user. Blocking also revokes every token they hold and ends their
+    /// IAMPASS sign-ins, waiting or approved.
     pub fn set_blocked(&self, login: &str, blocked: bool) -> Result<(), Error> {
         let user = self.user_by_login(login)?;
+        let now = now_ms();
         self.store.write(|tx| {
             users::set_blocked(tx, user.id, blocked)?;
             if blocked {
-                tokens::revoke_for_user(tx, user.id, None, now_ms())?;
+                tokens::revoke_for_user(tx, user.id, None, now)?;
+                self.end_signins_in(tx, &user, None, now)?;
             }
             Ok(())
         })?;
+        self.signins.notify_waiters();
         log::info!("user {} {}", user.id, if blocked { "blocked" } else { "unblocked" });
         self.audit(&Caller::local(), if blocked { "user_blocked" } else { "user_unblocked" }, None, Some(&user), None);
+        Ok(())
+    }
+
+    /// Inside a write: the user's IAMPASS sign-ins for `app` (every application: None) end, each
+    /// request that was waiting an audit event.
+    fn end_signins_in(&self, tx: &crate::store::Db, user: &User, app: Option<&str>, now: i64) -> Result<(), Error> {
+        for r in auth_sessions::end_for_user(tx, user.id, app, now)? {
+            super::audit::audit_in(tx, &Caller::local(), "signin_failed", Some(&r.app_id), Some(user), None)?;
+        }
         Ok(())
     }
 

@@ -178,6 +178,30 @@ pub fn fail_for_lost(conn: &Db, user_id: i64, app_id: &str, now: i64) -> Result<
     Ok(failed)
 }
 
+/// A user blocked, or their membership of `app_id` (every application: None) ended: the requests
+/// waiting fail and the approved sessions close. Answers the requests that failed.
+pub fn end_for_user(conn: &Db, user_id: i64, app_id: Option<&str>, now: i64) -> Result<Vec<AuthSessionRow>, Error> {
+    let failed = conn.query_all(
+        &format!(
+            "SELECT {COLUMNS} FROM auth_sessions
+             WHERE user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR app_id = ?2) AND status = 'pending' AND decide_by > ?3"
+        ),
+        args![user_id, app_id, now],
+        row,
+    )?;
+    conn.execute(
+        "UPDATE auth_sessions SET status = 'failed', decided_at = ?3
+         WHERE user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR app_id = ?2) AND status = 'pending'",
+        args![user_id, app_id, now],
+    )?;
+    conn.execute(
+        "UPDATE auth_sessions SET status = 'closed', decided_at = coalesce(decided_at, ?3)
+         WHERE user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR app_id = ?2) AND status = 'active'",
+        args![user_id, app_id, now],
+    )?;
+    Ok(failed)
+}
+
 pub fn delete_for(conn: &Db, user_id: i64, app_id: &str) -> Result<usize, Error> {
     conn.execute("DELETE FROM auth_sessions WHERE user_id = ?1 AND app_id = ?2", args![user_id, app_id])
 }

@@ -744,3 +744,68 @@ async fn a_device_without_a_key_of_its_own_approves_acceptance_with_its_api_key(
     assert_eq!(shop.status(&s).await["status"], "active");
     assert!(shop.events().contains(&"device_auth_failed".to_string()));
 }
+
+/// Blocking a user, or ending their membership, ends their IAMPASS sign-ins like every other
+/// token, and both hold at start, approval and status (issue 24, item 2).
+#[actix_web::test]
+async fn blocking_or_ending_a_membership_ends_sign_ins_at_every_step() {
+    if !vendor_here() {
+        return;
+    }
+    let shop = Shop::new(|_| {}).await;
+    let device = shop.device("alice%40example.com").await;
+    let core = &shop.app.core;
+    let approved = |s: Value| {
+        let (shop, device) = (&shop, &device);
+        async move {
+            let pending = device.pending(&shop.app).await;
+            let req = pending.iter().find(|r| r["id"].is_i64()).expect("a request").clone();
+            assert_eq!(device.decide(&shop.app, &req, true).await.status, 200);
+            assert_eq!(shop.status(&s).await["status"], "active");
+            s
+        }
+    };
+
+    // Blocked: the approved session closes, a waiting request fails, a new one is not started.
+    let open = approved(shop.start("alice@example.com", "acceptance", "600").await).await;
+    let waiting = shop.start("alice@example.com", "acceptance", "600").await;
+    let req = device.pending(&shop.app).await.pop().expect("the waiting request");
+    core.set_blocked("alice@example.com", true).unwrap();
+    assert_eq!(shop.status(&open).await["status"], "closed", "the session approved before the block");
+    assert_eq!(shop.status(&waiting).await["status"], "failed", "the request waiting at the block");
+    assert_ne!(device.decide(&shop.app, &req, true).await.status, 200, "it cannot be approved any more");
+    let s = shop.start("alice@example.com", "acceptance", "600").await;
+    assert_eq!(s["status"], "failed", "no sign-in starts for a blocked user: {s}");
+    assert!(device.pending(&shop.app).await.is_empty());
+
+    // Unblocked, then the membership ends: the same, and a later grant brings no old device back.
+    core.set_blocked("alice@example.com", false).unwrap();
+    let open = approved(shop.start("alice@example.com", "acceptance", "600").await).await;
+    let waiting = shop.start("alice@example.com", "acceptance", "600").await;
+    assert_eq!(waiting["status"], "pending");
+    core.revoke("alice@example.com", "shop").unwrap();
+    assert_eq!(shop.status(&open).await["status"], "closed");
+    assert_eq!(shop.status(&waiting).await["status"], "failed");
+    assert_eq!(shop.start("alice@example.com", "acceptance", "600").await["status"], "failed");
+    core.grant("alice@example.com", "shop").unwrap();
+    let s = shop.start("alice@example.com", "acceptance", "600").await;
+    assert_eq!(s["status"], "failed", "the old device was the membership's: {s}");
+    assert_eq!(s["reason"], "the user has no registered device");
+    let events = shop.events();
+    assert!(events.iter().filter(|e| *e == "signin_failed").count() >= 2, "{events:?}");
+
+    if !on_postgres() {
+        // A block written behind the server's back (another node's, a hand edit): the checks at
+        // approval and status hold by themselves.
+        let device = shop.device("bob").await;
+        let open = shop.start("bob", "acceptance", "600").await;
+        let req = device.pending(&shop.app).await.pop().expect("a request");
+        assert_eq!(device.decide(&shop.app, &req, true).await.status, 200);
+        let waiting = shop.start("bob", "acceptance", "600").await;
+        let req = device.pending(&shop.app).await.pop().expect("the waiting request");
+        shop.app.db().execute("UPDATE users SET blocked = 1 WHERE login = 'bob'", []).unwrap();
+        assert_eq!(shop.status(&open).await["status"], "closed");
+        assert_eq!(shop.status(&waiting).await["status"], "failed");
+        assert_ne!(device.decide(&shop.app, &req, true).await.status, 200);
+    }
+}
