@@ -71,15 +71,21 @@ enum Command {
     /// API keys for the ForePaaS `apikey` login
     #[command(subcommand)]
     Apikey(ApikeyCommand),
-    /// Write a consistent copy of the database to FILE, also while the server runs
+    /// Write a consistent copy of the database to FILE, also while the server runs, sealed by
+    /// the master key in FILE.mac
     Backup {
-        /// Where to write the copy (mode 0600)
+        /// Where to write the copy (mode 0600; its seal goes to FILE.mac)
         file: PathBuf,
     },
-    /// Replace the database of a stopped data directory with the backup FILE
+    /// Replace the database of a stopped data directory with the backup FILE, once its seal
+    /// (FILE.mac) and its schema are checked
     Restore {
         /// A file written by `gatehouse backup`
         file: PathBuf,
+        /// Take a backup without FILE.mac (an older gatehouse's, or one copied by hand): its
+        /// schema is still checked, but its rows cannot be told from edited ones
+        #[arg(long)]
+        unsealed: bool,
     },
     /// Copy a SQLite database (the data directory's, or a backup) into the configured PostgreSQL
     MigrateStore {
@@ -359,6 +365,15 @@ fn read_stdin_line(what: &str) -> Result<Secret, String> {
     Ok(value)
 }
 
+/// The master key that seals backups, for `doing` (what needs it), or what to do without it.
+fn backup_key(config: &Config, doing: &str, otherwise: &str) -> Result<crate::core::crypto::MasterKey, String> {
+    let path = config.master_key_path();
+    if !path.exists() {
+        return Err(format!("{doing} under the master key, and {} does not exist: {otherwise}", path.display()));
+    }
+    crate::core::crypto::MasterKey::load(&path).map_err(|e| e.to_string())
+}
+
 fn run(config: Config, command: Command) -> Result<(), String> {
     if config.store.backend == "postgres" && matches!(command, Command::Backup { .. } | Command::Restore { .. }) {
         return Err("backup and restore copy the SQLite file; with store.backend = \"postgres\", use \
@@ -378,10 +393,20 @@ fn run(config: Config, command: Command) -> Result<(), String> {
             return Ok(());
         }
         Command::Backup { file } => {
-            let users = crate::store::backup::backup(&config, file)?;
+            // Nothing to back up is said first (packaging/debian/preinst goes on then).
+            if !config.db_path().is_file() {
+                return Err(format!("no database at {}", config.db_path().display()));
+            }
+            let key = backup_key(
+                &config,
+                "backup seals the copy",
+                "put the master key of this database there (master_key_file names where it is)",
+            )?;
+            let users = crate::store::backup::backup(&config, file, &key)?;
             println!(
-                "backup written to {} ({users} users); keep {} with it, separately",
+                "backup written to {} ({users} users), sealed in {}; keep {} with it, separately",
                 file.display(),
+                crate::store::backup::mac_path(file).display(),
                 config.master_key_path().display()
             );
             return Ok(());
@@ -418,8 +443,18 @@ fn run(config: Config, command: Command) -> Result<(), String> {
             );
             return Ok(());
         }
-        Command::Restore { file } => {
-            let users = crate::store::backup::restore(&config, file)?;
+        Command::Restore { file, unsealed } => {
+            let key = if *unsealed {
+                None
+            } else {
+                Some(backup_key(
+                    &config,
+                    "restore checks the backup's seal",
+                    "put the master key that goes with the backup there first (--unsealed takes a backup without \
+                     its seal, on its schema check alone)",
+                )?)
+            };
+            let users = crate::store::backup::restore(&config, file, key.as_ref())?;
             println!("restored {} into {} ({users} users)", file.display(), config.db_path().display());
             if !config.master_key_path().exists() {
                 println!(

@@ -67,6 +67,26 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// HMAC-SHA256 over data given a piece at a time (a file read in chunks).
+pub struct HmacSha256(hmac::Hmac<Sha256>);
+
+impl HmacSha256 {
+    pub fn new(key: &[u8]) -> HmacSha256 {
+        use hmac::Mac;
+        // HMAC takes keys of any length.
+        #[allow(clippy::expect_used)]
+        HmacSha256(hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length"))
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        hmac::Mac::update(&mut self.0, data);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        hmac::Mac::finalize(self.0).into_bytes().into()
+    }
+}
+
 /// Constant-time equality of two byte strings (their lengths are not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
@@ -153,6 +173,12 @@ impl MasterKey {
     /// from the master key. The same input always gives the same secret, so it need not be stored.
     pub fn derive(&self, purpose: &str, input: &[u8]) -> [u8; 32] {
         hmac_sha256(self.1.as_slice(), &[purpose.as_bytes(), &[0], input])
+    }
+
+    /// An HMAC-SHA256 for one `purpose` (a backup file's seal), under a key derived for it alone.
+    pub fn mac(&self, purpose: &str) -> HmacSha256 {
+        let key = Zeroizing::new(self.derive(purpose, b""));
+        HmacSha256::new(key.as_slice())
     }
 
     /// Reads the key file (64 hex characters), which only its owner may read and write, in a

@@ -3,8 +3,16 @@
 //! A running server holds an exclusive lock on `<data_dir>/gatehouse.lock`; restore takes the same
 //! lock, so it refuses a data directory that is being served. The master key is not in the
 //! backup: keep `master.key` (or the configured key file) with it, separately.
+//!
+//! A backup is sealed: `FILE.mac` beside it holds the HMAC-SHA256 of the file's bytes under a key
+//! derived from the master key, and restore takes the file only when it matches (or when told
+//! `--unsealed`). Whatever the seal, restore refuses a file whose schema (`sqlite_schema`: every
+//! table, index, view and trigger) is not the one gatehouse makes at that file's schema version:
+//! a trigger that deletes new audit rows or unblocks users would otherwise run in the live server.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +20,17 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Config;
+use crate::core::crypto::{ct_eq, hex, unhex, HmacSha256, MasterKey};
+
+/// The purpose the backup's MAC key is derived for (`MasterKey::mac`).
+const MAC_PURPOSE: &str = "gatehouse backup file v1";
+
+/// Where the seal of the backup `file` goes: `FILE.mac`.
+pub fn mac_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".mac");
+    file.with_file_name(name)
+}
 
 /// Holds the data directory's lock for as long as it lives.
 pub struct DirLock {
@@ -61,11 +80,14 @@ fn check(conn: &Connection, what: &str) -> Result<(i64, i64), String> {
     Ok((version, users))
 }
 
-/// Writes a consistent copy of the live database to `dest` (which must not exist yet).
-/// Returns the number of users in the copy.
-pub fn backup(config: &Config, dest: &Path) -> Result<i64, String> {
-    if dest.exists() {
-        return Err(format!("{} exists already; choose a new file", dest.display()));
+/// Writes a consistent copy of the live database to `dest` (which must not exist yet), sealed by
+/// `key` in `dest.mac`. Returns the number of users in the copy.
+pub fn backup(config: &Config, dest: &Path, key: &MasterKey) -> Result<i64, String> {
+    let mac_file = mac_path(dest);
+    for path in [dest, &mac_file] {
+        if path.exists() {
+            return Err(format!("{} exists already; choose a new file", path.display()));
+        }
     }
     let src_path = config.db_path();
     if !src_path.is_file() {
@@ -75,6 +97,7 @@ pub fn backup(config: &Config, dest: &Path) -> Result<i64, String> {
         .map_err(|e| format!("{}: {e}", src_path.display()))?;
     src.busy_timeout(config.store.busy_timeout.0).map_err(|e| e.to_string())?;
     let tmp = tmp_beside(dest);
+    let tmp_mac = tmp_beside(&mac_file);
     let result = (|| {
         let mut dst = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         copy_all(&src, &mut dst)?;
@@ -82,44 +105,195 @@ pub fn backup(config: &Config, dest: &Path) -> Result<i64, String> {
         let (_, users) = check(&dst, "the copy")?;
         drop(dst);
         restrict(&tmp);
-        fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        // The seal of the bytes as they are now, written before the copy takes its name.
+        let mut mac = key.mac(MAC_PURPOSE);
+        let mut file = fs::File::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        pipe(&mut file, None, Some(&mut mac)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut out = create_private(&tmp_mac)?;
+        out.write_all(format!("{}\n", hex(&mac.finish())).as_bytes())
+            .and_then(|_| out.sync_all())
+            .map_err(|e| format!("{}: {e}", tmp_mac.display()))?;
+        fs::rename(&tmp_mac, &mac_file).map_err(|e| format!("{}: {e}", mac_file.display()))?;
+        if let Err(e) = fs::rename(&tmp, dest) {
+            let _ = fs::remove_file(&mac_file);
+            return Err(format!("{}: {e}", dest.display()));
+        }
         Ok(users)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&tmp_mac);
     }
     result
 }
 
-/// Replaces the database of a stopped data directory with `src`, after checking it. The schema is
-/// brought up to date the next time gatehouse opens it.
-pub fn restore(config: &Config, src: &Path) -> Result<i64, String> {
+/// Replaces the database of a stopped data directory with `src`, after checking it: its seal
+/// (`src.mac`, under `key`; None takes an unsealed file), its integrity, its schema version and
+/// its schema itself. What is checked is the copy that becomes the database, byte for byte. The
+/// schema is brought up to date the next time gatehouse opens it. On any refusal the data
+/// directory is left as it was.
+pub fn restore(config: &Config, src: &Path, key: Option<&MasterKey>) -> Result<i64, String> {
     crate::store::ensure_dir(&config.data_dir).map_err(|e| e.to_string())?;
     let _lock = lock_data_dir(config)?;
-    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("{}: {e}", src.display()))?;
-    let (version, users) = check(&from, &src.display().to_string())?;
-    let known = crate::store::schema_version();
-    if version > known {
-        return Err(format!(
-            "{} is at schema version {version}, newer than this gatehouse knows ({known})",
-            src.display()
-        ));
-    }
+    let what = src.display().to_string();
+    let expected = match key {
+        Some(_) => Some(read_mac(src)?),
+        None => None,
+    };
     let dest = config.db_path();
     let tmp = tmp_beside(&dest);
+    let result = (|| {
+        let mut from = fs::File::open(src).map_err(|e| format!("{what}: {e}"))?;
+        // A database in WAL mode keeps part of itself in FILE-wal, which a copy of the file misses.
+        let mut header = [0u8; 20];
+        if from.read_exact(&mut header).is_ok() && header[18] == 2 {
+            let wal = PathBuf::from(format!("{what}-wal"));
+            if wal.metadata().is_ok_and(|m| m.len() > 0) {
+                return Err(format!(
+                    "{what} has a write-ahead log beside it ({}) that a copy would miss; restore a file written \
+                     by `gatehouse backup`",
+                    wal.display()
+                ));
+            }
+        }
+        drop(from);
+        let _ = fs::remove_file(&tmp);
+        let mut to = create_private(&tmp)?;
+        let mut from = fs::File::open(src).map_err(|e| format!("{what}: {e}"))?;
+        let mut mac = key.map(|k| k.mac(MAC_PURPOSE));
+        pipe(&mut from, Some(&mut to), mac.as_mut())
+            .and_then(|_| to.sync_all())
+            .map_err(|e| format!("{what} copied to {}: {e}", tmp.display()))?;
+        drop(to);
+        if let (Some(mac), Some(expected)) = (mac, expected) {
+            if !ct_eq(&mac.finish(), &expected) {
+                return Err(format!(
+                    "{what} does not match its seal {}: it was changed after gatehouse wrote it, or sealed under \
+                     another master key than {}",
+                    mac_path(src).display(),
+                    config.master_key_path().display()
+                ));
+            }
+        }
+        let copy = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let version: i64 =
+            copy.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| format!("{what}: {e}"))?;
+        let known = crate::store::schema_version();
+        if version > known {
+            return Err(format!("{what} is at schema version {version}, newer than this gatehouse knows ({known})"));
+        }
+        check_schema(&copy, version, &what)?;
+        let (_, users) = check(&copy, &what)?;
+        drop(copy);
+        // A WAL left by the old database must not be replayed onto the new one.
+        for ext in ["db-wal", "db-shm"] {
+            let _ = fs::remove_file(dest.with_extension(ext));
+        }
+        fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        Ok(users)
+    })();
+    if result.is_err() {
+        for ext in ["", "-journal", "-wal", "-shm"] {
+            let _ = fs::remove_file(format!("{}{ext}", tmp.display()));
+        }
+    }
+    result
+}
+
+/// The seal `src.mac` holds.
+fn read_mac(src: &Path) -> Result<[u8; 32], String> {
+    let path = mac_path(src);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{} is missing: gatehouse backup seals each backup in FILE.mac, and restore takes an unsealed \
+                 file (an older gatehouse's, or one copied by hand) only with --unsealed",
+                path.display()
+            ))
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    unhex(text.trim())
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| format!("{} does not hold a seal (64 hex characters)", path.display()))
+}
+
+/// Copies `from` into `to` (when given), feeding every byte to `mac` (when given).
+fn pipe(from: &mut fs::File, mut to: Option<&mut fs::File>, mut mac: Option<&mut HmacSha256>) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(mac) = mac.as_mut() {
+            mac.update(&buf[..n]);
+        }
+        if let Some(to) = to.as_mut() {
+            to.write_all(&buf[..n])?;
+        }
+    }
+}
+
+/// A new file readable by its owner only.
+fn create_private(path: &Path) -> Result<fs::File, String> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
     {
-        let mut to = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        copy_all(&from, &mut to)?;
-        check(&to, "the restored copy")?;
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
     }
-    restrict(&tmp);
-    // A WAL left by the old database must not be replayed onto the new one.
-    for ext in ["db-wal", "db-shm"] {
-        let _ = fs::remove_file(dest.with_extension(ext));
+    opts.open(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// SQLite's own tables, which it makes by itself (ANALYZE), not gatehouse's schema.
+fn sqlite_own(kind: &str, name: &str) -> bool {
+    kind == "table" && matches!(name, "sqlite_stat1" | "sqlite_stat2" | "sqlite_stat3" | "sqlite_stat4")
+}
+
+type Schema = BTreeMap<(String, String), (String, Option<String>)>;
+
+/// Every object of `conn`'s schema: (type, name) -> (tbl_name, sql).
+fn schema_of(conn: &Connection) -> rusqlite::Result<Schema> {
+    let mut stmt = conn.prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema")?;
+    let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))?;
+    rows.collect()
+}
+
+/// Refuses a schema that is not, object for object, the one schema.sql makes at `version`: an
+/// extra trigger, view, index or table, a definition changed, an object gone.
+fn check_schema(conn: &Connection, version: i64, what: &str) -> Result<(), String> {
+    let theirs = schema_of(conn).map_err(|e| format!("{what}: {e}"))?;
+    let reference = super::sqlite::reference_schema(version).map_err(|e| e.to_string())?;
+    let ours = schema_of(&reference).map_err(|e| format!("the schema at version {version}: {e}"))?;
+    let at = format!("gatehouse's schema at version {version}");
+    for ((kind, name), (table, sql)) in &theirs {
+        match ours.get(&(kind.clone(), name.clone())) {
+            None if sqlite_own(kind, name) => {}
+            None => {
+                return Err(format!(
+                    "{what} is refused: it holds {kind} \"{}\" on \"{}\", which {at} does not have",
+                    name.escape_debug(),
+                    table.escape_debug()
+                ))
+            }
+            Some((t, s)) if t != table || s != sql => {
+                return Err(format!(
+                    "{what} is refused: its {kind} \"{}\" is not defined as in {at}",
+                    name.escape_debug()
+                ))
+            }
+            Some(_) => {}
+        }
     }
-    fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    Ok(users)
+    if let Some((kind, name)) = ours.keys().find(|k| !theirs.contains_key(*k)) {
+        return Err(format!("{what} is refused: it lacks the {kind} \"{name}\" of {at}"));
+    }
+    Ok(())
 }
 
 fn tmp_beside(path: &Path) -> PathBuf {
@@ -132,5 +306,39 @@ fn restrict(path: &Path) {
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_is_checked_against_what_gatehouse_makes_at_its_own_version() {
+        let at5 = super::super::sqlite::reference_schema(5).unwrap();
+        check_schema(&at5, 5, "t").unwrap();
+        let err = check_schema(&at5, 6, "t").unwrap_err();
+        assert!(err.contains("is refused") && err.contains("at version 6"), "{err}");
+        // SQLite's own statistics are not gatehouse's to refuse.
+        at5.execute_batch("ANALYZE").unwrap();
+        check_schema(&at5, 5, "t").unwrap();
+        at5.execute_batch("CREATE TRIGGER t AFTER INSERT ON audit BEGIN SELECT 1; END").unwrap();
+        let err = check_schema(&at5, 5, "t").unwrap_err();
+        assert!(err.contains("trigger \"t\" on \"audit\""), "{err}");
+    }
+
+    #[test]
+    fn a_database_gatehouse_opened_and_migrated_has_the_reference_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        // Made at version 4, then brought up to date by opening it as the server does.
+        {
+            let mut conn = Connection::open(config.db_path()).unwrap();
+            let four = super::super::sqlite::reference_schema(4).unwrap();
+            copy_all(&four, &mut conn).unwrap();
+        }
+        drop(super::super::sqlite::Sqlite::open(&config).unwrap());
+        let conn = Connection::open(config.db_path()).unwrap();
+        check_schema(&conn, crate::store::schema_version(), "t").unwrap();
     }
 }

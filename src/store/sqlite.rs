@@ -186,6 +186,21 @@ pub(super) fn versions(schema: &str) -> Vec<(i64, String)> {
 
 /// Applies every block of schema.sql above the file's `user_version`, each in its own transaction.
 fn migrate(conn: &mut Connection, name: &str) -> Result<(), OpenError> {
+    migrate_to(conn, name, i64::MAX)
+}
+
+/// A database in memory with schema.sql's blocks up to `version` applied, as `migrate` applies
+/// them: the schema (`sqlite_schema`) a database gatehouse made has at that version. Restore
+/// compares a backup's with it.
+pub(super) fn reference_schema(version: i64) -> Result<Connection, OpenError> {
+    let name = format!("the schema at version {version}");
+    let mut conn = Connection::open_in_memory().map_err(|source| OpenError::Sqlite { path: name.clone(), source })?;
+    migrate_to(&mut conn, &name, version)?;
+    Ok(conn)
+}
+
+/// [`migrate`], applying no block above `target`.
+fn migrate_to(conn: &mut Connection, name: &str, target: i64) -> Result<(), OpenError> {
     let sq = |source| OpenError::Sqlite { path: name.to_string(), source };
     let blocks = versions(SCHEMA);
     let known = blocks.last().map(|(n, _)| *n).unwrap_or(0);
@@ -197,7 +212,7 @@ fn migrate(conn: &mut Connection, name: &str) -> Result<(), OpenError> {
     // with foreign keys on, dropping the old table would cascade into its children. They are off
     // while blocks run (the pragma cannot change inside a transaction), and every block must leave
     // them consistent before it commits.
-    let pending = blocks.into_iter().filter(|(n, _)| *n > current).collect::<Vec<_>>();
+    let pending = blocks.into_iter().filter(|(n, _)| *n > current && *n <= target).collect::<Vec<_>>();
     if pending.is_empty() {
         return Ok(());
     }

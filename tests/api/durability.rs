@@ -363,3 +363,113 @@ async fn backup_under_load_and_restore_into_a_stopped_directory() {
     let again = gatehouse_cli(d, &[], &["backup", backup.to_str().unwrap()], "");
     assert_eq!(again.status.code(), Some(1));
 }
+
+/// Item 10 of issue 24: a backup edited to carry what gatehouse did not make is refused.
+#[test]
+fn a_tampered_backup_is_refused_and_the_live_database_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cli_ok(d, &["user", "add", "alice", "--no-password"]);
+    cli_ok(d, &["apikey", "add", "alice", "--expires-in", "1h"]);
+    cli_ok(d, &["user", "block", "alice"]);
+    let backup = d.join("backup.db");
+    let mac = d.join("backup.db.mac");
+    let written = cli_ok(d, &["backup", backup.to_str().unwrap()]);
+    assert!(written.contains("backup.db.mac"), "{written}");
+    assert_eq!(std::fs::metadata(&mac).unwrap().permissions().mode() & 0o777, 0o600);
+    let sealed = std::fs::read_to_string(&mac).unwrap();
+    assert_eq!(sealed.trim().len(), 64, "HMAC-SHA256 in hex: {sealed}");
+    // The live database moves on after the backup: a refused restore must leave it so.
+    cli_ok(d, &["user", "add", "after-the-backup", "--no-password"]);
+    let live = d.join("data/gatehouse.db");
+    let before = std::fs::read(&live).unwrap();
+
+    let refused = |file: &std::path::Path, args: &[&str]| -> String {
+        let mut all = vec!["restore", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = gatehouse_cli(d, &[], &all, "");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{all:?} was not refused: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(std::fs::read(&live).unwrap() == before, "{all:?} changed the live database");
+        err
+    };
+    let tampered = |name: &str, sql: &str| -> std::path::PathBuf {
+        let file = d.join(format!("{name}.db"));
+        std::fs::copy(&backup, &file).unwrap();
+        rusqlite::Connection::open(&file).unwrap().execute_batch(sql).unwrap();
+        file
+    };
+    let objects = [
+        (
+            "forget_audit",
+            "CREATE TRIGGER forget_audit AFTER INSERT ON audit BEGIN DELETE FROM audit WHERE id = new.id; END;",
+        ),
+        (
+            "stay_unblocked",
+            "CREATE TRIGGER stay_unblocked AFTER UPDATE OF blocked ON users BEGIN
+                 UPDATE users SET blocked = 0 WHERE id = new.id; END;",
+        ),
+        ("logins", "CREATE VIEW logins AS SELECT login, password_hash FROM users;"),
+        ("users_by_email", "CREATE INDEX users_by_email ON users(email);"),
+        ("stash", "CREATE TABLE stash (x);"),
+        // A table gatehouse made, with a definition it did not.
+        ("audit", "ALTER TABLE audit ADD COLUMN note TEXT;"),
+        // An index gatehouse made, gone.
+        ("audit_at", "DROP INDEX audit_at;"),
+    ];
+    for (name, sql) in objects {
+        let file = tampered(&format!("with-{name}"), sql);
+        // Even unsealed, the schema is checked against what schema.sql makes at that version.
+        let err = refused(&file, &["--unsealed"]);
+        assert!(err.contains(&format!("\"{name}\"")) || err.contains(&format!("{name} ")), "{name}: {err}");
+        assert!(err.contains("schema"), "{name}: {err}");
+        // With the genuine backup's MAC beside it, the MAC no longer matches.
+        std::fs::copy(&mac, d.join(format!("with-{name}.db.mac"))).unwrap();
+        let err = refused(&file, &[]);
+        assert!(err.contains(".mac") && err.contains("does not match"), "{name}: {err}");
+    }
+
+    // Rows alone are data: an API key valid until 2255 and alice unblocked look like real ones.
+    // Only the MAC tells them from the backup gatehouse wrote.
+    let data = tampered(
+        "data",
+        "UPDATE api_keys SET expires_at = 9000000000000; UPDATE users SET blocked = 0 WHERE login = 'alice';",
+    );
+    std::fs::copy(&mac, d.join("data.db.mac")).unwrap();
+    assert!(refused(&data, &[]).contains("does not match"));
+    // A backup with no MAC at all is refused unless the operator says --unsealed.
+    let plain = d.join("plain.db");
+    std::fs::copy(&backup, &plain).unwrap();
+    let err = refused(&plain, &[]);
+    assert!(err.contains("plain.db.mac") && err.contains("--unsealed"), "{err}");
+    // A MAC made under another master key does not match either.
+    let other = tempfile::tempdir().unwrap();
+    cli_ok(other.path(), &["app", "list"]);
+    let foreign = other.path().join("foreign.db");
+    cli_ok(other.path(), &["backup", foreign.to_str().unwrap()]);
+    std::fs::copy(other.path().join("foreign.db.mac"), d.join("plain.db.mac")).unwrap();
+    assert!(refused(&plain, &[]).contains("does not match"));
+
+    // The genuine backup restores, sealed; the data-only edit restores only when told --unsealed.
+    let restored = cli_ok(d, &["restore", backup.to_str().unwrap()]);
+    assert!(restored.contains("restored"), "{restored}");
+    let users = cli_ok(d, &["user", "list"]);
+    assert!(users.contains("alice") && !users.contains("after-the-backup"), "{users}");
+    assert!(users.lines().any(|l| l.contains("alice") && l.contains(" yes ")), "alice is still blocked: {users}");
+    std::fs::remove_file(d.join("data.db.mac")).unwrap();
+    cli_ok(d, &["restore", data.to_str().unwrap(), "--unsealed"]);
+    assert!(cli_ok(d, &["user", "list"]).lines().any(|l| l.contains("alice") && l.contains(" no ")));
+
+    // Where there is no database yet, backup says so first (packaging/debian/preinst relies on
+    // it); where there is no master key, restore says what to do.
+    let empty = tempfile::tempdir().unwrap();
+    let out = gatehouse_cli(empty.path(), &[], &["backup", "x.db"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"), "{out:?}");
+    let out = gatehouse_cli(empty.path(), &[], &["restore", backup.to_str().unwrap()], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("master.key does not exist") && err.contains("--unsealed"), "{err}");
+    assert!(!empty.path().join("data/gatehouse.db").exists(), "{err}");
+}
