@@ -6,6 +6,7 @@ const BACKEND: &str = "sqlite";
 
 mod attacks;
 mod browser;
+mod caddy;
 mod cli;
 mod durability;
 mod forepaas;
