@@ -181,3 +181,20 @@ CREATE TABLE sequences (
     last        BIGINT NOT NULL
 );
 INSERT INTO sequences (name, last) SELECT 'workspace', COALESCE(MAX(workspace_id), 200000) FROM users;
+
+-- version 4
+-- Each application says which doors its secret opens (schema.sql version 11).
+ALTER TABLE applications ADD COLUMN doors TEXT NOT NULL DEFAULT '';
+UPDATE applications SET doors =
+    CASE WHEN EXISTS (SELECT 1 FROM devices d WHERE d.app_id = applications.id)
+           OR EXISTS (SELECT 1 FROM auth_sessions s WHERE s.app_id = applications.id)
+           OR EXISTS (SELECT 1 FROM links l WHERE l.app_id = applications.id AND l.purpose = 'register')
+           OR EXISTS (SELECT 1 FROM nonces n WHERE n.app_id = applications.id)
+           OR EXISTS (SELECT 1 FROM audit a WHERE a.app_id = applications.id AND a.dialect = 'iampass')
+         THEN 'iampass,' ELSE '' END
+    || CASE WHEN EXISTS (SELECT 1 FROM tokens t WHERE t.app_id = applications.id AND t.kind IN ('iqm_access', 'iqm_refresh'))
+           OR EXISTS (SELECT 1 FROM audit a WHERE a.app_id = applications.id AND a.dialect = 'iqm')
+         THEN 'iqm,' ELSE '' END
+    || 'oauth'
+WHERE builtin = 0;
+UPDATE applications SET doors = 'iampass,iqm,oauth' WHERE builtin = 0 AND doors = 'oauth';

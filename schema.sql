@@ -270,3 +270,24 @@ CREATE TABLE token_uses (
     token_id    INTEGER NOT NULL,
     used_at     INTEGER NOT NULL
 ) STRICT;
+
+-- version 11
+-- Each application says which doors its secret opens (issue 24): `iampass` (signed management
+-- and authentication calls), `iqm` (IQM client credentials), `oauth` (introspection and
+-- revocation). One record served every door, so an IQM front end's secret could also sign IAMPASS
+-- calls. Existing applications keep the doors the store shows they were used through; one never
+-- used keeps all three (`gatehouse app doors` narrows it). The built-ins have no secret.
+ALTER TABLE applications ADD COLUMN doors TEXT NOT NULL DEFAULT '';
+UPDATE applications SET doors =
+    CASE WHEN EXISTS (SELECT 1 FROM devices d WHERE d.app_id = applications.id)
+           OR EXISTS (SELECT 1 FROM auth_sessions s WHERE s.app_id = applications.id)
+           OR EXISTS (SELECT 1 FROM links l WHERE l.app_id = applications.id AND l.purpose = 'register')
+           OR EXISTS (SELECT 1 FROM nonces n WHERE n.app_id = applications.id)
+           OR EXISTS (SELECT 1 FROM audit a WHERE a.app_id = applications.id AND a.dialect = 'iampass')
+         THEN 'iampass,' ELSE '' END
+    || CASE WHEN EXISTS (SELECT 1 FROM tokens t WHERE t.app_id = applications.id AND t.kind IN ('iqm_access', 'iqm_refresh'))
+           OR EXISTS (SELECT 1 FROM audit a WHERE a.app_id = applications.id AND a.dialect = 'iqm')
+         THEN 'iqm,' ELSE '' END
+    || 'oauth'
+WHERE builtin = 0;
+UPDATE applications SET doors = 'iampass,iqm,oauth' WHERE builtin = 0 AND doors = 'oauth';

@@ -135,9 +135,40 @@ enum AppCommand {
         /// cannot hold a longer one
         #[arg(long, requires = "secret_stdin")]
         allow_short_secret: bool,
+        /// A door the secret opens (repeat for several): iampass (signed management and
+        /// authentication calls), iqm (IQM client credentials), oauth (introspection and
+        /// revocation of the application's own tokens)
+        #[arg(long = "door", value_name = "DOOR", required = true)]
+        doors: Vec<DoorArg>,
+    },
+    /// Set the doors an application's secret opens (replacing the ones it had); a running
+    /// server follows at once
+    Doors {
+        id: String,
+        /// A door the secret opens (repeat for several): iampass, iqm, oauth
+        #[arg(long = "door", value_name = "DOOR", required = true)]
+        doors: Vec<DoorArg>,
     },
     /// List applications
     List,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DoorArg {
+    Iampass,
+    Iqm,
+    Oauth,
+}
+
+fn doors_of(args: &[DoorArg]) -> Vec<crate::core::apps::Door> {
+    use crate::core::apps::Door;
+    args.iter()
+        .map(|d| match d {
+            DoorArg::Iampass => Door::Iampass,
+            DoorArg::Iqm => Door::Iqm,
+            DoorArg::Oauth => Door::Oauth,
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -485,7 +516,7 @@ fn run(config: Config, command: Command) -> Result<(), String> {
         | Command::Restore { .. }
         | Command::Argon2Bench { .. }
         | Command::MigrateStore { .. } => Ok(()),
-        Command::App(AppCommand::Add { id, secret_stdin, allow_short_secret }) => {
+        Command::App(AppCommand::Add { id, secret_stdin, allow_short_secret, doors }) => {
             let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
             if given.as_ref().is_some_and(|s| s.expose().len() < MIN_GIVEN_SECRET) && !allow_short_secret {
                 return Err(format!(
@@ -493,7 +524,7 @@ fn run(config: Config, command: Command) -> Result<(), String> {
                      --allow-short-secret takes a shorter one"
                 ));
             }
-            let secret = core.add_app(&id, given).map_err(e)?;
+            let secret = core.add_app(&id, given, &doors_of(&doors)).map_err(e)?;
             if secret_stdin {
                 println!("application {id} added");
             } else {
@@ -501,11 +532,20 @@ fn run(config: Config, command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::App(AppCommand::Doors { id, doors }) => {
+            core.set_app_doors(&id, &doors_of(&doors)).map_err(e)?;
+            println!(
+                "application {id} serves {}",
+                doors_of(&doors).iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",")
+            );
+            Ok(())
+        }
         Command::App(AppCommand::List) => {
-            println!("{:<32} {:<8} {:<7} MEMBERS", "ID", "BUILTIN", "SECRET");
+            println!("{:<32} {:<8} {:<7} {:<8} DOORS", "ID", "BUILTIN", "SECRET", "MEMBERS");
             for a in core.list_apps().map_err(e)? {
                 let yn = |b: bool| if b { "yes" } else { "no" };
-                println!("{:<32} {:<8} {:<7} {}", a.id, yn(a.builtin), yn(a.has_secret), a.members);
+                let doors = if a.doors.is_empty() { "-" } else { a.doors.as_str() };
+                println!("{:<32} {:<8} {:<7} {:<8} {doors}", a.id, yn(a.builtin), yn(a.has_secret), a.members);
             }
             Ok(())
         }

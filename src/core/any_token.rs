@@ -5,6 +5,7 @@
 //! refresh); an IAMPASS session by its session token. An application sees and revokes only its
 //! own tokens, unless it is one of `oauth.trusted_clients`.
 
+use super::apps::Door;
 use super::audit::audit_in;
 use super::crypto::Secret;
 use super::guard::{Caller, Outcome, Subject};
@@ -51,20 +52,22 @@ fn looks_like_signin(token: &Secret) -> bool {
 }
 
 impl Core {
-    /// A client (an application, HTTP Basic) proves itself. Its id is no secret, so a wrong secret
+    /// A client (an application, HTTP Basic) proves itself at `door`, one its secret opens. Its id is no secret, so a wrong secret
     /// holds back the caller and never the client: see [`Core::shared_credential_failed`].
     pub fn authenticate_client_throttled(
         &self,
         caller: &Caller,
         client_id: &str,
         secret: &Secret,
+        door: Door,
     ) -> Result<(), Error> {
-        match self.authenticate_client(client_id, secret) {
+        match self.authenticate_client(client_id, secret, door) {
             Err(Error::BadClient) => Err(self.shared_credential_failed(
                 caller,
                 &format!("client:{client_id}"),
                 "client_auth_failed",
                 None,
+                Some(client_id),
                 Error::BadClient,
             )),
             other => other,
@@ -75,7 +78,14 @@ impl Core {
     /// caller is held back, else None (the signature's own refusal is answered).
     pub fn signature_failed(&self, caller: &Caller, app_id: &str) -> Option<Error> {
         let account = format!("client:{app_id}");
-        match self.shared_credential_failed(caller, &account, "signature_failed", Some(app_id), Error::BadCredentials) {
+        match self.shared_credential_failed(
+            caller,
+            &account,
+            "signature_failed",
+            Some(app_id),
+            None,
+            Error::BadCredentials,
+        ) {
             e @ Error::Throttled { .. } => Some(e),
             _ => None,
         }
@@ -97,6 +107,7 @@ impl Core {
         credential: &str,
         event: &'static str,
         app_id: Option<&str>,
+        account: Option<&str>,
         wrong: Error,
     ) -> Error {
         let now = now_ms();
@@ -107,8 +118,6 @@ impl Core {
             return e;
         }
         let outcome = self.count_failure(caller, subject, now);
-        // An application's own events name it; others name the credential as it was typed.
-        let account = app_id.is_none().then_some(credential);
         self.audit(caller, event, app_id, None, account);
         // The failure that locks the caller out is the first to be told to wait.
         match (outcome, self.throttle.check(subject, caller, now)) {

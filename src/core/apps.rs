@@ -8,6 +8,44 @@ use crate::store::apps;
 
 pub use crate::store::apps::AppRow;
 
+/// A door an application's secret opens. One record may be an IQM client, an IAMPASS application
+/// and an OAuth client at once, but only where it was said to be: a secret handed to an IQM front
+/// end must not sign IAMPASS management calls (issue 24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// IAMPASS: management and authentication calls signed with the secret.
+    Iampass,
+    /// IQM: the client credentials (HTTP Basic) of /api/v3/ua.
+    Iqm,
+    /// The OAuth doors: introspection and revocation of the application's own tokens.
+    Oauth,
+}
+
+impl Door {
+    pub const ALL: [Door; 3] = [Door::Iampass, Door::Iqm, Door::Oauth];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Iampass => "iampass",
+            Door::Iqm => "iqm",
+            Door::Oauth => "oauth",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Door> {
+        Door::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// The stored form: a comma list in the order of [`Door::ALL`], each once.
+    fn list(doors: &[Door]) -> String {
+        Door::ALL.into_iter().filter(|d| doors.contains(d)).map(Door::as_str).collect::<Vec<_>>().join(",")
+    }
+
+    fn in_list(self, list: &str) -> bool {
+        list.split(',').any(|d| d == self.as_str())
+    }
+}
+
 /// Application ids travel in URL paths and in `client_id:client_secret`: keep them plain.
 pub fn validate_app_id(id: &str) -> Result<(), Error> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
@@ -18,10 +56,13 @@ pub fn validate_app_id(id: &str) -> Result<(), Error> {
 }
 
 impl Core {
-    /// Adds an application. With no secret given, one of 256 random bits is generated. Returns the
-    /// secret: the only time it is shown.
-    pub fn add_app(&self, id: &str, secret: Option<Secret>) -> Result<Secret, Error> {
+    /// Adds an application whose secret opens `doors` (at least one). With no secret given, one of
+    /// 256 random bits is generated. Returns the secret: the only time it is shown.
+    pub fn add_app(&self, id: &str, secret: Option<Secret>, doors: &[Door]) -> Result<Secret, Error> {
         validate_app_id(id)?;
+        if doors.is_empty() {
+            return Err(Error::invalid("doors", "say which doors the secret opens: iampass, iqm, oauth"));
+        }
         let secret = match secret {
             Some(s) => {
                 let len = s.expose().len();
@@ -33,23 +74,50 @@ impl Core {
             None => random_token(),
         };
         let sealed = self.key.seal(id, secret.expose().as_bytes());
-        self.store.write(|tx| apps::insert(tx, id, &sealed, now_ms()))?;
-        log::info!("application {id} added");
+        let list = Door::list(doors);
+        self.store.write(|tx| apps::insert(tx, id, &sealed, &list, now_ms()))?;
+        log::info!("application {id} added, serving {list}");
         Ok(secret)
+    }
+
+    /// Sets the doors an application's secret opens (narrowing or widening them); takes effect at
+    /// once, in every process and node, since each door reads them on every call.
+    pub fn set_app_doors(&self, id: &str, doors: &[Door]) -> Result<(), Error> {
+        if doors.is_empty() {
+            return Err(Error::invalid("doors", "say which doors the secret opens: iampass, iqm, oauth"));
+        }
+        let list = Door::list(doors);
+        if !self.store.write(|tx| apps::set_doors(tx, id, &list))? {
+            return Err(Error::UnknownApp(id.to_string()));
+        }
+        log::info!("application {id} now serves {list}");
+        Ok(())
+    }
+
+    /// [`Core::app_secret`] for a call at `door`: `UnknownApp` when the application does not serve
+    /// it, as when there is no such application, so a door tells nothing of the others.
+    pub fn app_secret_at(&self, id: &str, door: Door) -> Result<Arc<Secret>, Error> {
+        // One read by primary key: fine on the executor. Read on every call (not kept with the
+        // secret), so that `gatehouse app doors` in another process narrows a running server.
+        let doors = self.store.read_quick(|c| apps::doors(c, id))?;
+        if !doors.is_some_and(|d| door.in_list(&d)) {
+            return Err(Error::UnknownApp(id.to_string()));
+        }
+        self.app_secret(id)
     }
 
     pub fn list_apps(&self) -> Result<Vec<AppRow>, Error> {
         self.store.with(apps::list)
     }
 
-    /// The application's secret in the clear, for checks that need it (IAMPASS signatures, IQM
-    /// client credentials). `UnknownApp` when there is no such application or it has no secret.
+    /// The application's secret in the clear, whatever door it is asked at: callers go through
+    /// [`Core::app_secret_at`]. `UnknownApp` when there is no such application or it has no secret.
     ///
     /// An application's secret never changes once it is added, so each is opened once and kept
     /// (zeroized when the Core is dropped); an application added later, by this process or the
     /// command line, is read when first asked for. Whatever changes or removes a secret must
     /// clear `Core::secrets`.
-    pub fn app_secret(&self, id: &str) -> Result<Arc<Secret>, Error> {
+    fn app_secret(&self, id: &str) -> Result<Arc<Secret>, Error> {
         if let Some(s) = self.secrets.read().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(Arc::clone(s));
         }

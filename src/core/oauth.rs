@@ -6,6 +6,7 @@
 //! token again is reuse, a sign that it was stolen: the whole family is revoked, the newest tokens
 //! included (unless it comes within `iqm.refresh_reuse_grace` of the rotation, a benign race).
 
+use super::apps::Door;
 use super::audit::audit_in;
 use super::crypto::{ct_eq, random_bytes, Secret};
 use super::guard::Caller;
@@ -36,8 +37,8 @@ pub struct Bearer {
 
 impl Core {
     /// Checks a client's id and secret (constant time); `BadClient` for anything wrong.
-    pub fn authenticate_client(&self, client_id: &str, secret: &Secret) -> Result<(), Error> {
-        let stored = match self.app_secret(client_id) {
+    pub fn authenticate_client(&self, client_id: &str, secret: &Secret, door: Door) -> Result<(), Error> {
+        let stored = match self.app_secret_at(client_id, door) {
             Ok(s) => s,
             Err(Error::UnknownApp(_)) => {
                 // Compare anyway, so an unknown client takes the time a known one does.

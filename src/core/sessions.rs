@@ -248,7 +248,14 @@ impl Core {
             Err(Error::BadCredentials) => {
                 bump(&self.counters.logins_failed, 1);
                 let account = format!("apikey:{apikey}");
-                Err(self.shared_credential_failed(caller, &account, "login_failed", None, Error::BadCredentials))
+                Err(self.shared_credential_failed(
+                    caller,
+                    &account,
+                    "login_failed",
+                    None,
+                    Some(&account),
+                    Error::BadCredentials,
+                ))
             }
             result => {
                 if result.is_ok() {

@@ -336,13 +336,17 @@ impl Core {
         match (key, device) {
             (Some(_), Some(d)) if matches && d.lost_at.is_some() => Err(Error::Lost),
             (Some(k), Some(d)) if matches && k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now) => Ok(d),
-            _ => Err(self.shared_credential_failed(
-                caller,
-                &format!("apikey:{apikey}"),
-                "device_auth_failed",
-                None,
-                Error::BadCredentials,
-            )),
+            _ => {
+                let account = format!("apikey:{apikey}");
+                Err(self.shared_credential_failed(
+                    caller,
+                    &account,
+                    "device_auth_failed",
+                    None,
+                    Some(&account),
+                    Error::BadCredentials,
+                ))
+            }
         }
     }
 

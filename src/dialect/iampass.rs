@@ -30,6 +30,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::core::apps::Door;
 use crate::core::crypto::{ct_eq, hmac_sha256, sha256};
 use crate::core::guard::Caller;
 use crate::core::{now_ms, Core, Error};
@@ -240,7 +241,7 @@ fn verify(c: &Core, sig: &Signature) -> Result<(), Refused> {
 /// of ours moves that later than now plus the window), so its nonce is kept for as long, and a
 /// millisecond more.
 fn check(c: &Core, sig: &Signature) -> Result<i64, Refused> {
-    let secret = c.app_secret(&sig.app)?;
+    let secret = c.app_secret_at(&sig.app, Door::Iampass)?;
     check_with(c, sig, secret.expose()).map_err(|r| match r {
         Refused::Answer(_, ref reason) if reason == BAD_SIGNATURE => {
             c.signature_failed(&sig.caller, &sig.app).map(Refused::Core).unwrap_or(r)

@@ -21,6 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::core::apps::Door;
 use crate::core::oauth::Grant;
 use crate::core::reset::IQM_RESET_MAIL;
 use crate::core::{iso8601, text, Core, Error, Secret};
@@ -138,7 +139,7 @@ async fn client(
         Ok(Some((id, secret))) => {
             let cid = id.clone();
             let caller = net::caller(req, &core.config, "iqm");
-            match core.call(move |c| c.authenticate_client_throttled(&caller, &cid, &secret)).await {
+            match core.call(move |c| c.authenticate_client_throttled(&caller, &cid, &secret, Door::Iqm)).await {
                 Ok(()) => Ok(Some(id)),
                 Err(e) => Err(error(&e, core)),
             }

@@ -18,6 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use crate::core::apps::Door;
 use crate::core::{Core, Error, Secret};
 use crate::web::{media_type, net, parse_basic, read_body, BodyError};
 
@@ -114,7 +115,7 @@ async fn introspect(req: HttpRequest, payload: web::Payload, core: web::Data<Cor
     };
     let caller = net::caller(&req, &core.config, "oauth2");
     let described = core.call(move |c| {
-        c.authenticate_client_throttled(&caller, &client, &secret)?;
+        c.authenticate_client_throttled(&caller, &client, &secret, Door::Oauth)?;
         c.describe_token(&client, &token)
     });
     match described.await {
@@ -146,7 +147,7 @@ async fn revoke(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) 
     };
     let caller = net::caller(&req, &core.config, "oauth2");
     let revoked = core.call(move |c| {
-        c.authenticate_client_throttled(&caller, &client, &secret)?;
+        c.authenticate_client_throttled(&caller, &client, &secret, Door::Oauth)?;
         c.revoke_token(&caller, &client, &token)
     });
     match revoked.await {

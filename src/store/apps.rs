@@ -10,6 +10,8 @@ pub struct AppRow {
     pub has_secret: bool,
     pub members: i64,
     pub created_at: i64,
+    /// The doors its secret opens, a comma list (`iampass,iqm,oauth`); empty for the built-ins.
+    pub doors: String,
 }
 
 pub fn ensure_builtin(conn: &Db, ids: &[&str], now: i64) -> Result<(), Error> {
@@ -23,12 +25,12 @@ pub fn ensure_builtin(conn: &Db, ids: &[&str], now: i64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Inserts an application; `Error::Exists` when the id is taken.
-pub fn insert(conn: &Db, id: &str, secret_enc: &[u8], now: i64) -> Result<(), Error> {
+/// Inserts an application that serves `doors` (a comma list); `Error::Exists` when the id is taken.
+pub fn insert(conn: &Db, id: &str, secret_enc: &[u8], doors: &str, now: i64) -> Result<(), Error> {
     let n = conn.execute(
-        "INSERT INTO applications (id, secret_enc, builtin, created_at) VALUES (?1, ?2, 0, ?3)
+        "INSERT INTO applications (id, secret_enc, builtin, created_at, doors) VALUES (?1, ?2, 0, ?3, ?4)
          ON CONFLICT DO NOTHING",
-        args![id, secret_enc, now],
+        args![id, secret_enc, now, doors],
     )?;
     if n == 0 {
         return Err(Error::Exists(format!("application {id}")));
@@ -45,6 +47,17 @@ pub fn sealed_secret(conn: &Db, id: &str) -> Result<Option<Option<Vec<u8>>>, Err
     conn.query_opt("SELECT secret_enc FROM applications WHERE id = ?1", args![id], |r| r.get(0))
 }
 
+/// The doors an application's secret opens (a comma list); None for an unknown application.
+pub fn doors(conn: &Db, id: &str) -> Result<Option<String>, Error> {
+    conn.query_opt("SELECT doors FROM applications WHERE id = ?1", args![id], |r| r.get(0))
+}
+
+/// Sets the doors of an application that has a secret; false when there is none such.
+pub fn set_doors(conn: &Db, id: &str, doors: &str) -> Result<bool, Error> {
+    Ok(conn.execute("UPDATE applications SET doors = ?2 WHERE id = ?1 AND secret_enc IS NOT NULL", args![id, doors])?
+        == 1)
+}
+
 /// How many applications have a sealed secret (a master key is needed to open them).
 pub fn sealed_count(conn: &Db) -> Result<i64, Error> {
     conn.value("SELECT count(*) FROM applications WHERE secret_enc IS NOT NULL", args![])
@@ -53,7 +66,7 @@ pub fn sealed_count(conn: &Db) -> Result<i64, Error> {
 pub fn list(conn: &Db) -> Result<Vec<AppRow>, Error> {
     conn.query_all(
         "SELECT a.id, a.builtin, a.secret_enc IS NOT NULL, a.created_at,
-                (SELECT count(*) FROM memberships m WHERE m.app_id = a.id)
+                (SELECT count(*) FROM memberships m WHERE m.app_id = a.id), a.doors
          FROM applications a ORDER BY a.id",
         args![],
         |r| {
@@ -63,6 +76,7 @@ pub fn list(conn: &Db) -> Result<Vec<AppRow>, Error> {
                 has_secret: r.get(2)?,
                 created_at: r.get(3)?,
                 members: r.get(4)?,
+                doors: r.get(5)?,
             })
         },
     )

@@ -120,7 +120,6 @@ impl Drop for Slot {
     }
 }
 
-
 /// The TCP stream under a connection: plain, or under rustls.
 fn tcp_of(io: &dyn Any) -> Option<&TcpStream> {
     if let Some(s) = io.downcast_ref::<TcpStream>() {

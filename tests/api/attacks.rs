@@ -1,5 +1,6 @@
 //! Holding under attack: guessing is throttled across dialects, hashing is bounded.
 
+use gatehouse::core::apps::Door;
 use std::time::Duration;
 
 use base64::Engine;
@@ -52,7 +53,7 @@ async fn sleep_ms(ms: u64) {
 /// An app with mark@example.com a member of forepaas, cms and an IQM client; the client's Basic.
 async fn setup(tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String) {
     let app = spawn_app_with(tweak).await;
-    let secret = app.core.add_app("iqm-client", None).unwrap();
+    let secret = app.core.add_app("iqm-client", None, &[Door::Iqm, Door::Oauth]).unwrap();
     app.add_user("mark@example.com", PASSWORD, &["forepaas", "cms", "iqm-client"]);
     let basic = format!(
         "Basic {}",
@@ -365,7 +366,7 @@ fn percent_encode(bytes: &[u8]) -> String {
 async fn garbage_in_every_parser_gets_a_4xx_and_changes_nothing() {
     use proptest::prelude::*;
     let (app, basic) = setup(|_| {}).await;
-    app.core.add_app("mgmt-app", None).unwrap();
+    app.core.add_app("mgmt-app", None, &[Door::Iampass]).unwrap();
     let before = (app.count("SELECT count(*) FROM users"), app.count("SELECT count(*) FROM tokens"));
 
     let bodies = samples(proptest::collection::vec(any::<u8>(), 0..300), 40);

@@ -22,7 +22,7 @@ fn fails(dir: &Path, args: &[&str], stdin: &str) -> String {
 #[test]
 fn app_add_prints_a_secret_of_256_bits_as_the_last_word() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(dir.path(), &["app", "add", "my-app"], "");
+    let out = ok(dir.path(), &["app", "add", "my-app", "--door", "iampass"], "");
     let secret = out.split_whitespace().last().unwrap();
     assert_eq!(secret.len(), 64);
     assert!(secret.chars().all(|c| c.is_ascii_hexdigit()));
@@ -30,21 +30,39 @@ fn app_add_prints_a_secret_of_256_bits_as_the_last_word() {
     assert!(list.contains("my-app"), "{list}");
     assert!(list.contains("forepaas") && list.contains("cms"), "the built-ins exist from the first start");
     assert!(!list.contains(secret));
-    assert!(fails(dir.path(), &["app", "add", "my-app"], "").contains("already exists"));
-    assert!(fails(dir.path(), &["app", "add", "bad/id"], "").contains("application id"));
+    assert!(fails(dir.path(), &["app", "add", "my-app", "--door", "iampass"], "").contains("already exists"));
+    assert!(fails(dir.path(), &["app", "add", "bad/id", "--door", "iampass"], "").contains("application id"));
+    // An application says which doors its secret opens; `app doors` changes them.
+    let out = gatehouse_cli(dir.path(), &[], &["app", "add", "doorless"], "");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--door"));
+    assert!(ok(dir.path(), &["app", "list"], "").lines().any(|l| l.starts_with("my-app ") && l.ends_with(" iampass")));
+    ok(dir.path(), &["app", "doors", "my-app", "--door", "oauth", "--door", "iqm"], "");
+    let list = ok(dir.path(), &["app", "list"], "");
+    assert!(list.lines().any(|l| l.starts_with("my-app ") && l.ends_with(" iqm,oauth")), "{list}");
+    assert!(fails(dir.path(), &["app", "doors", "cms", "--door", "iqm"], "").contains("unknown application"));
     // --secret-stdin takes one instead and does not echo it.
     let given = "a-secret-of-our-own-choosing-32-b";
-    let out = ok(dir.path(), &["app", "add", "given", "--secret-stdin"], &format!("{given}\n"));
+    let out = ok(dir.path(), &["app", "add", "given", "--door", "iampass", "--secret-stdin"], &format!("{given}\n"));
     assert!(!out.contains(given));
-    assert!(fails(dir.path(), &["app", "add", "short", "--secret-stdin"], "tiny\n").contains("secret"));
+    assert!(
+        fails(dir.path(), &["app", "add", "short", "--door", "iampass", "--secret-stdin"], "tiny\n").contains("secret")
+    );
     // Shorter than 32 bytes only when the operator insists; never under 16.
     let short = "sixteen-or-more-bytes";
-    assert!(fails(dir.path(), &["app", "add", "short", "--secret-stdin"], &format!("{short}\n")).contains("32 bytes"));
+    assert!(fails(dir.path(), &["app", "add", "short", "--door", "iampass", "--secret-stdin"], &format!("{short}\n"))
+        .contains("32 bytes"));
     assert!(!ok(dir.path(), &["app", "list"], "").contains("short"), "refused: nothing added");
-    ok(dir.path(), &["app", "add", "short", "--secret-stdin", "--allow-short-secret"], &format!("{short}\n"));
-    assert!(
-        fails(dir.path(), &["app", "add", "tiny", "--secret-stdin", "--allow-short-secret"], "tiny\n").contains("16")
+    ok(
+        dir.path(),
+        &["app", "add", "short", "--door", "iampass", "--secret-stdin", "--allow-short-secret"],
+        &format!("{short}\n"),
     );
+    assert!(fails(
+        dir.path(),
+        &["app", "add", "tiny", "--door", "iampass", "--secret-stdin", "--allow-short-secret"],
+        "tiny\n"
+    )
+    .contains("16"));
 }
 
 #[test]
@@ -207,7 +225,7 @@ fn apikey_commands_print_the_pair_once_and_revoke() {
 
     assert!(fails(d, &["apikey", "add", "nobody"], "").contains("unknown user"));
     assert!(fails(d, &["apikey", "add", "alice", "--app", "nope"], "").contains("unknown application"));
-    ok(d, &["app", "add", "other"], "");
+    ok(d, &["app", "add", "other", "--door", "iampass"], "");
     assert!(fails(d, &["apikey", "add", "alice", "--app", "other"], "").contains("not a member"));
     assert!(fails(d, &["apikey", "add", "alice", "--expires-in", "soon"], "").contains("--expires-in"));
 
@@ -339,7 +357,7 @@ fn a_missing_master_key_file_says_whether_secrets_depend_on_it() {
     let made = std::process::Command::new("sh").arg("-c").arg(how).status().unwrap();
     assert!(made.success(), "{how}");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "{how}");
-    let out = gatehouse_cli(d, &env, &["app", "add", "sealed-app"], "");
+    let out = gatehouse_cli(d, &env, &["app", "add", "sealed-app", "--door", "iampass"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Now the database holds a secret sealed by that key: its absence is a lost key.

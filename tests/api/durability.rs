@@ -1,6 +1,7 @@
 //! Losing nothing: SIGKILL during a mixed write load, a hundred parallel writers, backup and
 //! restore under load.
 
+use gatehouse::core::apps::Door;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,8 +70,13 @@ struct Acked {
 async fn sigkill_during_a_mixed_write_load_loses_no_answered_write() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let iqm_secret = cli_ok(d, &["app", "add", "iqm-client"]).split_whitespace().last().unwrap().to_string();
-    let mgmt_secret = cli_ok(d, &["app", "add", "mgmt-app"]).split_whitespace().last().unwrap().to_string();
+    let iqm_secret = cli_ok(d, &["app", "add", "iqm-client", "--door", "iqm", "--door", "oauth"])
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    let mgmt_secret =
+        cli_ok(d, &["app", "add", "mgmt-app", "--door", "iampass"]).split_whitespace().last().unwrap().to_string();
     let basic =
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("iqm-client:{iqm_secret}")));
     let port = free_port();
@@ -248,7 +254,7 @@ async fn sigkill_during_a_mixed_write_load_loses_no_answered_write() {
 #[actix_web::test]
 async fn a_hundred_parallel_writers_never_see_a_locked_database() {
     let app = spawn_app().await;
-    let secret = app.core.add_app("mgmt-app", None).unwrap().expose().to_string();
+    let secret = app.core.add_app("mgmt-app", None, &[Door::Iampass]).unwrap().expose().to_string();
     let handles: Vec<_> = (0..100)
         .map(|i| {
             let (base, secret) = (app.base.clone(), secret.clone());
@@ -278,7 +284,11 @@ async fn a_hundred_parallel_writers_never_see_a_locked_database() {
 async fn backup_under_load_and_restore_into_a_stopped_directory() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let iqm_secret = cli_ok(d, &["app", "add", "iqm-client"]).split_whitespace().last().unwrap().to_string();
+    let iqm_secret = cli_ok(d, &["app", "add", "iqm-client", "--door", "iqm", "--door", "oauth"])
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
     let basic =
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("iqm-client:{iqm_secret}")));
     let port = free_port();

@@ -1,6 +1,7 @@
 //! IAMPASS Management API, as seed 001 and iampass-hmac.md show it, with requests signed by a
 //! signer written here from the document (not the server's code).
 
+use gatehouse::core::apps::Door;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,7 +77,7 @@ impl Iampass {
     }
 
     fn with(app: TestApp, id: &str) -> Iampass {
-        let secret = app.core.add_app(id, None).unwrap().expose().to_string();
+        let secret = app.core.add_app(id, None, &[Door::Iampass]).unwrap().expose().to_string();
         Iampass { app, id: id.into(), secret }
     }
 
@@ -250,7 +251,7 @@ async fn signature_failures_are_401_and_say_which_check_failed() {
     assert_eq!(ip.call_signed("GET", &target, None, &once).await.status, 200);
     assert_refused_401(&ip.call_signed("GET", &target, None, &once).await, "replayed nonce");
 
-    let other = ip.app.core.add_app("other-app", None).unwrap();
+    let other = ip.app.core.add_app("other-app", None, &[Door::Iampass]).unwrap();
     let mismatch = Signing::new("other-app", other.expose());
     assert_refused_401(
         &ip.call_signed("GET", &target, None, &mismatch).await,
@@ -414,7 +415,7 @@ async fn bodies_that_are_not_a_list_of_users_are_refused_and_change_nothing() {
 #[actix_web::test]
 async fn an_application_reaches_only_the_users_it_owns() {
     let a = Iampass::new().await;
-    let b_secret = a.app.core.add_app("b-app", None).unwrap().expose().to_string();
+    let b_secret = a.app.core.add_app("b-app", None, &[Door::Iampass]).unwrap().expose().to_string();
     let b = As { ip: &a, id: "b-app", secret: &b_secret };
 
     a.add("/management", &["alice"]).await;
@@ -587,4 +588,84 @@ async fn the_registration_page_works_in_a_real_browser() {
 
     browser.goto(&url).await;
     assert!(browser.wait_text("h1", "no longer works").await.contains("no longer works"));
+}
+
+/// An application's secret opens only the doors it was added for: an IQM front end's secret
+/// cannot sign IAMPASS calls, so it cannot get a registration link for a member, register a
+/// phone of its own and sign in as them with the device's API key (issue 24, item 3).
+#[actix_web::test]
+async fn an_applications_secret_opens_only_its_doors() {
+    let app = spawn_app().await;
+    let secret = app.core.add_app("front", None, &[Door::Iqm]).unwrap().expose().to_string();
+    app.add_user("al@example.com", "a long password", &["front"]);
+    let ip = Iampass { app, id: "front".into(), secret: secret.clone() };
+    let link = ip.call("GET", "/management/device_registration_link/front/al%40example.com", None).await;
+    assert_eq!((link.status, link.text.as_str()), (404, "Client Application front not found"));
+    let target = "/management/has_registered_mobile_device/front/al%40example.com";
+    assert_eq!(ip.call("GET", target, None).await.status, 404, "no IAMPASS call at all");
+    // The IQM door, its own, opens; the OAuth doors, not its own, do not.
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("front:{secret}")));
+    let body = json!({"email": "new@example.com", "password": "a long iqm password"}).to_string().into_bytes();
+    let a =
+        ip.app.send("POST", "/api/v3/ua/sign-up", &[("Authorization", &basic)], Some(("application/json", body))).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let form = b"token=whatever".to_vec();
+    let a = ip
+        .app
+        .send(
+            "POST",
+            "/oauth2/introspect",
+            &[("Authorization", &basic)],
+            Some(("application/x-www-form-urlencoded", form)),
+        )
+        .await;
+    assert_eq!((a.status, a.json["error"].as_str()), (401, Some("invalid_client")), "{}", a.text);
+
+    // Widened (by the CLI's `app doors`, in this process or another), the running server follows.
+    ip.app.core.set_app_doors("front", &[Door::Iqm, Door::Iampass]).unwrap();
+    assert_eq!(ip.call("GET", target, None).await.status, 200);
+    ip.app.core.set_app_doors("front", &[Door::Iqm]).unwrap();
+    assert_eq!(ip.call("GET", target, None).await.status, 404);
+}
+
+/// Applications that were there before doors keep the ones the store shows they were used
+/// through; one never used keeps all three.
+#[actix_web::test]
+async fn existing_applications_keep_the_doors_they_were_used_through() {
+    if crate::helpers::on_postgres() {
+        return; // The file is made with SQLite's own schema; PostgreSQL runs the same UPDATE.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let db = rusqlite::Connection::open(data.join("gatehouse.db")).unwrap();
+        let schema = include_str!("../../schema.sql");
+        // As the store reads it: a line `-- version N` opens block N. Blocks 1 to 10 only.
+        let mut blocks: Vec<(i64, String)> = Vec::new();
+        for line in schema.lines() {
+            match line.strip_prefix("-- version ").and_then(|n| n.trim().parse::<i64>().ok()) {
+                Some(n) => blocks.push((n, String::new())),
+                None => blocks.last_mut().into_iter().for_each(|(_, sql)| *sql += &format!("{line}\n")),
+            }
+        }
+        for (n, sql) in blocks.into_iter().filter(|(n, _)| *n <= 10) {
+            db.execute_batch(&sql).unwrap();
+            db.pragma_update(None, "user_version", n).unwrap();
+        }
+        db.execute_batch(
+            "INSERT INTO applications (id, builtin, created_at) VALUES ('signer', 0, 0), ('client', 0, 0), ('unused', 0, 0);
+             INSERT INTO nonces (app_id, nonce, expires_at) VALUES ('signer', 'n1', 0);
+             INSERT INTO audit (at, event, app_id, dialect) VALUES (0, 'login_ok', 'client', 'iqm');",
+        )
+        .unwrap();
+    }
+    let app = crate::helpers::spawn_app_in(tempfile::tempdir().unwrap(), &data, |_| {}).await;
+    let doors = |id: &str| -> String {
+        app.db().query_row("SELECT doors FROM applications WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(doors("signer"), "iampass,oauth");
+    assert_eq!(doors("client"), "iqm,oauth");
+    assert_eq!(doors("unused"), "iampass,iqm,oauth");
+    assert_eq!(doors("forepaas"), "", "the built-ins have no secret");
 }

@@ -1,5 +1,6 @@
 //! IQM user authentication (/api/v3/ua), as seed 003 and the field notes show it.
 
+use gatehouse::core::apps::Door;
 use std::time::Duration;
 
 use base64::Engine;
@@ -26,7 +27,7 @@ impl Iqm {
     }
 
     fn with(app: TestApp) -> Iqm {
-        let secret = app.core.add_app("iqm-client", None).unwrap().expose().to_string();
+        let secret = app.core.add_app("iqm-client", None, &[Door::Iqm, Door::Oauth]).unwrap().expose().to_string();
         Iqm { basic: basic_of("iqm-client", &secret), app, client: "iqm-client".into() }
     }
 
@@ -157,7 +158,7 @@ async fn sign_up_refusals_are_403_and_create_nothing() {
 async fn client_credentials_are_required_and_checked() {
     let iqm = Iqm::new().await;
     let body = json!({"email": "c@iqm.com", "password": PASSWORD});
-    let other = iqm.app.core.add_app("other-client", None).unwrap();
+    let other = iqm.app.core.add_app("other-client", None, &[Door::Iqm, Door::Oauth]).unwrap();
     for auth in [
         None,
         Some("Bearer abc".to_string()),
@@ -331,7 +332,7 @@ async fn refresh_rotates_and_answers_the_bare_token_object() {
         .await;
     assert_eq!(b.status, 200, "{}", b.text);
     let third = b.json["refresh_token"].as_str().unwrap().to_string();
-    let other = iqm.app.core.add_app("other-client", None).unwrap();
+    let other = iqm.app.core.add_app("other-client", None, &[Door::Iqm, Door::Oauth]).unwrap();
     let c = iqm
         .post(
             "/api/v3/ua/oauth/token",
@@ -515,7 +516,7 @@ async fn a_signed_up_user_reaches_nothing_else_until_granted_then_with_the_same_
         Some(("application/json", json!({"username": "user1@iqm.com", "password": PASSWORD}).to_string().into_bytes()));
     assert_eq!(iqm.app.post_json("/iam/login", &iam).await.status, 403);
     assert_eq!(iqm.app.send("POST", "/cms/iap/auth/login", &[], cms.clone()).await.status, 403);
-    let other = iqm.app.core.add_app("other-client", None).unwrap();
+    let other = iqm.app.core.add_app("other-client", None, &[Door::Iqm, Door::Oauth]).unwrap();
     let other_login = iqm
         .post(
             "/api/v3/ua/login",

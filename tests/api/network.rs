@@ -2,6 +2,7 @@
 //! end, more connections than it should hold, forwarding headers from anyone, HEAD on the pages.
 //! Raw sockets where awc would not send what an attacker sends.
 
+use gatehouse::core::apps::Door as AppDoor;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -165,8 +166,8 @@ fn doors(app: &TestApp, basic: &str, iampass_secret: &str, reset: &str) -> Vec<D
 /// IAMPASS application's secret, and a live password-reset link of mark's (its path).
 async fn setup(tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String, String, String) {
     let app = spawn_app_with(tweak).await;
-    let secret = app.core.add_app("iqm-client", None).unwrap();
-    let iampass = app.core.add_app("partner-app", None).unwrap().expose().to_string();
+    let secret = app.core.add_app("iqm-client", None, &[AppDoor::Iqm, AppDoor::Oauth]).unwrap();
+    let iampass = app.core.add_app("partner-app", None, &[AppDoor::Iampass]).unwrap().expose().to_string();
     app.add_user("mark@example.com", PASSWORD, &["forepaas", "cms", "iqm-client"]);
     let basic = format!(
         "Basic {}",
@@ -602,7 +603,7 @@ async fn an_ipv6_64_is_one_address_to_the_throttle() {
 #[actix_web::test]
 async fn head_on_the_pages_answers_like_get_without_a_body() {
     let (app, _, _, reset) = setup(|_| {}).await;
-    app.core.add_app("device-app", None).unwrap();
+    app.core.add_app("device-app", None, &[AppDoor::Iampass]).unwrap();
     app.add_user("dana@example.com", PASSWORD, &["device-app"]);
     let register = app.core.registration_link("device-app", "dana@example.com", None).unwrap();
     let register = register.trim_start_matches(&app.base).to_string();

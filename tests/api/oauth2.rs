@@ -3,6 +3,7 @@
 //! revoked, and checked as a proxy would.
 
 use base64::Engine;
+use gatehouse::core::apps::Door;
 use serde_json::{json, Value};
 
 use crate::helpers::{set_cookie, Answer, TestApp};
@@ -36,8 +37,9 @@ impl World {
         })
         .await;
         let app = &shop.app;
-        let gateway = basic("gateway", app.core.add_app("gateway", None).unwrap().expose());
-        let iqm_client = basic("iqm-client", app.core.add_app("iqm-client", None).unwrap().expose());
+        let gateway = basic("gateway", app.core.add_app("gateway", None, &[Door::Oauth]).unwrap().expose());
+        let iqm_client =
+            basic("iqm-client", app.core.add_app("iqm-client", None, &[Door::Iqm, Door::Oauth]).unwrap().expose());
         app.add_user("john", PASSWORD, &["forepaas", "cms"]);
         let a = app
             .post_json(

@@ -65,7 +65,7 @@ async fn even_rust_log_trace_for_every_crate_holds_no_secret() {
 async fn logs_hold_no_secret(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let app = gatehouse_cli(d, env, &["app", "add", "partner"], "");
+    let app = gatehouse_cli(d, env, &["app", "add", "partner", "--door", "iampass"], "");
     let app_secret = String::from_utf8(app.stdout).unwrap().split_whitespace().last().unwrap().to_string();
     let mut cli_stderr = String::from_utf8(app.stderr).unwrap();
     let out = gatehouse_cli(

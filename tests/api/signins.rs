@@ -4,6 +4,7 @@
 //! (its own P-256 key, and a software WebAuthn authenticator for `facial`). The page itself is
 //! driven in a real browser in `signins_browser`.
 
+use gatehouse::core::apps::Door;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -220,7 +221,7 @@ pub(crate) struct Shop {
 impl Shop {
     pub async fn new(tweak: impl FnOnce(&mut gatehouse::config::Config)) -> Shop {
         let app = spawn_app_with(tweak).await;
-        let secret = app.core.add_app("shop", None).unwrap().expose().to_string();
+        let secret = app.core.add_app("shop", None, &[Door::Iampass]).unwrap().expose().to_string();
         let shop = Shop { app, secret };
         let a = shop
             .signed("POST", "/management/add_users/shop", Some(json!({"users": ["alice@example.com", "bob"]})))
@@ -406,7 +407,7 @@ async fn a_sign_in_not_started_says_why() {
 #[actix_web::test]
 async fn an_unknown_application_is_404_as_in_the_management_api() {
     let shop = Shop::new(|_| {}).await;
-    shop.app.core.add_app("other", None).unwrap();
+    shop.app.core.add_app("other", None, &[Door::Iampass]).unwrap();
     // Signed by `shop` for the path's `ghost`: refused before anything is looked up.
     let a = shop.signed("POST", "/authentication/authenticate_user/ghost/alice", None).await;
     assert_eq!(a.status, 401);

@@ -3,6 +3,7 @@
 //! each dialect's own envelope and with nothing created; two spellings of one name (NFC and NFD)
 //! are one user; what a user typed is escaped in `gatehouse audit`.
 
+use gatehouse::core::apps::Door;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -38,7 +39,7 @@ fn assert_iampass_refusal(a: &Answer, reason: &str) {
 #[actix_web::test]
 async fn iampass_refuses_control_and_bidi_characters_in_user_ids_and_display_names() {
     let app = spawn_app().await;
-    let secret = app.core.add_app("partner", None).unwrap().expose().to_string();
+    let secret = app.core.add_app("partner", None, &[Door::Iampass]).unwrap().expose().to_string();
     let call = |method: &'static str, target: String, body: Option<Value>| {
         let (app, secret) = (&app, secret.clone());
         async move { iampass(app, "partner", &secret, method, &target, body).await }
@@ -77,7 +78,7 @@ async fn iampass_refuses_control_and_bidi_characters_in_user_ids_and_display_nam
 #[actix_web::test]
 async fn a_device_name_with_a_bidi_override_is_refused_on_the_registration_page() {
     let app = spawn_app().await;
-    let secret = app.core.add_app("partner", None).unwrap().expose().to_string();
+    let secret = app.core.add_app("partner", None, &[Door::Iampass]).unwrap().expose().to_string();
     let a = iampass(&app, "partner", &secret, "POST", "/add_users/partner", Some(json!({"users": ["ann"]}))).await;
     assert_eq!(a.status, 201, "{}", a.text);
     let a = iampass(&app, "partner", &secret, "GET", "/device_registration_link/partner/ann", None).await;
@@ -102,7 +103,8 @@ fn basic_of(id: &str, secret: &str) -> String {
 #[actix_web::test]
 async fn iqm_sign_up_refuses_bidi_and_one_email_in_two_spellings_is_one_user() {
     let app = spawn_app().await;
-    let basic = basic_of("iqm-client", app.core.add_app("iqm-client", None).unwrap().expose());
+    let basic =
+        basic_of("iqm-client", app.core.add_app("iqm-client", None, &[Door::Iqm, Door::Oauth]).unwrap().expose());
     let post = |path: &'static str, body: Value| {
         let (app, basic) = (&app, basic.clone());
         async move {
@@ -230,7 +232,7 @@ fn the_command_line_refuses_control_and_bidi_characters_and_one_spelling_is_one_
     fails(&["user", "add", "--no-password", "bob", "--last-name", "\u{2066}Doe"], &format!("last name: {REFUSED}"));
     fails(&["user", "add", "--no-password", "bob", "--civility", "M.\u{200e}"], &format!("civility: {REFUSED}"));
     fails(&["user", "add", "--no-password", "bob", "--email", "bob\u{202e}@example.com"], &format!("email: {REFUSED}"));
-    fails(&["app", "add", "app\u{202e}"], "application id");
+    fails(&["app", "add", "app\u{202e}", "--door", "iampass"], "application id");
     let list = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
     assert_eq!(list.lines().count(), 1, "nothing was added: {list}");
 
@@ -293,7 +295,8 @@ const INVISIBLE: [&str; 8] = [
 #[actix_web::test]
 async fn iqm_sign_up_refuses_an_invisible_second_spelling_of_a_login() {
     let app = spawn_app().await;
-    let basic = basic_of("iqm-client", app.core.add_app("iqm-client", None).unwrap().expose());
+    let basic =
+        basic_of("iqm-client", app.core.add_app("iqm-client", None, &[Door::Iqm, Door::Oauth]).unwrap().expose());
     let post = |path: &'static str, body: Value| {
         let (app, basic) = (&app, basic.clone());
         async move {

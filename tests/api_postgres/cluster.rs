@@ -2,6 +2,7 @@
 //! what guards security (nonces, the throttle, refresh rotation) holds across nodes.
 
 use base64::Engine;
+use gatehouse::core::apps::Door;
 use serde_json::{json, Value};
 
 use crate::helpers::{gatehouse_cli, spawn_app_in, Answer, TestApp};
@@ -69,7 +70,7 @@ async fn a_token_issued_on_one_node_checks_on_every_other_at_once() {
 #[actix_web::test]
 async fn a_nonce_spent_on_one_node_is_refused_on_another() {
     let Some(nodes) = nodes(2, |_| {}).await else { return };
-    let secret = nodes[0].core.add_app("partner-app", None).unwrap().expose().to_string();
+    let secret = nodes[0].core.add_app("partner-app", None, &[Door::Iampass]).unwrap().expose().to_string();
     let nonce = fresh_nonce();
     let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
     let target = "/management/has_registered_mobile_device/partner-app/nobody";
@@ -110,7 +111,7 @@ async fn failures_spread_over_three_nodes_lock_the_account_as_on_one() {
 #[actix_web::test]
 async fn two_nodes_racing_on_one_refresh_token_have_one_winner_and_the_family_dies() {
     let Some(nodes) = nodes(2, |_| {}).await else { return };
-    let secret = nodes[0].core.add_app("iqm-client", None).unwrap().expose().to_string();
+    let secret = nodes[0].core.add_app("iqm-client", None, &[Door::Iqm, Door::Oauth]).unwrap().expose().to_string();
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("iqm-client:{secret}")));
     let body = json!({"email": "cy@iqm.com", "password": "correct horse battery"});
     let up = nodes[1]
@@ -157,7 +158,7 @@ async fn migrate_store_moves_a_single_box_into_postgres_and_everyone_signs_in_as
     let out =
         gatehouse_cli(dir.path(), &sqlite_env, &["user", "add", "dee", "--password-stdin"], "correct horse battery\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = gatehouse_cli(dir.path(), &sqlite_env, &["app", "add", "partner-app"], "");
+    let out = gatehouse_cli(dir.path(), &sqlite_env, &["app", "add", "partner-app", "--door", "iampass"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let secret = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_string();
 

@@ -2,6 +2,7 @@
 //! there afterwards, the nodes that live keep answering, and during a gap of the database they
 //! answer 503 (never 500) and recover by themselves.
 
+use gatehouse::core::apps::Door;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -253,8 +254,8 @@ async fn app_nodes(n: usize, url: &str) -> (Vec<TestApp>, Creds) {
         c.store.postgres_connect_timeout = gatehouse::config::Seconds::secs(1);
     })
     .await;
-    let iqm = nodes[0].core.add_app("iqm-client", None).unwrap().expose().to_string();
-    let app_secret = nodes[0].core.add_app("partner-app", None).unwrap().expose().to_string();
+    let iqm = nodes[0].core.add_app("iqm-client", None, &[Door::Iqm, Door::Oauth]).unwrap().expose().to_string();
+    let app_secret = nodes[0].core.add_app("partner-app", None, &[Door::Iampass]).unwrap().expose().to_string();
     nodes[0].add_user("loader", PASSWORD, &["forepaas"]);
     (nodes, Creds { iqm_basic: basic("iqm-client", &iqm), app: "partner-app".into(), app_secret })
 }
