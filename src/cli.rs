@@ -144,6 +144,7 @@ enum AppCommand {
     /// Set the doors an application's secret opens (replacing the ones it had); a running
     /// server follows at once
     Doors {
+        /// The application id
         id: String,
         /// A door the secret opens (repeat for several): iampass, iqm, oauth
         #[arg(long = "door", value_name = "DOOR", required = true)]

@@ -196,6 +196,12 @@ impl Core {
     /// login that exists outside the application stops the whole call.
     pub fn add_app_users(&self, caller: &Caller, app_id: &str, logins: &[String]) -> Result<AddedUsers, Error> {
         let logins = clean_logins(logins)?;
+        if logins.iter().any(|l| super::text::is_compatibility_form(l)) {
+            return Err(Error::invalid(
+                "users",
+                "a user must not use full-width, ligature or other compatibility forms of letters",
+            ));
+        }
         let now = now_ms();
         let added = self.store.write(|tx| {
             let mut added = AddedUsers::default();

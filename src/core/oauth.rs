@@ -11,7 +11,6 @@ use super::audit::audit_in;
 use super::crypto::{ct_eq, random_bytes, Secret};
 use super::guard::Caller;
 use super::sessions::{digest, TokenKind};
-use super::users::clean_email;
 use super::{now_ms, Core, Error, User};
 use crate::store::{tokens, users};
 
@@ -80,7 +79,7 @@ impl Core {
     /// Creates a user (login = email) in a new workspace, a member of `client_id` only, and signs
     /// them in. One of any number of concurrent sign-ups of one email succeeds.
     pub fn sign_up(&self, caller: &Caller, client_id: &str, email: &str, password: &Secret) -> Result<Grant, Error> {
-        let email = clean_email(email)?;
+        let email = super::users::new_login("email", email)?;
         let email = email.as_str();
         self.check_password_policy(password)?;
         if self.store.with(|c| users::by_login(c, email))?.is_some() {

@@ -101,6 +101,16 @@ pub fn fold(value: &str) -> String {
     nfc(&nfc(value).to_lowercase())
 }
 
+/// True when NFKC would change `value` (after NFC): full-width or half-width forms, ligatures,
+/// superscripts, circled letters and the like, each of which prints like another text without
+/// being it. Logins compare under NFC and case (`fold`), not NFKC: a new login or email in such a
+/// form is refused instead (`users::new_login`), so no second spelling of a login can be made,
+/// and none already stored changes its key.
+pub fn is_compatibility_form(value: &str) -> bool {
+    let value = nfc(value);
+    value.nfkc().ne(value.chars())
+}
+
 /// `text` with every forbidden character made visible: `\n`, `\r`, `\t`, and `\u{..}` for the
 /// rest (ESC is `\u{1b}`, RIGHT-TO-LEFT OVERRIDE `\u{202e}`). Borrowed when there is none.
 pub fn escape(text: &str) -> Cow<'_, str> {

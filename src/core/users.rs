@@ -33,6 +33,19 @@ pub fn clean_login(login: &str) -> Result<String, Error> {
     Ok(login)
 }
 
+/// The login of a user being made: [`clean_login`], and no compatibility form
+/// (`text::is_compatibility_form`: `ｖｉｃｔｉｍ` beside `victim`, `ﬁ` beside `fi`).
+pub fn new_login(field: &str, login: &str) -> Result<String, Error> {
+    let login = if field == "email" { clean_email(login)? } else { clean_login(login)? };
+    if text::is_compatibility_form(&login) {
+        return Err(Error::invalid(
+            field,
+            "must not use full-width, ligature or other compatibility forms of letters; type the plain ones",
+        ));
+    }
+    Ok(login)
+}
+
 /// An email address as typed, clean (`text::clean`) and of the form local@domain.tld.
 pub fn clean_email(email: &str) -> Result<String, Error> {
     let email = text::clean("email", email)?;
@@ -84,7 +97,7 @@ impl Core {
     /// Adds a user and makes them a member of `apps`, all or nothing.
     pub fn add_user(&self, new: NewUser) -> Result<User, Error> {
         let new = NewUser {
-            login: clean_login(&new.login)?,
+            login: new_login("login", &new.login)?,
             email: new.email.as_deref().map(clean_email).transpose()?,
             first_name: clean_name("first name", &new.first_name)?,
             last_name: clean_name("last name", &new.last_name)?,

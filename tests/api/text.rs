@@ -319,6 +319,10 @@ async fn iqm_sign_up_refuses_an_invisible_second_spelling_of_a_login() {
         assert_eq!(a.status, 403, "{email:?}, looked up: {}", a.text);
         assert_eq!(a.json["errorObjects"][0]["error"], json!("Invalid email"), "{email:?}");
     }
+    let full_width = "\u{ff56}\u{ff49}\u{ff43}\u{ff54}\u{ff49}\u{ff4d}@x.io";
+    let a = post("/api/v3/ua/sign-up", json!({"email": full_width, "password": PASSWORD})).await;
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert_eq!(a.json["errorObjects"][0]["error"], json!("Invalid email"), "{}", a.text);
     assert_eq!(app.count("SELECT count(*) FROM users"), 1, "only victim@x.io");
 }
 
@@ -337,6 +341,14 @@ fn the_command_line_refuses_invisible_characters_in_a_login() {
     }
     let out = run(&["user", "add", "--no-password", "\u{3164}"]);
     assert_eq!(out.status.code(), Some(1), "a login that looks blank");
+    // Compatibility forms print like the plain letters without being them: refused for a new
+    // login (logins compare under NFC and case, not NFKC; see text::is_compatibility_form).
+    for lookalike in ["\u{ff56}\u{ff49}\u{ff43}\u{ff54}\u{ff49}\u{ff4d}", "\u{fb01}nance", "victim\u{b2}"] {
+        let out = run(&["user", "add", "--no-password", lookalike]);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{lookalike:?} was added: {err}");
+        assert!(err.contains("compatibility forms"), "{err}");
+    }
     let list = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
     assert_eq!(list.lines().count(), 1, "nothing was added: {list}");
 }
