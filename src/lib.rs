@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod dialect;
+pub mod process;
 pub mod store;
 pub mod web;
 
@@ -57,7 +58,7 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
             .configure(routes)
     })
     .workers(workers)
-    // Signals are handled by `web::signals`: SIGTERM and SIGINT stop gracefully (the requests under
+    // Signals are handled by `process::signals`: SIGTERM and SIGINT stop gracefully (the requests under
     // way get this long to finish), SIGHUP reloads the certificate and never stops the server.
     .disable_signals()
     .shutdown_timeout(core.config.http.shutdown_timeout.0.as_secs())
@@ -78,10 +79,10 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
         (server.listen(listener)?, None)
     };
     let server = server.run();
-    actix_web::rt::spawn(web::signals(server.handle(), certificate, Arc::clone(&core)));
+    actix_web::rt::spawn(process::signals(server.handle(), certificate, Arc::clone(&core)));
     core::mail::start_sender(&core.outbox, &core.config.mail);
-    actix_web::rt::spawn(web::toucher(Arc::clone(&core)));
-    actix_web::rt::spawn(web::reaper(core));
+    actix_web::rt::spawn(process::toucher(Arc::clone(&core)));
+    actix_web::rt::spawn(process::reaper(core));
     actix_web::rt::spawn(web::metrics::upkeep(metrics_upkeep));
     Ok(server)
 }
