@@ -12,6 +12,31 @@ pub struct NewApiKey {
     pub expires_at: Option<i64>,
 }
 
+impl NewApiKey {
+    /// The one way an API key is made, by the operator (`add_api_key`) or a device's registration:
+    /// a public id of 128 random bits and a secret of 256, shown once. Drawn before the write that
+    /// stores it (`insert_in`), which may run more than once.
+    pub(crate) fn draw(expires_at: Option<i64>) -> NewApiKey {
+        NewApiKey { apikey: hex(&random_bytes::<16>()), secretkey: random_token(), expires_at }
+    }
+
+    /// Inside a write: the key's row, its secret as a SHA-256 digest only.
+    pub(crate) fn insert_in(&self, tx: &crate::store::Db, user_id: i64, app_id: &str, now: i64) -> Result<(), Error> {
+        apikeys::insert(
+            tx,
+            &ApiKeyRow {
+                id: self.apikey.clone(),
+                secret_digest: sha256(self.secretkey.expose().as_bytes()).to_vec(),
+                user_id,
+                app_id: app_id.to_string(),
+                created_at: now,
+                expires_at: self.expires_at,
+                revoked_at: None,
+            },
+        )
+    }
+}
+
 pub struct ApiKeyInfo {
     pub apikey: String,
     pub login: String,
@@ -25,10 +50,8 @@ impl Core {
     /// Creates an API key for a member of `app`. The secret is returned once and never stored.
     pub fn add_api_key(&self, login: &str, app: &str, lifetime_ms: Option<i64>) -> Result<NewApiKey, Error> {
         let user = self.user_by_login(login)?;
-        let apikey = hex(&random_bytes::<16>());
-        let secretkey = random_token();
         let now = now_ms();
-        let expires_at = lifetime_ms.map(|l| now.saturating_add(l));
+        let key = NewApiKey::draw(lifetime_ms.map(|l| now.saturating_add(l)));
         self.store.write(|tx| {
             if !crate::store::apps::exists(tx, app)? {
                 return Err(Error::UnknownApp(app.to_string()));
@@ -36,21 +59,10 @@ impl Core {
             if !users::is_member(tx, user.id, app)? {
                 return Err(Error::NotMember);
             }
-            apikeys::insert(
-                tx,
-                &ApiKeyRow {
-                    id: apikey.clone(),
-                    secret_digest: sha256(secretkey.expose().as_bytes()).to_vec(),
-                    user_id: user.id,
-                    app_id: app.to_string(),
-                    created_at: now,
-                    expires_at,
-                    revoked_at: None,
-                },
-            )
+            key.insert_in(tx, user.id, app, now)
         })?;
-        log::info!("API key {apikey} added for user {} on {app}", user.id);
-        Ok(NewApiKey { apikey, secretkey, expires_at })
+        log::info!("API key {} added for user {} on {app}", key.apikey, user.id);
+        Ok(key)
     }
 
     /// Revokes a key and every token issued through it.

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use super::apikeys::NewApiKey;
 use super::audit::audit_in;
-use super::crypto::{hex, random_bytes, random_token, sha256, Secret};
+use super::crypto::{sha256, Secret};
 use super::guard::Caller;
 use super::links::{self, Purpose};
 use super::users::{clean_login, clean_name};
 use super::{now_ms, Core, Error, User};
-use crate::store::apikeys::{self, ApiKeyRow};
+use crate::store::apikeys;
 use crate::store::{apps, devices, tokens, users};
 
 /// What `add_app_users` did.
@@ -402,31 +402,19 @@ impl Core {
             }
         }
         let now = now_ms();
-        let apikey = hex(&random_bytes::<16>());
-        let secretkey = random_token();
+        let key = NewApiKey::draw(None);
         let (app_id, user_id, device_id) = self.store.write(|tx| {
             let link = links::consume(tx, Purpose::Register, code, now)?;
             let app_id = link.app_id.ok_or(Error::Gone)?;
             if !users::is_member(tx, link.user_id, &app_id)? {
                 return Err(Error::Gone);
             }
-            apikeys::insert(
-                tx,
-                &ApiKeyRow {
-                    id: apikey.clone(),
-                    secret_digest: sha256(secretkey.expose().as_bytes()).to_vec(),
-                    user_id: link.user_id,
-                    app_id: app_id.clone(),
-                    created_at: now,
-                    expires_at: None,
-                    revoked_at: None,
-                },
-            )?;
+            key.insert_in(tx, link.user_id, &app_id, now)?;
             let device = devices::NewDevice {
                 user_id: link.user_id,
                 app_id: &app_id,
                 name: device_name.trim(),
-                api_key_id: &apikey,
+                api_key_id: &key.apikey,
                 public_key,
             };
             let device_id = devices::insert(tx, &device, now)?;
@@ -435,6 +423,6 @@ impl Core {
         let user = self.user_by_id(user_id)?;
         log::info!("application {app_id}: device {device_id} registered for user {user_id}");
         self.audit(caller, "device_registered", Some(&app_id), Some(&user), None);
-        Ok(Registered { app_id, login: user.login, device_id, key: NewApiKey { apikey, secretkey, expires_at: None } })
+        Ok(Registered { app_id, login: user.login, device_id, key })
     }
 }

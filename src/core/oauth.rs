@@ -123,32 +123,18 @@ impl Core {
     ) -> Result<Grant, Error> {
         // Cleaned as a login (any login may sign in here), not checked as an address.
         let email = super::text::clean("email", email)?;
-        self.throttled(caller, &email, || self.password_grant_unthrottled(caller, client_id, &email, password))
-    }
-
-    fn password_grant_unthrottled(
-        &self,
-        caller: &Caller,
-        client_id: &str,
-        email: &str,
-        password: &Secret,
-    ) -> Result<Grant, Error> {
-        let found = self.store.with(|c| users::by_login(c, email))?;
-        let verified = self.hasher.verify(password, found.as_ref().and_then(|(_, h)| h.as_deref()))?;
-        let user = match found {
-            Some((user, _)) if verified => user,
-            _ => return Err(Error::BadCredentials),
-        };
-        if user.blocked {
-            return Err(Error::Blocked);
-        }
-        let now = now_ms();
-        self.store.write(|tx| {
-            if !users::is_member(tx, user.id, client_id)? {
-                return Err(Error::NotMember);
+        self.with_password(caller, &email, password, Error::BadCredentials, |user| {
+            if user.blocked {
+                return Err(Error::Blocked);
             }
-            audit_in(tx, caller, "login_ok", Some(client_id), Some(&user), None)?;
-            self.issue_grant(tx, user.clone(), client_id, random_bytes::<16>(), now)
+            let now = now_ms();
+            self.store.write(|tx| {
+                if !users::is_member(tx, user.id, client_id)? {
+                    return Err(Error::NotMember);
+                }
+                audit_in(tx, caller, "login_ok", Some(client_id), Some(&user), None)?;
+                self.issue_grant(tx, user.clone(), client_id, random_bytes::<16>(), now)
+            })
         })
     }
 

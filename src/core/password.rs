@@ -38,6 +38,8 @@ pub struct Hasher {
     rejected: AtomicU64,
     /// A hash of a random password, verified for unknown accounts so timing tells nothing.
     dummy: String,
+    /// The configured parameters, which a stored hash is compared with (`is_current`).
+    params: Params,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -125,6 +127,7 @@ impl Hasher {
         for i in 0..workers.max(1) {
             let (rx, waiting) = (rx.clone(), waiting.clone());
             let mut worker = Worker { memory: Vec::new(), params: params.clone() };
+
             let spawned = std::thread::Builder::new().name(format!("gatehouse-argon2-{i}")).spawn(move || {
                 if lower {
                     lower_priority();
@@ -159,12 +162,12 @@ impl Hasher {
         }
         // The dummy is hashed here, on a buffer freed at once, so no worker holds memory until the
         // first sign-in.
-        let mut once = Worker { memory: Vec::new(), params };
+        let mut once = Worker { memory: Vec::new(), params: params.clone() };
         let dummy = once
             .hash(&Secret::new(super::crypto::hex(&random_bytes::<16>())))
             .map_err(|_| argon2::Error::AlgorithmInvalid)?;
         drop(once);
-        Ok(Hasher { jobs: tx, waiting, capacity: queue.max(1), rejected: AtomicU64::new(0), dummy })
+        Ok(Hasher { jobs: tx, waiting, capacity: queue.max(1), rejected: AtomicU64::new(0), dummy, params })
     }
 
     fn submit(&self, job: Job) -> Result<(), Error> {
@@ -201,6 +204,22 @@ impl Hasher {
         self.submit(Job::Verify { password: password.clone(), phc: phc.to_string(), reply })?;
         let ok = answer.recv().map_err(internal)??;
         Ok(ok && real)
+    }
+
+    /// True when `phc` is an Argon2id hash (version 0x13) under the configured parameters; false
+    /// for anything else (other costs, another algorithm, a string that does not parse), which
+    /// the next successful sign-in hashes again (`Core::with_password`).
+    pub fn is_current(&self, phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else { return false };
+        let same = |p: &Params| {
+            p.m_cost() == self.params.m_cost()
+                && p.t_cost() == self.params.t_cost()
+                && p.p_cost() == self.params.p_cost()
+                && p.output_len() == self.params.output_len()
+        };
+        hash.algorithm.as_str() == "argon2id"
+            && hash.version == Some(Version::V0x13 as u32)
+            && Params::try_from(&hash).is_ok_and(|p| same(&p))
     }
 
     /// Turns a sign-in away (`Busy`) while the queue is full, before any other work is done for
@@ -270,5 +289,19 @@ mod tests {
         let ok = results.iter().filter(|r| matches!(r, Ok(true))).count();
         assert!(busy > 0 && ok > 0 && busy + ok == 12, "{busy} busy, {ok} ok");
         assert_eq!(h.queue_stats().1, busy as u64);
+    }
+
+    #[test]
+    fn a_hash_is_current_only_under_the_configured_parameters() {
+        let h = hasher(1, 4);
+        let phc = h.hash(&Secret::new("a long password")).unwrap();
+        assert!(h.is_current(&phc), "{phc}");
+        let cheaper =
+            config::Argon2 { iterations: config::Argon2::default().iterations + 1, ..config::Argon2::default() };
+        let other = Hasher::new(&cheaper, 1, 4).unwrap();
+        assert!(!other.is_current(&phc), "other costs");
+        assert!(other.is_current(&other.hash(&Secret::new("x")).unwrap()));
+        assert!(!h.is_current("$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"));
+        assert!(!h.is_current("not a hash"));
     }
 }

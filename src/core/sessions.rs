@@ -212,25 +212,54 @@ impl Core {
         // The login as typed, in the form logins are stored in: another spelling finds the user,
         // counts against the same account, and a control character is refused before anything.
         let login = super::text::clean("login", login)?;
-        self.throttled(caller, &login, || self.login_password_unthrottled(caller, kind, app_id, &login, password))
+        self.with_password(caller, &login, password, Error::BadCredentials, |user| {
+            self.sign_in(caller, kind, user, app_id, None)
+        })
     }
 
-    fn login_password_unthrottled(
+    /// The one way a password is checked, for every door: under the throttle (`throttled`:
+    /// refused while the account or the address waits, a failure counted and audited, a success
+    /// clearing the account), the user looked up by login, a dummy hash verified for an unknown
+    /// account or one without a password so the time tells nothing, `wrong` answered for a wrong
+    /// password (BadCredentials, or WrongPassword where the caller proved who they are), the hash
+    /// made again when its parameters are not the configured ones, then `then` with the user:
+    /// what the door does with a verified user (blocked and non-member are its to tell, inside
+    /// the throttle, so only the holder of the right password learns them).
+    pub(crate) fn with_password<T>(
         &self,
         caller: &Caller,
-        kind: TokenKind,
-        app_id: &str,
         login: &str,
         password: &Secret,
-    ) -> Result<SignedIn, Error> {
-        let found = self.store.with(|c| users::by_login(c, login))?;
-        let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
-        let verified = self.hasher.verify(password, hash)?;
-        let user = match found {
-            Some((user, _)) if verified => user,
-            _ => return Err(Error::BadCredentials),
-        };
-        self.sign_in(caller, kind, user, app_id, None)
+        wrong: Error,
+        then: impl FnOnce(User) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.throttled(caller, login, || {
+            let found = self.store.with(|c| users::by_login(c, login))?;
+            let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
+            let verified = self.hasher.verify(password, hash)?;
+            let (user, hash) = match found {
+                Some((user, Some(hash))) if verified => (user, hash),
+                _ => return Err(wrong),
+            };
+            self.rehash_if_old(&user, password, &hash);
+            then(user)
+        })
+    }
+
+    /// After a successful verify: a hash under other parameters than the configured ones (made
+    /// before they changed, or imported) is replaced by one under them. A failure is logged and
+    /// the sign-in goes on: the old hash still verifies.
+    fn rehash_if_old(&self, user: &User, password: &Secret, hash: &str) {
+        if self.hasher.is_current(hash) {
+            return;
+        }
+        let replaced =
+            self.hasher.hash(password).and_then(|new| self.store.write(|tx| users::rehash(tx, user.id, hash, &new)));
+        match replaced {
+            Ok(true) => log::info!("user {}: password hashed again under the configured parameters", user.id),
+            Ok(false) => {}
+            Err(e) => log::warn!("user {}: the password was not hashed again: {e}", user.id),
+        }
     }
 
     /// Login with an API key. Without `app_id` the key's own application applies; with one, it must
@@ -384,13 +413,7 @@ impl Core {
         new: &Secret,
     ) -> Result<(), Error> {
         let info = self.check_token(kind, token, app_id)?;
-        self.throttled(caller, &info.user.login, || {
-            let hash = self.store.with(|c| users::by_login(c, &info.user.login))?.and_then(|(_, h)| h);
-            if !self.hasher.verify(old, hash.as_deref())? {
-                return Err(Error::WrongPassword);
-            }
-            Ok(())
-        })?;
+        self.with_password(caller, &info.user.login, old, Error::WrongPassword, |_| Ok(()))?;
         self.replace_password(&info.user, new, Some(&digest(token)))?;
         self.audit(caller, "password_changed", Some(&info.app_id), Some(&info.user), None);
         Ok(())

@@ -118,6 +118,15 @@ pub fn set_password(conn: &Db, id: i64, hash: &str, expires_at: Option<i64>, now
     Ok(())
 }
 
+/// Replaces a password's hash by one of the same password under other parameters, if it is still
+/// `old` (nothing else changes: not when the password was set, nor its expiry); false when another
+/// write changed it first.
+pub fn rehash(conn: &Db, id: i64, old: &str, new: &str) -> Result<bool, Error> {
+    let n =
+        conn.execute("UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2", args![id, old, new])?;
+    Ok(n == 1)
+}
+
 /// When the password of the user who signs in as `account` was last set (every dialect signs in
 /// by login; IQM's "email" is the login).
 pub fn password_set_at(conn: &Db, account: &str) -> Result<Option<i64>, Error> {

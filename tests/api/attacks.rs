@@ -438,3 +438,30 @@ async fn garbage_in_every_parser_gets_a_4xx_and_changes_nothing() {
         "nothing changed"
     );
 }
+
+/// A hash made under other parameters (before `[argon2]` changed, or imported) is made again
+/// under the configured ones at the next sign-in, through the one password path, and nothing
+/// else of the user changes (issue 26).
+#[actix_web::test]
+async fn a_password_hashed_under_old_parameters_is_hashed_again_at_sign_in() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_user("mark@example.com", PASSWORD, &["forepaas"]);
+    let t = gatehouse::config::Config::default().argon2.iterations;
+    let under = |app: &TestApp, t: u32| {
+        app.count(&format!(
+            "SELECT count(*) FROM users WHERE login = 'mark@example.com' AND password_hash LIKE '%,t={t},%'"
+        ))
+    };
+    assert_eq!(under(&app, t), 1);
+    let set_at = app.count("SELECT coalesce(password_set_at, -1) FROM users WHERE login = 'mark@example.com'");
+    // A second server on the same data directory, with the parameters changed.
+    let data = app.core.config.data_dir.clone();
+    let app = crate::helpers::spawn_app_in(tempfile::tempdir().unwrap(), &data, |c| c.argon2.iterations = t + 1).await;
+    assert_eq!(iam(&app, "mark@example.com", "wrong").await.status, 401);
+    assert_eq!(under(&app, t), 1, "a wrong password changes nothing");
+    assert_eq!(iam(&app, "mark@example.com", PASSWORD).await.status, 200);
+    assert_eq!(under(&app, t + 1), 1, "hashed again under the configured parameters");
+    assert_eq!(iam(&app, "mark@example.com", PASSWORD).await.status, 200, "and it verifies");
+    let still = app.count("SELECT coalesce(password_set_at, -1) FROM users WHERE login = 'mark@example.com'");
+    assert_eq!(still, set_at, "the password was not set: the throttle and expiry see no change");
+}

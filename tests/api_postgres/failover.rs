@@ -308,7 +308,8 @@ async fn killing_a_node_mid_load_loses_no_answered_write_and_the_others_go_on() 
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     std::fs::create_dir_all(&first).unwrap();
     let secret_of = |id: &str| {
-        let out = gatehouse_cli(&first, &env, &["app", "add", id], "");
+        let door = if id.starts_with("iqm") { "iqm" } else { "iampass" };
+        let out = gatehouse_cli(&first, &env, &["app", "add", id, "--door", door], "");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_string()
     };
