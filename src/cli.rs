@@ -189,35 +189,7 @@ enum UserType {
 #[derive(Subcommand)]
 enum UserCommand {
     /// Add a user (a member of forepaas and cms unless --app is given)
-    Add {
-        /// The login the user signs in with (an email for IQM)
-        login: String,
-        /// Read the password from the first line of standard input
-        #[arg(long, conflicts_with = "no_password")]
-        password_stdin: bool,
-        /// Add the user without a password (one who signs in only with a device or API key,
-        /// or sets one by a reset link)
-        #[arg(long)]
-        no_password: bool,
-        /// The user's email address (reset links go there)
-        #[arg(long)]
-        email: Option<String>,
-        /// First name
-        #[arg(long, default_value = "")]
-        first_name: String,
-        /// Last name
-        #[arg(long, default_value = "")]
-        last_name: String,
-        /// e.g. "M." or "Mme"
-        #[arg(long, default_value = "")]
-        civility: String,
-        /// The user's type, as the ForePaaS and CMS user objects say it
-        #[arg(long = "type", value_enum, default_value = "USER", ignore_case = true)]
-        user_type: UserType,
-        /// Make the user a member of this application (repeatable)
-        #[arg(long = "app", value_name = "ID")]
-        apps: Vec<String>,
-    },
+    Add(UserAdd),
     /// Make a user a member of an application
     Grant {
         /// The user's login
@@ -257,6 +229,38 @@ enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+}
+
+// `user add`'s arguments (its help is the variant's, above).
+#[derive(clap::Args)]
+struct UserAdd {
+    /// The login the user signs in with (an email for IQM)
+    login: String,
+    /// Read the password from the first line of standard input
+    #[arg(long, conflicts_with = "no_password")]
+    password_stdin: bool,
+    /// Add the user without a password (one who signs in only with a device or API key,
+    /// or sets one by a reset link)
+    #[arg(long)]
+    no_password: bool,
+    /// The user's email address (reset links go there)
+    #[arg(long)]
+    email: Option<String>,
+    /// First name
+    #[arg(long, default_value = "")]
+    first_name: String,
+    /// Last name
+    #[arg(long, default_value = "")]
+    last_name: String,
+    /// e.g. "M." or "Mme"
+    #[arg(long, default_value = "")]
+    civility: String,
+    /// The user's type, as the ForePaaS and CMS user objects say it
+    #[arg(long = "type", value_enum, default_value = "USER", ignore_case = true)]
+    user_type: UserType,
+    /// Make the user a member of this application (repeatable)
+    #[arg(long = "app", value_name = "ID")]
+    apps: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -299,10 +303,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Healthcheck { addr, timeout } = &command {
-        return healthcheck(&config, addr.as_deref(), *timeout);
+    // The healthcheck prints its one line and nothing else.
+    if !matches!(command, Command::Healthcheck { .. }) {
+        init_logging(&config, matches!(command, Command::Serve { .. }));
     }
-    init_logging(&config, matches!(command, Command::Serve { .. }));
     match run(config, command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -326,20 +330,6 @@ fn with_flags(mut config: Config, command: &Command) -> Result<Config, String> {
             .map_err(|e| e.to_string().replace("key `listen`", "--listen").replace("key `data_dir`", "--data"))?;
     }
     Ok(config)
-}
-
-/// GET /healthz on the server's address: 0 when it answers 200 within `timeout` seconds, else 1
-/// with the reason on standard error. Plain HTTP, or TLS when `[tls]` is on (the certificate
-/// must be the one configured: it is this box's own server).
-fn healthcheck(config: &Config, addr: Option<&str>, timeout: u64) -> ExitCode {
-    let addr = addr.unwrap_or(&config.listen);
-    match crate::web::healthcheck::probe(config, addr, std::time::Duration::from_secs(timeout.max(1))) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gatehouse: unhealthy: {}", escape(&e));
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// `log_level` applies to gatehouse's own lines; other crates print at most info. `RUST_LOG`, when
@@ -406,160 +396,266 @@ fn backup_key(config: &Config, doing: &str, otherwise: &str) -> Result<crate::co
     crate::core::crypto::MasterKey::load(&path).map_err(|e| e.to_string())
 }
 
+/// One command: those that need no Core (the healthcheck, backup and restore, argon2-bench,
+/// migrate-store) on the configuration alone, the others on a Core opened for them.
 fn run(config: Config, command: Command) -> Result<(), String> {
-    if config.store.backend == "postgres" && matches!(command, Command::Backup { .. } | Command::Restore { .. }) {
+    match command {
+        Command::Healthcheck { addr, timeout } => healthcheck(&config, addr.as_deref(), timeout),
+        Command::Backup { file } => backup(&config, &file),
+        Command::Restore { file, unsealed } => restore(&config, &file, unsealed),
+        Command::Argon2Bench { rounds } => argon2_bench(&config, rounds),
+        Command::MigrateStore { from, to, sqlite_file } => migrate_store(&config, from, to, sqlite_file),
+        Command::Serve { .. } => serve(config),
+        Command::App(cmd) => app(&open(config)?, cmd),
+        Command::User(cmd) => user(&open(config)?, cmd),
+        Command::Apikey(cmd) => apikey(&open(config)?, cmd),
+        Command::Audit { since, user } => audit(&open(config)?, since, user),
+    }
+}
+
+fn open(config: Config) -> Result<Core, String> {
+    Core::open(config).map_err(|e| e.to_string())
+}
+
+/// A core error as the command line says it.
+fn said(e: crate::core::Error) -> String {
+    e.to_string()
+}
+
+/// GET /healthz on the server's address: fine when it answers 200 within `timeout` seconds, else
+/// the reason. Plain HTTP, or TLS when `[tls]` is on (the certificate must be the one configured:
+/// it is this box's own server).
+fn healthcheck(config: &Config, addr: Option<&str>, timeout: u64) -> Result<(), String> {
+    let addr = addr.unwrap_or(&config.listen);
+    crate::web::healthcheck::probe(config, addr, std::time::Duration::from_secs(timeout.max(1)))
+        .map_err(|e| format!("unhealthy: {e}"))
+}
+
+/// Backup and restore copy the SQLite file: PostgreSQL has its own.
+fn sqlite_only(config: &Config) -> Result<(), String> {
+    if config.store.backend == "postgres" {
         return Err("backup and restore copy the SQLite file; with store.backend = \"postgres\", use \
                     PostgreSQL's own (pg_dump, pg_basebackup, a standby)"
             .into());
     }
-    match &command {
-        Command::MigrateStore { from, to, sqlite_file } => {
-            if (*from, *to) != (Backend::Sqlite, Backend::Postgres) {
-                return Err("migrate-store copies --from sqlite --to postgres".into());
-            }
-            let file = sqlite_file.clone().unwrap_or_else(|| config.db_path());
-            let copied = crate::store::migrate::sqlite_to_postgres(&config, &file)?;
-            let counts: Vec<String> = copied.iter().map(|(t, n)| format!("{n} {t}")).collect();
-            println!("copied {} into PostgreSQL: {}", file.display(), counts.join(", "));
-            println!("give every node the master key {} with it", config.master_key_path().display());
-            return Ok(());
-        }
-        Command::Backup { file } => {
-            // Nothing to back up is said first (packaging/debian/preinst goes on then).
-            if !config.db_path().is_file() {
-                return Err(format!("no database at {}", config.db_path().display()));
-            }
-            let key = backup_key(
-                &config,
-                "backup seals the copy",
-                "put the master key of this database there (master_key_file names where it is)",
-            )?;
-            let users = crate::store::backup::backup(&config, file, &key)?;
-            println!(
-                "backup written to {} ({users} users), sealed in {}; keep {} with it, separately",
-                file.display(),
-                crate::store::backup::mac_path(file).display(),
-                config.master_key_path().display()
-            );
-            return Ok(());
-        }
-        Command::Argon2Bench { rounds } => {
-            let hasher = crate::core::password::Hasher::new(&config.argon2, 1, 1).map_err(|e| e.to_string())?;
-            let password = Secret::new("bench password");
-            let phc = hasher.hash(&password).map_err(|e| e.to_string())?;
-            let start = std::time::Instant::now();
-            for _ in 0..*rounds {
-                hasher.verify(&password, Some(&phc)).map_err(|e| e.to_string())?;
-            }
-            let per = start.elapsed().as_secs_f64() / f64::from((*rounds).max(1));
-            let cores = config.hash_workers();
-            // The same verifies on every worker at once: what the cores really give together
-            // (they share caches and memory bandwidth, so usually less than cores / verify time).
-            let all = crate::core::password::Hasher::new(&config.argon2, cores, cores).map_err(|e| e.to_string())?;
-            let start = std::time::Instant::now();
-            let failed = std::thread::scope(|s| {
-                let runs: Vec<_> = (0..cores)
-                    .map(|_| s.spawn(|| (0..*rounds).all(|_| all.verify(&password, Some(&phc)).is_ok_and(|ok| ok))))
-                    .collect();
-                runs.into_iter().any(|r| !r.join().unwrap_or(false))
-            });
-            if failed {
-                return Err("argon2-bench: a verify failed".into());
-            }
-            let parallel = (cores as f64 * f64::from(*rounds)) / start.elapsed().as_secs_f64();
-            println!(
-                "{{\"verify_ms\": {:.3}, \"workers\": {cores}, \"limit_per_s\": {:.1}, \"parallel_per_s\": {:.1}}}",
-                per * 1000.0,
-                cores as f64 / per,
-                parallel
-            );
-            return Ok(());
-        }
-        Command::Restore { file, unsealed } => {
-            let key = if *unsealed {
-                None
-            } else {
-                Some(backup_key(
-                    &config,
-                    "restore checks the backup's seal",
-                    "put the master key that goes with the backup there first (--unsealed takes a backup without \
-                     its seal, on its schema check alone)",
-                )?)
-            };
-            let users = crate::store::backup::restore(&config, file, key.as_ref())?;
-            println!("restored {} into {} ({users} users)", file.display(), config.db_path().display());
-            if !config.master_key_path().exists() {
-                println!(
-                    "put the master key that goes with this backup at {} before starting gatehouse",
-                    config.master_key_path().display()
-                );
-            }
-            return Ok(());
-        }
-        _ => {}
+    Ok(())
+}
+
+fn backup(config: &Config, file: &std::path::Path) -> Result<(), String> {
+    sqlite_only(config)?;
+    // Nothing to back up is said first (packaging/debian/preinst goes on then).
+    if !config.db_path().is_file() {
+        return Err(format!("no database at {}", config.db_path().display()));
     }
-    let lock = if matches!(command, Command::Serve { .. }) {
-        crate::store::ensure_dir(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-        Some(crate::store::backup::lock_data_dir(&config)?)
-    } else {
+    let key = backup_key(
+        config,
+        "backup seals the copy",
+        "put the master key of this database there (master_key_file names where it is)",
+    )?;
+    let users = crate::store::backup::backup(config, file, &key)?;
+    println!(
+        "backup written to {} ({users} users), sealed in {}; keep {} with it, separately",
+        file.display(),
+        crate::store::backup::mac_path(file).display(),
+        config.master_key_path().display()
+    );
+    Ok(())
+}
+
+fn restore(config: &Config, file: &std::path::Path, unsealed: bool) -> Result<(), String> {
+    sqlite_only(config)?;
+    let key = if unsealed {
         None
+    } else {
+        Some(backup_key(
+            config,
+            "restore checks the backup's seal",
+            "put the master key that goes with the backup there first (--unsealed takes a backup without \
+             its seal, on its schema check alone)",
+        )?)
     };
-    let core = Core::open(config).map_err(|e| e.to_string())?;
-    let e = |e: crate::core::Error| e.to_string();
-    match command {
-        Command::Healthcheck { .. } => Ok(()),
-        Command::Serve { .. } => {
-            let served = serve(core);
-            drop(lock);
-            served
+    let users = crate::store::backup::restore(config, file, key.as_ref())?;
+    println!("restored {} into {} ({users} users)", file.display(), config.db_path().display());
+    if !config.master_key_path().exists() {
+        println!(
+            "put the master key that goes with this backup at {} before starting gatehouse",
+            config.master_key_path().display()
+        );
+    }
+    Ok(())
+}
+
+/// Times `rounds` verifies on one worker, then on every worker at once; prints one JSON line.
+fn argon2_bench(config: &Config, rounds: u32) -> Result<(), String> {
+    use crate::core::password::Hasher;
+    let hasher = Hasher::new(&config.argon2, 1, 1).map_err(|e| e.to_string())?;
+    let password = Secret::new("bench password");
+    let phc = hasher.hash(&password).map_err(|e| e.to_string())?;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        hasher.verify(&password, Some(&phc)).map_err(|e| e.to_string())?;
+    }
+    let per = start.elapsed().as_secs_f64() / f64::from(rounds.max(1));
+    let cores = config.hash_workers();
+    // The same verifies on every worker at once: what the cores really give together
+    // (they share caches and memory bandwidth, so usually less than cores / verify time).
+    let all = Hasher::new(&config.argon2, cores, cores).map_err(|e| e.to_string())?;
+    let start = std::time::Instant::now();
+    let failed = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..cores)
+            .map(|_| s.spawn(|| (0..rounds).all(|_| all.verify(&password, Some(&phc)).is_ok_and(|ok| ok))))
+            .collect();
+        runs.into_iter().any(|r| !r.join().unwrap_or(false))
+    });
+    if failed {
+        return Err("argon2-bench: a verify failed".into());
+    }
+    let parallel = (cores as f64 * f64::from(rounds)) / start.elapsed().as_secs_f64();
+    println!(
+        "{{\"verify_ms\": {:.3}, \"workers\": {cores}, \"limit_per_s\": {:.1}, \"parallel_per_s\": {:.1}}}",
+        per * 1000.0,
+        cores as f64 / per,
+        parallel
+    );
+    Ok(())
+}
+
+fn migrate_store(config: &Config, from: Backend, to: Backend, sqlite_file: Option<PathBuf>) -> Result<(), String> {
+    if (from, to) != (Backend::Sqlite, Backend::Postgres) {
+        return Err("migrate-store copies --from sqlite --to postgres".into());
+    }
+    let file = sqlite_file.unwrap_or_else(|| config.db_path());
+    let copied = crate::store::migrate::sqlite_to_postgres(config, &file)?;
+    let counts: Vec<String> = copied.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    println!("copied {} into PostgreSQL: {}", file.display(), counts.join(", "));
+    println!("give every node the master key {} with it", config.master_key_path().display());
+    Ok(())
+}
+
+fn app(core: &Core, cmd: AppCommand) -> Result<(), String> {
+    match cmd {
+        AppCommand::Add { id, secret_stdin, allow_short_secret, doors } => {
+            add_app(core, &id, secret_stdin, allow_short_secret, &doors)
         }
-        Command::Backup { .. }
-        | Command::Restore { .. }
-        | Command::Argon2Bench { .. }
-        | Command::MigrateStore { .. } => Ok(()),
-        Command::App(AppCommand::Add { id, secret_stdin, allow_short_secret, doors }) => {
-            let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
-            if given.as_ref().is_some_and(|s| s.expose().len() < MIN_GIVEN_SECRET) && !allow_short_secret {
-                return Err(format!(
-                    "the secret must be at least {MIN_GIVEN_SECRET} bytes (a generated one is 32 random bytes); \
-                     --allow-short-secret takes a shorter one"
-                ));
-            }
-            let secret = core.add_app(&id, given, &doors_of(&doors)).map_err(e)?;
-            if secret_stdin {
-                println!("application {id} added");
-            } else {
-                println!("application {id} added; its secret, shown only now: {}", secret.expose());
-            }
+        AppCommand::Doors { id, doors } => {
+            core.set_app_doors(&id, &doors_of(&doors)).map_err(said)?;
+            let names: Vec<_> = doors_of(&doors).iter().map(|d| d.as_str()).collect();
+            println!("application {id} serves {}", names.join(","));
             Ok(())
         }
-        Command::App(AppCommand::Doors { id, doors }) => {
-            core.set_app_doors(&id, &doors_of(&doors)).map_err(e)?;
-            println!(
-                "application {id} serves {}",
-                doors_of(&doors).iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",")
-            );
-            Ok(())
-        }
-        Command::App(AppCommand::List) => {
+        AppCommand::List => {
             println!("{:<32} {:<8} {:<7} {:<8} DOORS", "ID", "BUILTIN", "SECRET", "MEMBERS");
-            for a in core.list_apps().map_err(e)? {
+            for a in core.list_apps().map_err(said)? {
                 let yn = |b: bool| if b { "yes" } else { "no" };
                 let doors = if a.doors.is_empty() { "-" } else { a.doors.as_str() };
                 println!("{:<32} {:<8} {:<7} {:<8} {doors}", a.id, yn(a.builtin), yn(a.has_secret), a.members);
             }
             Ok(())
         }
-        Command::User(cmd) => user(&core, cmd),
-        Command::Apikey(ApikeyCommand::Add { login, app, expires_in }) => {
+    }
+}
+
+fn add_app(core: &Core, id: &str, secret_stdin: bool, allow_short: bool, doors: &[DoorArg]) -> Result<(), String> {
+    let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
+    if given.as_ref().is_some_and(|s| s.expose().len() < MIN_GIVEN_SECRET) && !allow_short {
+        return Err(format!(
+            "the secret must be at least {MIN_GIVEN_SECRET} bytes (a generated one is 32 random bytes); \
+             --allow-short-secret takes a shorter one"
+        ));
+    }
+    let secret = core.add_app(id, given, &doors_of(doors)).map_err(said)?;
+    if secret_stdin {
+        println!("application {id} added");
+    } else {
+        println!("application {id} added; its secret, shown only now: {}", secret.expose());
+    }
+    Ok(())
+}
+
+fn user(core: &Core, cmd: UserCommand) -> Result<(), String> {
+    match cmd {
+        UserCommand::Add(new) => add_user(core, new)?,
+        UserCommand::Grant { login, app } => {
+            let added = core.grant(&login, &app).map_err(said)?;
+            println!("{login} {} a member of {app}", if added { "is now" } else { "was already" });
+        }
+        UserCommand::Revoke { login, app } => {
+            let was = core.revoke(&login, &app).map_err(said)?;
+            println!("{login} {} a member of {app}", if was { "is no longer" } else { "was not" });
+        }
+        UserCommand::Block { login } => {
+            core.set_blocked(&login, true).map_err(said)?;
+            println!("{login} blocked; their sessions are ended");
+        }
+        UserCommand::Unblock { login } => {
+            core.set_blocked(&login, false).map_err(said)?;
+            println!("{login} unblocked");
+        }
+        UserCommand::Delete { login } => {
+            let u = core.delete_user(&login).map_err(said)?;
+            println!("user {} deleted (id {}, never given again)", escape(&u.login), u.id);
+        }
+        UserCommand::List => list_users(core)?,
+        UserCommand::Passwd { login, password_stdin: _ } => {
+            let password = read_stdin_line("password")?;
+            core.set_password(&login, &password).map_err(said)?;
+            println!("password of {login} changed; their sessions are ended");
+        }
+    }
+    Ok(())
+}
+
+fn add_user(core: &Core, new: UserAdd) -> Result<(), String> {
+    if !new.password_stdin && !new.no_password {
+        return Err("give the password on standard input (--password-stdin), or add the user without one \
+                    (--no-password)"
+            .into());
+    }
+    let password = if new.password_stdin { Some(read_stdin_line("password")?) } else { None };
+    let apps = if new.apps.is_empty() { vec![APP_FOREPAAS.to_string(), APP_CMS.to_string()] } else { new.apps };
+    let user_type = match new.user_type {
+        UserType::Admin => "ADMIN",
+        UserType::Owner => "OWNER",
+        UserType::User => "USER",
+    };
+    let u = core
+        .add_user(NewUser {
+            login: new.login,
+            password,
+            email: new.email,
+            first_name: new.first_name,
+            last_name: new.last_name,
+            civility: new.civility,
+            user_type: user_type.into(),
+            apps: apps.clone(),
+        })
+        .map_err(said)?;
+    println!("user {} added (id {}, member of {})", u.login, u.id, apps.join(", "));
+    Ok(())
+}
+
+fn list_users(core: &Core) -> Result<(), String> {
+    println!("{:<6} {:<32} {:<6} {:<8} {:<32} APPS", "ID", "LOGIN", "TYPE", "BLOCKED", "EMAIL");
+    for (u, apps) in core.list_users().map_err(said)? {
+        // Rows stored before logins were clean text are printed escaped.
+        println!(
+            "{:<6} {:<32} {:<6} {:<8} {:<32} {}",
+            u.id,
+            escape(&u.login),
+            u.user_type,
+            if u.blocked { "yes" } else { "no" },
+            escape(u.email.as_deref().unwrap_or("-")),
+            apps.join(",")
+        );
+    }
+    Ok(())
+}
+
+fn apikey(core: &Core, cmd: ApikeyCommand) -> Result<(), String> {
+    match cmd {
+        ApikeyCommand::Add { login, app, expires_in } => {
             let lifetime = match expires_in {
-                Some(text) => {
-                    let d = humantime::parse_duration(&text).map_err(|err| format!("--expires-in {text:?}: {err}"))?;
-                    if d.is_zero() {
-                        return Err("--expires-in must be more than 0".into());
-                    }
-                    Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                }
+                Some(text) => Some(lifetime_ms(&text)?),
                 None => None,
             };
             let key = core.add_api_key(&login, &app, lifetime).map_err(|err| match err {
@@ -567,147 +663,84 @@ fn run(config: Config, command: Command) -> Result<(), String> {
                 other => other.to_string(),
             })?;
             println!("{} {}", key.apikey, key.secretkey.expose());
-            Ok(())
         }
-        Command::Audit { since, user } => {
-            let since = match since {
-                Some(text) => {
-                    let d = humantime::parse_duration(&text).map_err(|err| format!("--since {text:?}: {err}"))?;
-                    crate::core::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                }
-                None => 0,
-            };
-            // What a client typed (a failed login, a client id) is printed escaped: one event is
-            // one line, and nothing in it drives the terminal.
-            for ev in core.audit_events(since, user.as_deref()).map_err(e)? {
-                let who = match (&ev.login, ev.user_id) {
-                    (Some(l), Some(id)) => format!("{} (id {id})", escape(l)),
-                    (Some(l), None) => escape(l).into_owned(),
-                    (None, Some(id)) => format!("id {id}"),
-                    (None, None) => "-".into(),
-                };
-                let field = |v: &Option<String>| escape(v.as_deref().unwrap_or("-")).into_owned();
-                println!(
-                    "{}  {:<18} user={}  app={}  client={}  dialect={}",
-                    iso8601(ev.at),
-                    escape(&ev.event),
-                    who,
-                    field(&ev.app_id),
-                    field(&ev.client),
-                    field(&ev.dialect)
-                );
-            }
-            Ok(())
-        }
-        Command::Apikey(ApikeyCommand::Revoke { apikey }) => {
-            core.revoke_api_key(&apikey).map_err(e)?;
+        ApikeyCommand::Revoke { apikey } => {
+            core.revoke_api_key(&apikey).map_err(said)?;
             println!("API key {apikey} revoked");
-            Ok(())
         }
-        Command::Apikey(ApikeyCommand::List) => {
-            println!("{:<32} {:<24} {:<16} {:<24} STATE", "APIKEY", "LOGIN", "APP", "EXPIRES");
-            for k in core.list_api_keys().map_err(e)? {
-                let expires = k.expires_at.map(iso8601).unwrap_or_else(|| "never".into());
-                let now = crate::core::now_ms();
-                let state = if k.revoked {
-                    "revoked"
-                } else if k.expires_at.is_some_and(|t| t <= now) {
-                    "expired"
-                } else {
-                    "live"
-                };
-                println!("{:<32} {:<24} {:<16} {:<24} {state}", k.apikey, escape(&k.login), k.app_id, expires);
-            }
-            Ok(())
-        }
-    }
-}
-
-fn user(core: &Core, cmd: UserCommand) -> Result<(), String> {
-    let e = |e: crate::core::Error| e.to_string();
-    match cmd {
-        UserCommand::Add {
-            login,
-            password_stdin,
-            no_password,
-            email,
-            first_name,
-            last_name,
-            civility,
-            user_type,
-            apps,
-        } => {
-            if !password_stdin && !no_password {
-                return Err("give the password on standard input (--password-stdin), or add the user without one \
-                     (--no-password)"
-                    .into());
-            }
-            let password = if password_stdin { Some(read_stdin_line("password")?) } else { None };
-            let apps = if apps.is_empty() { vec![APP_FOREPAAS.to_string(), APP_CMS.to_string()] } else { apps };
-            let user_type = match user_type {
-                UserType::Admin => "ADMIN",
-                UserType::Owner => "OWNER",
-                UserType::User => "USER",
-            };
-            let u = core
-                .add_user(NewUser {
-                    login,
-                    password,
-                    email,
-                    first_name,
-                    last_name,
-                    civility,
-                    user_type: user_type.into(),
-                    apps: apps.clone(),
-                })
-                .map_err(e)?;
-            println!("user {} added (id {}, member of {})", u.login, u.id, apps.join(", "));
-        }
-        UserCommand::Grant { login, app } => {
-            let added = core.grant(&login, &app).map_err(e)?;
-            println!("{login} {} a member of {app}", if added { "is now" } else { "was already" });
-        }
-        UserCommand::Revoke { login, app } => {
-            let was = core.revoke(&login, &app).map_err(e)?;
-            println!("{login} {} a member of {app}", if was { "is no longer" } else { "was not" });
-        }
-        UserCommand::Block { login } => {
-            core.set_blocked(&login, true).map_err(e)?;
-            println!("{login} blocked; their sessions are ended");
-        }
-        UserCommand::Unblock { login } => {
-            core.set_blocked(&login, false).map_err(e)?;
-            println!("{login} unblocked");
-        }
-        UserCommand::Delete { login } => {
-            let u = core.delete_user(&login).map_err(e)?;
-            println!("user {} deleted (id {}, never given again)", escape(&u.login), u.id);
-        }
-        UserCommand::List => {
-            println!("{:<6} {:<32} {:<6} {:<8} {:<32} APPS", "ID", "LOGIN", "TYPE", "BLOCKED", "EMAIL");
-            for (u, apps) in core.list_users().map_err(e)? {
-                // Rows stored before logins were clean text are printed escaped.
-                println!(
-                    "{:<6} {:<32} {:<6} {:<8} {:<32} {}",
-                    u.id,
-                    escape(&u.login),
-                    u.user_type,
-                    if u.blocked { "yes" } else { "no" },
-                    escape(u.email.as_deref().unwrap_or("-")),
-                    apps.join(",")
-                );
-            }
-        }
-        UserCommand::Passwd { login, password_stdin: _ } => {
-            let password = read_stdin_line("password")?;
-            core.set_password(&login, &password).map_err(e)?;
-            println!("password of {login} changed; their sessions are ended");
-        }
+        ApikeyCommand::List => list_api_keys(core)?,
     }
     Ok(())
 }
 
-fn serve(core: Core) -> Result<(), String> {
+/// `--expires-in`, in milliseconds.
+fn lifetime_ms(text: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(text).map_err(|err| format!("--expires-in {text:?}: {err}"))?;
+    if d.is_zero() {
+        return Err("--expires-in must be more than 0".into());
+    }
+    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn list_api_keys(core: &Core) -> Result<(), String> {
+    println!("{:<32} {:<24} {:<16} {:<24} STATE", "APIKEY", "LOGIN", "APP", "EXPIRES");
+    for k in core.list_api_keys().map_err(said)? {
+        let expires = k.expires_at.map(iso8601).unwrap_or_else(|| "never".into());
+        let now = crate::core::now_ms();
+        let state = if k.revoked {
+            "revoked"
+        } else if k.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else {
+            "live"
+        };
+        println!("{:<32} {:<24} {:<16} {:<24} {state}", k.apikey, escape(&k.login), k.app_id, expires);
+    }
+    Ok(())
+}
+
+fn audit(core: &Core, since: Option<String>, user: Option<String>) -> Result<(), String> {
+    let since = match since {
+        Some(text) => {
+            let d = humantime::parse_duration(&text).map_err(|err| format!("--since {text:?}: {err}"))?;
+            crate::core::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        }
+        None => 0,
+    };
+    // What a client typed (a failed login, a client id) is printed escaped: one event is
+    // one line, and nothing in it drives the terminal.
+    for ev in core.audit_events(since, user.as_deref()).map_err(said)? {
+        let who = match (&ev.login, ev.user_id) {
+            (Some(l), Some(id)) => format!("{} (id {id})", escape(l)),
+            (Some(l), None) => escape(l).into_owned(),
+            (None, Some(id)) => format!("id {id}"),
+            (None, None) => "-".into(),
+        };
+        let field = |v: &Option<String>| escape(v.as_deref().unwrap_or("-")).into_owned();
+        println!(
+            "{}  {:<18} user={}  app={}  client={}  dialect={}",
+            iso8601(ev.at),
+            escape(&ev.event),
+            who,
+            field(&ev.app_id),
+            field(&ev.client),
+            field(&ev.dialect)
+        );
+    }
+    Ok(())
+}
+
+/// Serves on a data directory of its own: locked against a second server (and a restore) while
+/// this one runs.
+fn serve(config: Config) -> Result<(), String> {
+    crate::store::ensure_dir(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let lock = crate::store::backup::lock_data_dir(&config)?;
+    let served = serve_core(open(config)?);
+    drop(lock);
+    served
+}
+
+fn serve_core(core: Core) -> Result<(), String> {
     let listen = core.config.listen.clone();
     let listener = std::net::TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let core = Arc::new(core);
