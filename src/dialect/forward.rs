@@ -59,7 +59,7 @@ async fn verify(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| Secret::new(t.trim()));
-    let cookie = req.cookie(crate::dialect::smartserver::COOKIE).map(|c| Secret::new(c.value()));
+    let cookie = req.cookie(crate::web::CMS_COOKIE).map(|c| Secret::new(c.value()));
     let Ok(app) = required_app(&req) else {
         return refused(StatusCode::UNAUTHORIZED, "unauthorized");
     };

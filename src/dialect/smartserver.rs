@@ -21,9 +21,8 @@ use serde::Serialize;
 use crate::core::reset::CMS_RESET_MAIL;
 use crate::core::sessions::TokenKind;
 use crate::core::{iso8601, now_ms, text, Core, Error, Secret, User, APP_CMS};
-use crate::web::{media_type, net, read_body, BodyError};
+use crate::web::{media_type, net, read_body, BodyError, CMS_COOKIE as COOKIE};
 
-pub const COOKIE: &str = "cmsSID";
 const JSON: &str = "application/json";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

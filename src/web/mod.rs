@@ -62,6 +62,9 @@ where
     }
 }
 
+/// The CMS session's cookie: smartserver sets it, forward auth reads it.
+pub const CMS_COOKIE: &str = "cmsSID";
+
 /// `Basic base64(id:secret)`: the id (no colon, 1 to 64 bytes) and the secret (1 to 1024 bytes).
 /// Client credentials (IQM, the OAuth doors) and a device's API key come this way.
 pub fn parse_basic(value: &str) -> Option<(String, crate::core::Secret)> {
