@@ -8,7 +8,6 @@ pub mod any_token;
 pub mod apikeys;
 pub mod apps;
 pub mod audit;
-pub mod crypto;
 pub mod devices;
 pub mod guard;
 pub mod links;
@@ -24,6 +23,9 @@ pub mod text;
 pub mod users;
 pub mod uses;
 pub mod webauthn;
+
+/// Randomness, digests, HMAC, the master key: below the core (the store draws from it too).
+pub use crate::base::crypto;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -104,9 +106,7 @@ impl Error {
 
 /// Logs an unexpected failure with a fresh correlation id and returns the opaque error.
 pub fn internal(e: impl std::fmt::Display) -> Error {
-    let id = crypto::hex(&crypto::random_bytes::<6>());
-    log::error!("internal error {id}: {e}");
-    Error::Internal(id)
+    Error::Internal(crate::base::incident(e))
 }
 
 impl From<rusqlite::Error> for Error {

@@ -17,9 +17,11 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+use unicode_normalization::UnicodeNormalization;
 
 use super::Error;
+/// NFC, and the key logins compare under: below the core, for the store keys logins by it too.
+pub use crate::base::text::{fold, nfc};
 
 /// Characters no typed name may hold: C0 and C1 controls and DEL; the bidirectional embeddings
 /// and overrides (U+202A..U+202E), isolates (U+2066..U+2069) and marks (LRM, RLM, ALM); the line
@@ -85,20 +87,6 @@ pub fn clean(field: &str, value: &str) -> Result<String, Error> {
         ));
     }
     Ok(nfc(value))
-}
-
-/// `value` in NFC.
-pub fn nfc(value: &str) -> String {
-    match is_nfc_quick(value.chars()) {
-        IsNormalized::Yes => value.to_string(),
-        _ => value.nfc().collect(),
-    }
-}
-
-/// The key a login (or any account name) is compared under: NFC, lower case, NFC again (lowering
-/// can undo a composition). Two spellings of one name, in any case, have one key.
-pub fn fold(value: &str) -> String {
-    nfc(&nfc(value).to_lowercase())
 }
 
 /// True when NFKC would change `value` (after NFC): full-width or half-width forms, ligatures,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::base::crypto::{ct_eq, hex, unhex, HmacSha256, MasterKey};
 use crate::config::Config;
-use crate::core::crypto::{ct_eq, hex, unhex, HmacSha256, MasterKey};
 
 /// The purpose the backup's MAC key is derived for (`MasterKey::mac`).
 const MAC_PURPOSE: &str = "gatehouse backup file v1";

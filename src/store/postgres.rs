@@ -194,7 +194,7 @@ impl Postgres {
                 Err(_) if attempt < ATTEMPTS && (fault == Fault::Retry || (fault == Fault::Lost && !committing)) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let base = 1u64 << attempt.min(7);
-                    let jitter = u64::from(crate::core::crypto::random_bytes::<1>()[0]) % base.max(2);
+                    let jitter = u64::from(crate::base::crypto::random_bytes::<1>()[0]) % base.max(2);
                     std::thread::sleep(Duration::from_millis(base / 2 + jitter));
                 }
                 Err(e) => {

@@ -38,9 +38,9 @@ pub(crate) fn user_at(r: &Row<'_>, base: usize) -> Result<User, Error> {
 }
 
 /// The key a login is unique under: logins compare case-insensitively and in one normalization
-/// form (`core::text::fold`), so two spellings of one name are one login.
+/// form (`base::text::fold`), so two spellings of one name are one login.
 pub fn login_key(login: &str) -> String {
-    crate::core::text::fold(login)
+    crate::base::text::fold(login)
 }
 
 pub struct NewUser<'a> {
