@@ -482,167 +482,39 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks the values that parse but make no sense.
+    /// Checks the values that parse but make no sense: the first bad key is named, section by
+    /// section.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: String| Err(ConfigError(format!("key `{key}`: {why}")));
+        self.validate_top_level()?;
+        self.tokens.validate()?;
+        self.reaper.validate()?;
+        self.argon2.validate()?;
+        self.passwords.validate()?;
+        self.store.validate()?;
+        self.cms.validate()?;
+        self.links.validate()?;
+        self.iqm.validate()?;
+        self.throttle.validate()?;
+        self.tls.validate()?;
+        self.iampass.validate()?;
+        self.mail.validate()?;
+        self.http.validate()
+    }
+
+    /// The keys outside any section.
+    fn validate_top_level(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad("listen", format!("{:?} is not an address like 127.0.0.1:8080", self.listen));
         }
         let url_ok = |u: &str| u.is_empty() || u.starts_with("http://") || u.starts_with("https://");
         if !url_ok(&self.public_url) {
-            return bad("public_url", "must start with http:// or https://".into());
+            return bad("public_url", "must start with http:// or https://");
         }
         if self.data_dir.as_os_str().is_empty() {
-            return bad("data_dir", "must not be empty".into());
+            return bad("data_dir", "must not be empty");
         }
         if self.log_level.parse::<log::LevelFilter>().is_err() {
             return bad("log_level", format!("{:?} is not one of error, warn, info, debug, trace", self.log_level));
-        }
-        if self.tokens.idle_timeout.0.is_zero() {
-            return bad("tokens.idle_timeout", "must be more than 0".into());
-        }
-        if self.tokens.lifetime.0.is_zero() {
-            return bad("tokens.lifetime", "must be more than 0".into());
-        }
-        if self.reaper.interval.0 < Duration::from_millis(100) {
-            return bad("reaper.interval", "must be at least 100ms".into());
-        }
-        // OWASP's floor for Argon2id: 7 MiB with 5 passes up to 19 MiB with 2. We hold the memory
-        // floor at 7168 KiB and the passes at 1..=16 so a typo cannot make hashes cheap to guess.
-        if self.argon2.memory_kib < 7168 {
-            return bad("argon2.memory_kib", format!("{} is below the minimum of 7168", self.argon2.memory_kib));
-        }
-        if self.argon2.memory_kib > 4 * 1024 * 1024 {
-            return bad("argon2.memory_kib", "is above 4 GiB".into());
-        }
-        if !(1..=16).contains(&self.argon2.iterations) {
-            return bad("argon2.iterations", "must be between 1 and 16".into());
-        }
-        if u64::from(self.argon2.memory_kib) * u64::from(self.argon2.iterations) < 7168 * 2 {
-            return bad("argon2", "memory_kib x iterations is below OWASP's minimum (7168 x 2)".into());
-        }
-        if !(1..=16).contains(&self.argon2.parallelism) {
-            return bad("argon2.parallelism", "must be between 1 and 16".into());
-        }
-        if self.passwords.min_length < 8 {
-            return bad("passwords.min_length", "must be at least 8".into());
-        }
-        match self.store.backend.as_str() {
-            "sqlite" => {}
-            "postgres" if self.store.postgres_url.trim().is_empty() => {
-                return bad("store.postgres_url", "must be set when store.backend is \"postgres\"".into());
-            }
-            "postgres" => {}
-            other => return bad("store.backend", format!("{other:?} is not \"sqlite\" or \"postgres\"")),
-        }
-        if self.store.postgres_pool_size == 0 {
-            return bad("store.postgres_pool_size", "must be at least 1".into());
-        }
-        if self.store.postgres_connect_timeout.0 < Duration::from_millis(100) {
-            return bad("store.postgres_connect_timeout", "must be at least 100ms".into());
-        }
-        if self.reaper.batch == 0 {
-            return bad("reaper.batch", "must be at least 1".into());
-        }
-        if self.reaper.scan < self.reaper.batch {
-            return bad("reaper.scan", "must be at least reaper.batch".into());
-        }
-        if self.store.pool_size == 0 {
-            return bad("store.pool_size", "must be at least 1".into());
-        }
-        if !matches!(self.store.synchronous.as_str(), "full" | "normal") {
-            return bad("store.synchronous", format!("{:?} is not \"full\" or \"normal\"", self.store.synchronous));
-        }
-        if self.cms.session_timeout.0.is_zero() {
-            return bad("cms.session_timeout", "must be more than 0".into());
-        }
-        if self.cms.session_lifetime.0 < self.cms.session_timeout.0 {
-            return bad("cms.session_lifetime", "must be at least cms.session_timeout".into());
-        }
-        if self.links.reset_lifetime.0.is_zero() {
-            return bad("links.reset_lifetime", "must be more than 0".into());
-        }
-        if self.links.register_lifetime.0.is_zero() {
-            return bad("links.register_lifetime", "must be more than 0".into());
-        }
-        if self.iqm.access_lifetime.0 < Duration::from_secs(1) {
-            return bad("iqm.access_lifetime", "must be at least 1s".into());
-        }
-        if self.iqm.refresh_lifetime.0 < self.iqm.access_lifetime.0 {
-            return bad("iqm.refresh_lifetime", "must be at least iqm.access_lifetime".into());
-        }
-        if self.throttle.account_failures == 0 || self.throttle.address_failures == 0 {
-            return bad("throttle", "account_failures and address_failures must be at least 1".into());
-        }
-        if self.throttle.window.0.is_zero() {
-            return bad("throttle.window", "must be more than 0".into());
-        }
-        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
-            return bad("tls", "set both cert_file and key_file, or neither".into());
-        }
-        for (key, path) in [("tls.cert_file", &self.tls.cert_file), ("tls.key_file", &self.tls.key_file)] {
-            if !path.as_os_str().is_empty() && !path.is_file() {
-                return bad(key, format!("{} is not a readable file", path.display()));
-            }
-        }
-        if self.argon2.queue == 0 {
-            return bad("argon2.queue", "must be at least 1".into());
-        }
-        if self.iampass.timestamp_window.0 < Duration::from_secs(1) {
-            return bad("iampass.timestamp_window", "must be at least 1s".into());
-        }
-        if self.iampass.approval_window.0 < Duration::from_secs(1) {
-            return bad("iampass.approval_window", "must be at least 1s".into());
-        }
-        if self.iampass.max_session.0 < Duration::from_secs(60) {
-            return bad("iampass.max_session", "must be at least 60s".into());
-        }
-        if self.iampass.signins_per_user_minute == 0 || self.iampass.signins_per_app_minute == 0 {
-            return bad("iampass.signins_per_user_minute", "the sign-in limits must be at least 1".into());
-        }
-        if !self.mail.from.contains('@') || self.mail.from.chars().any(char::is_control) {
-            return bad("mail.from", format!("{:?} is not an email address", self.mail.from));
-        }
-        if !matches!(self.mail.smtp_security.as_str(), "starttls" | "tls" | "none") {
-            return bad("mail.smtp_security", "must be \"starttls\", \"tls\" or \"none\"".into());
-        }
-        let loopback = matches!(self.mail.smtp_host.as_str(), "localhost" | "127.0.0.1" | "::1");
-        if self.mail.smtp_security == "none" && !self.mail.smtp_host.is_empty() && !loopback {
-            return bad("mail.smtp_security", "\"none\" (no TLS) is allowed only to a loopback smtp_host".into());
-        }
-        if self.mail.resets_per_account_hour == 0 || self.mail.resets_per_address_hour == 0 {
-            let key = if self.mail.resets_per_account_hour == 0 {
-                "mail.resets_per_account_hour"
-            } else {
-                "mail.resets_per_address_hour"
-            };
-            return bad(key, "must be at least 1".into());
-        }
-        if self.mail.retry_initial.0.is_zero() || self.mail.retry_max.0 < self.mail.retry_initial.0 {
-            return bad(
-                "mail.retry_max",
-                "retry_initial must be more than 0 and retry_max at least retry_initial".into(),
-            );
-        }
-        if self.http.max_body_bytes < 1024 {
-            return bad("http.max_body_bytes", "must be at least 1024".into());
-        }
-        if self.http.body_timeout.0 < Duration::from_millis(100) {
-            return bad("http.body_timeout", "must be at least 100ms".into());
-        }
-        if self.http.head_timeout.0 < Duration::from_millis(100) {
-            return bad("http.head_timeout", "must be at least 100ms".into());
-        }
-        if !(1..=10_000_000).contains(&self.http.max_connections) {
-            return bad("http.max_connections", "must be between 1 and 10000000".into());
-        }
-        for net in &self.http.trusted_proxies {
-            if !net.is_network() {
-                return bad(
-                    "http.trusted_proxies",
-                    format!("{net} has bits set after its prefix; write {}", Net::new(net.addr, net.prefix)),
-                );
-            }
         }
         Ok(())
     }
@@ -683,6 +555,228 @@ impl Config {
         } else {
             self.http.workers
         }
+    }
+}
+
+/// A bad value: the key and what is wrong with it.
+fn bad(key: &str, why: impl fmt::Display) -> Result<(), ConfigError> {
+    Err(ConfigError(format!("key `{key}`: {why}")))
+}
+
+impl Tokens {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.idle_timeout.0.is_zero() {
+            return bad("tokens.idle_timeout", "must be more than 0");
+        }
+        if self.lifetime.0.is_zero() {
+            return bad("tokens.lifetime", "must be more than 0");
+        }
+        Ok(())
+    }
+}
+
+impl Reaper {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval.0 < Duration::from_millis(100) {
+            return bad("reaper.interval", "must be at least 100ms");
+        }
+        if self.batch == 0 {
+            return bad("reaper.batch", "must be at least 1");
+        }
+        if self.scan < self.batch {
+            return bad("reaper.scan", "must be at least reaper.batch");
+        }
+        Ok(())
+    }
+}
+
+impl Argon2 {
+    fn validate(&self) -> Result<(), ConfigError> {
+        // OWASP's floor for Argon2id: 7 MiB with 5 passes up to 19 MiB with 2. We hold the memory
+        // floor at 7168 KiB and the passes at 1..=16 so a typo cannot make hashes cheap to guess.
+        if self.memory_kib < 7168 {
+            return bad("argon2.memory_kib", format!("{} is below the minimum of 7168", self.memory_kib));
+        }
+        if self.memory_kib > 4 * 1024 * 1024 {
+            return bad("argon2.memory_kib", "is above 4 GiB");
+        }
+        if !(1..=16).contains(&self.iterations) {
+            return bad("argon2.iterations", "must be between 1 and 16");
+        }
+        if u64::from(self.memory_kib) * u64::from(self.iterations) < 7168 * 2 {
+            return bad("argon2", "memory_kib x iterations is below OWASP's minimum (7168 x 2)");
+        }
+        if !(1..=16).contains(&self.parallelism) {
+            return bad("argon2.parallelism", "must be between 1 and 16");
+        }
+        if self.queue == 0 {
+            return bad("argon2.queue", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Passwords {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_length < 8 {
+            return bad("passwords.min_length", "must be at least 8");
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.backend.as_str() {
+            "sqlite" => {}
+            "postgres" if self.postgres_url.trim().is_empty() => {
+                return bad("store.postgres_url", "must be set when store.backend is \"postgres\"");
+            }
+            "postgres" => {}
+            other => return bad("store.backend", format!("{other:?} is not \"sqlite\" or \"postgres\"")),
+        }
+        if self.postgres_pool_size == 0 {
+            return bad("store.postgres_pool_size", "must be at least 1");
+        }
+        if self.postgres_connect_timeout.0 < Duration::from_millis(100) {
+            return bad("store.postgres_connect_timeout", "must be at least 100ms");
+        }
+        if self.pool_size == 0 {
+            return bad("store.pool_size", "must be at least 1");
+        }
+        if !matches!(self.synchronous.as_str(), "full" | "normal") {
+            return bad("store.synchronous", format!("{:?} is not \"full\" or \"normal\"", self.synchronous));
+        }
+        Ok(())
+    }
+}
+
+impl Cms {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.session_timeout.0.is_zero() {
+            return bad("cms.session_timeout", "must be more than 0");
+        }
+        if self.session_lifetime.0 < self.session_timeout.0 {
+            return bad("cms.session_lifetime", "must be at least cms.session_timeout");
+        }
+        Ok(())
+    }
+}
+
+impl Links {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.reset_lifetime.0.is_zero() {
+            return bad("links.reset_lifetime", "must be more than 0");
+        }
+        if self.register_lifetime.0.is_zero() {
+            return bad("links.register_lifetime", "must be more than 0");
+        }
+        Ok(())
+    }
+}
+
+impl Iqm {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.access_lifetime.0 < Duration::from_secs(1) {
+            return bad("iqm.access_lifetime", "must be at least 1s");
+        }
+        if self.refresh_lifetime.0 < self.access_lifetime.0 {
+            return bad("iqm.refresh_lifetime", "must be at least iqm.access_lifetime");
+        }
+        Ok(())
+    }
+}
+
+impl Throttle {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.account_failures == 0 || self.address_failures == 0 {
+            return bad("throttle", "account_failures and address_failures must be at least 1");
+        }
+        if self.window.0.is_zero() {
+            return bad("throttle.window", "must be more than 0");
+        }
+        Ok(())
+    }
+}
+
+impl Tls {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cert_file.as_os_str().is_empty() != self.key_file.as_os_str().is_empty() {
+            return bad("tls", "set both cert_file and key_file, or neither");
+        }
+        for (key, path) in [("tls.cert_file", &self.cert_file), ("tls.key_file", &self.key_file)] {
+            if !path.as_os_str().is_empty() && !path.is_file() {
+                return bad(key, format!("{} is not a readable file", path.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iampass {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.timestamp_window.0 < Duration::from_secs(1) {
+            return bad("iampass.timestamp_window", "must be at least 1s");
+        }
+        if self.approval_window.0 < Duration::from_secs(1) {
+            return bad("iampass.approval_window", "must be at least 1s");
+        }
+        if self.max_session.0 < Duration::from_secs(60) {
+            return bad("iampass.max_session", "must be at least 60s");
+        }
+        if self.signins_per_user_minute == 0 || self.signins_per_app_minute == 0 {
+            return bad("iampass.signins_per_user_minute", "the sign-in limits must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Mail {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.from.contains('@') || self.from.chars().any(char::is_control) {
+            return bad("mail.from", format!("{:?} is not an email address", self.from));
+        }
+        if !matches!(self.smtp_security.as_str(), "starttls" | "tls" | "none") {
+            return bad("mail.smtp_security", "must be \"starttls\", \"tls\" or \"none\"");
+        }
+        let loopback = matches!(self.smtp_host.as_str(), "localhost" | "127.0.0.1" | "::1");
+        if self.smtp_security == "none" && !self.smtp_host.is_empty() && !loopback {
+            return bad("mail.smtp_security", "\"none\" (no TLS) is allowed only to a loopback smtp_host");
+        }
+        if self.resets_per_account_hour == 0 {
+            return bad("mail.resets_per_account_hour", "must be at least 1");
+        }
+        if self.resets_per_address_hour == 0 {
+            return bad("mail.resets_per_address_hour", "must be at least 1");
+        }
+        if self.retry_initial.0.is_zero() || self.retry_max.0 < self.retry_initial.0 {
+            return bad("mail.retry_max", "retry_initial must be more than 0 and retry_max at least retry_initial");
+        }
+        Ok(())
+    }
+}
+
+impl Http {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.body_timeout.0 < Duration::from_millis(100) {
+            return bad("http.body_timeout", "must be at least 100ms");
+        }
+        if self.head_timeout.0 < Duration::from_millis(100) {
+            return bad("http.head_timeout", "must be at least 100ms");
+        }
+        if !(1..=10_000_000).contains(&self.max_connections) {
+            return bad("http.max_connections", "must be between 1 and 10000000");
+        }
+        for net in &self.trusted_proxies {
+            if !net.is_network() {
+                let why = format!("{net} has bits set after its prefix; write {}", Net::new(net.addr, net.prefix));
+                return bad("http.trusted_proxies", why);
+            }
+        }
+        Ok(())
     }
 }
 
