@@ -95,9 +95,8 @@ impl Browser {
                      "--no-first-run", "--disable-background-networking", "--disable-component-update",
                      "--disable-sync", format!("--user-data-dir={}", profile.path().display())]
         }}}});
-        let mut res = http.post(format!("{base}/session")).send_json(&caps).await.unwrap();
-        let v: Value = res.json().limit(1 << 20).await.unwrap();
-        let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
+        let v = command(&http, "POST", &format!("{base}/session"), caps).await.unwrap_or_else(|f| panic!("{f}"));
+        let session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
         Browser { driver, base, session, http, _profile: profile }
     }
 
@@ -106,15 +105,13 @@ impl Browser {
         (self.driver.id(), self._profile.path().to_path_buf())
     }
 
+    /// A command of this session: its value, or a panic naming the command and WebDriver's error.
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{}", self.base, self.session, path);
-        let req = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url),
-        };
-        let mut res = if method == "GET" { req.send().await } else { req.send_json(&body).await }.unwrap();
-        let v: Value = res.json().limit(8 << 20).await.unwrap();
-        v["value"].clone()
+        self.try_call(method, path, body).await.unwrap_or_else(|f| panic!("{f}"))
+    }
+
+    async fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, Failure> {
+        command(&self.http, method, &format!("{}/session/{}{}", self.base, self.session, path), body).await
     }
 
     pub async fn goto(&self, url: &str) {
@@ -125,11 +122,11 @@ impl Browser {
     pub async fn find(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let v = self.call("POST", "/element", json!({"using": "css selector", "value": css})).await;
-            if let Some(id) = v[ELEMENT].as_str() {
-                return id.to_string();
+            match self.try_call("POST", "/element", json!({"using": "css selector", "value": css})).await {
+                Ok(v) => return v[ELEMENT].as_str().unwrap_or_else(|| panic!("element {css}: {v}")).to_string(),
+                Err(f) if f.error == "no such element" && Instant::now() < deadline => {}
+                Err(f) => panic!("no element {css}: {f}"),
             }
-            assert!(Instant::now() < deadline, "no element {css}: {v}");
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -145,8 +142,13 @@ impl Browser {
     }
 
     pub async fn text(&self, css: &str) -> String {
+        self.try_text(css).await.unwrap_or_else(|f| panic!("{f}"))
+    }
+
+    async fn try_text(&self, css: &str) -> Result<String, Failure> {
         let id = self.find(css).await;
-        self.call("GET", &format!("/element/{id}/text"), Value::Null).await.as_str().unwrap_or_default().to_string()
+        let v = self.try_call("GET", &format!("/element/{id}/text"), Value::Null).await?;
+        Ok(v.as_str().unwrap_or_else(|| panic!("text of {css}: {v}")).to_string())
     }
 
     /// Adds a WebDriver virtual authenticator: a platform authenticator (face or fingerprint)
@@ -160,23 +162,59 @@ impl Browser {
 
     /// Whether the virtual authenticator's user verification (the face, the finger) succeeds.
     pub async fn set_user_verified(&self, authenticator: &str, verified: bool) {
-        let v = self
-            .call("POST", &format!("/webauthn/authenticator/{authenticator}/uv"), json!({"isUserVerified": verified}))
+        self.call("POST", &format!("/webauthn/authenticator/{authenticator}/uv"), json!({"isUserVerified": verified}))
             .await;
-        assert!(v.get("error").is_none(), "set user verified: {v}");
     }
 
     /// Waits up to 10 s for the element's text to contain `want`; returns the text seen last.
     pub async fn wait_text(&self, css: &str, want: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let t = self.text(css).await;
+            // The page may draw the element again between finding it and reading it: read it anew.
+            let t = match self.try_text(css).await {
+                Err(f) if f.error == "stale element reference" => String::new(),
+                read => read.unwrap_or_else(|f| panic!("{f}")),
+            };
             if t.contains(want) || Instant::now() > deadline {
                 return t;
             }
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A WebDriver command that failed: the command, and the W3C error object's `error` and `message`
+/// (or the HTTP status and body when the driver sent none).
+#[derive(Debug)]
+struct Failure {
+    command: String,
+    error: String,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebDriver {} failed: {}: {}", self.command, self.error, self.message)
+    }
+}
+
+/// One WebDriver command (a GET, or a POST of `body`): its `value` when the driver answers 2xx
+/// without an error object, else the Failure.
+async fn command(http: &awc::Client, method: &str, url: &str, body: Value) -> Result<Value, Failure> {
+    let path = url.splitn(4, '/').nth(3).unwrap_or(url);
+    let failure = |error: String, message: String| Failure { command: format!("{method} /{path}"), error, message };
+    let sent = if method == "GET" { http.get(url).send().await } else { http.post(url).send_json(&body).await };
+    let mut res = sent.map_err(|e| failure("no answer".into(), e.to_string()))?;
+    let bytes = res.body().limit(8 << 20).await.map_err(|e| failure("no body".into(), e.to_string()))?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Some(error) = v["value"]["error"].as_str() {
+        let message = v["value"]["message"].as_str().unwrap_or_default();
+        return Err(failure(error.into(), message.into()));
+    }
+    if !res.status().is_success() || v.get("value").is_none() {
+        return Err(failure(format!("HTTP {}", res.status()), String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    Ok(v["value"].clone())
 }
 
 #[actix_web::test]
@@ -192,4 +230,22 @@ async fn a_browser_leaves_no_process_or_profile_directory_behind() {
     drop(browser);
     assert_eq!(alive_in_group(group), Vec::<u32>::new(), "every process of the group is gone");
     assert!(!profile.exists(), "the profile directory is removed");
+}
+
+#[actix_web::test]
+async fn a_failed_command_fails_at_once_with_the_drivers_error() {
+    if !browser_here() {
+        return;
+    }
+    let browser = Browser::start().await;
+    browser.goto("about:blank").await;
+    let started = Instant::now();
+    let failed = browser.try_call("POST", "/element/no-such-id/click", json!({})).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at once");
+    assert_eq!(failed.error, "no such element", "{failed}");
+    let said = failed.to_string();
+    assert!(
+        said.starts_with("WebDriver POST /session/") && said.contains("/element/no-such-id/click failed: "),
+        "{said}"
+    );
 }
