@@ -19,14 +19,15 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::middleware::DefaultHeaders;
 use actix_web::{web as aweb, App, HttpServer};
 
 use crate::core::Core;
 
-/// Every route of every dialect, and the shared ones.
+/// Every route of every front door, and the shared ones.
 pub fn routes(cfg: &mut aweb::ServiceConfig) {
     web::routes(cfg);
+    dialect::pages::routes(cfg);
+    dialect::device::routes(cfg);
     dialect::forepaas::routes(cfg);
     dialect::smartserver::routes(cfg);
     dialect::iampass::routes(cfg);
@@ -47,14 +48,10 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
     let http = core.config.http.clone();
     web::net::raise_open_files(&core.config);
     let server = HttpServer::new(move || {
-        let mut headers = DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
-        if tls {
-            headers = headers.add(("Strict-Transport-Security", "max-age=31536000"));
-        }
         App::new()
             .app_data(data.clone())
             .app_data(metrics.clone())
-            .wrap(headers)
+            .wrap_fn(move |req, srv| web::headers::security(req, srv, tls))
             .wrap_fn(web::access_log)
             .configure(routes)
     })

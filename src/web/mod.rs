@@ -1,14 +1,14 @@
-//! What every route shares: the access log, request bodies read under a limit and a deadline, and
-//! /healthz. Who the client is, and the connection caps, are in `net`.
-//! The built-in pages (password reset, device registration) are in `pages`, the device page and
-//! its signed API in `device`.
+//! What every door shares: the access log, the security headers (`headers`), request bodies read
+//! under a limit and a deadline, a door's refusal ready to send ([`Answer`], `door_error!`), and
+//! /healthz. Who the client is, and the connection caps, are in `net`; the answers of the doors
+//! that serve pages in `page`; /metrics, /openapi.json and TLS in their own modules.
 
-pub mod device;
+pub mod headers;
 pub mod healthcheck;
 pub mod metrics;
 pub mod net;
 pub mod openapi;
-pub mod pages;
+pub mod page;
 pub mod tls;
 
 /// Where cli.rs finds it; it lives with the process's other plumbing.
@@ -19,6 +19,8 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderMap;
+use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -92,6 +94,78 @@ pub fn with_retry_after(mut res: HttpResponse, e: &crate::core::Error) -> HttpRe
     res
 }
 
+/// A door's answer to a request it refuses, ready to send: the status, headers and body its own
+/// answer functions built. Each door's error type holds one, so that actix's `ResponseError` can
+/// send it (and the access log and metrics see it as any other answer).
+#[derive(Debug)]
+pub struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    page: bool,
+}
+
+impl From<HttpResponse> for Answer {
+    fn from(res: HttpResponse) -> Answer {
+        let page = res.extensions().contains::<headers::Page>();
+        let (head, body) = res.into_parts();
+        // The doors' bodies are strings and bytes, never streams.
+        let body = body.try_into_bytes().unwrap_or_default();
+        Answer { status: head.status(), headers: head.headers().clone(), body, page }
+    }
+}
+
+impl Answer {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The answer, as the door built it.
+    pub fn response(&self) -> HttpResponse {
+        let mut res = HttpResponse::with_body(self.status, self.body.clone()).map_into_boxed_body();
+        *res.headers_mut() = self.headers.clone();
+        if self.page {
+            res.extensions_mut().insert(headers::Page);
+        }
+        res
+    }
+}
+
+/// Declares a door's error type: a ready [`Answer`] with `impl ResponseError`, so that the door's
+/// handlers return `Result<HttpResponse, ThatError>` and use `?`. Each door says how its errors
+/// come to be (`From<core::Error>` through its one mapping, or a mapping that takes the
+/// request's context); this only sends them.
+macro_rules! door_error {
+    ($(#[$doc:meta])* $name:ident, $door:literal) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name($crate::web::Answer);
+
+        impl From<actix_web::HttpResponse> for $name {
+            fn from(res: actix_web::HttpResponse) -> $name {
+                $name($crate::web::Answer::from(res))
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!($door, " refused the request: {}"), self.0.status())
+            }
+        }
+
+        impl actix_web::ResponseError for $name {
+            fn status_code(&self) -> actix_web::http::StatusCode {
+                self.0.status()
+            }
+
+            fn error_response(&self) -> actix_web::HttpResponse {
+                self.0.response()
+            }
+        }
+    };
+}
+pub(crate) use door_error;
+
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
@@ -151,8 +225,31 @@ async fn healthz(core: web::Data<Core>) -> HttpResponse {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz));
-    pages::routes(cfg);
-    device::routes(cfg);
     openapi::routes(cfg);
     metrics::routes(cfg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_sent_as_the_door_built_it() {
+        let mut built = HttpResponse::build(StatusCode::TOO_MANY_REQUESTS);
+        built
+            .content_type("application/json")
+            .insert_header(("Retry-After", "3"))
+            .extensions_mut()
+            .insert(headers::Page);
+        let answer = Answer::from(built.body(r#"{"success":false}"#));
+        for _ in 0..2 {
+            let res = answer.response();
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(res.headers().get("content-type").unwrap(), "application/json");
+            assert_eq!(res.headers().get("retry-after").unwrap(), "3");
+            assert!(res.extensions().contains::<headers::Page>());
+            assert_eq!(res.into_body().try_into_bytes().unwrap(), r#"{"success":false}"#);
+        }
+        assert!(!Answer::from(HttpResponse::Ok().finish()).response().extensions().contains::<headers::Page>());
+    }
 }

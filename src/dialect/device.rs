@@ -38,13 +38,13 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::net;
-use super::pages::{asset, guarded, html, page_json};
 use crate::core::crypto::{hex, sha256};
+use crate::core::signins::Device;
 use crate::core::signins::{b64url, unb64url, Assertion, DeviceProof};
 use crate::core::Secret;
 use crate::core::{Core, Error};
-use crate::store::devices::DeviceRow;
+use crate::web::page::{self, asset, html};
+use crate::web::{net, read_body, BodyError};
 
 const DEVICE_HTML: &str = include_str!("../../static/device.html");
 const DEVICE_JS: &str = include_str!("../../static/device.js");
@@ -68,19 +68,50 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn answer(status: StatusCode, body: &Value) -> HttpResponse {
-    guarded(status).content_type("application/json").body(body.to_string())
+    page::answer(status).content_type("application/json").body(body.to_string())
+}
+
+crate::web::door_error!(
+    /// A refused call of the device API, in the pages' JSON: the core's errors through [`error`],
+    /// or [`refused`].
+    DeviceError,
+    "the device API"
+);
+
+impl From<Error> for DeviceError {
+    fn from(e: Error) -> DeviceError {
+        error(&e).into()
+    }
+}
+
+fn refused(status: StatusCode, reason: &str) -> DeviceError {
+    page::json(status, Some(reason)).into()
 }
 
 /// The one mapping from the core's errors to the device API's answers.
 fn error(e: &Error) -> HttpResponse {
     match e {
-        Error::BadCredentials => page_json(StatusCode::UNAUTHORIZED, Some("The device's signature was refused")),
-        Error::Lost => page_json(StatusCode::FORBIDDEN, Some("This device was reported lost; register it again")),
-        Error::Gone => page_json(StatusCode::GONE, Some("This request is no longer waiting for an answer")),
-        Error::Invalid { .. } => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
-        Error::Busy => super::with_retry_after(page_json(StatusCode::SERVICE_UNAVAILABLE, Some("Server busy")), e),
-        Error::Internal(id) => page_json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})"))),
-        e => page_json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+        Error::BadCredentials => page::json(StatusCode::UNAUTHORIZED, Some("The device's signature was refused")),
+        Error::Lost => page::json(StatusCode::FORBIDDEN, Some("This device was reported lost; register it again")),
+        Error::Gone => page::json(StatusCode::GONE, Some("This request is no longer waiting for an answer")),
+        Error::Invalid { .. } => page::json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
+        Error::Busy => {
+            crate::web::with_retry_after(page::json(StatusCode::SERVICE_UNAVAILABLE, Some("Server busy")), e)
+        }
+        Error::Internal(id) => {
+            page::json(StatusCode::INTERNAL_SERVER_ERROR, Some(&format!("Internal error (id {id})")))
+        }
+        Error::BadClient
+        | Error::BadToken
+        | Error::WrongPassword
+        | Error::Blocked
+        | Error::NotMember
+        | Error::UnknownApp(_)
+        | Error::UnknownUser(_)
+        | Error::UnknownApiKey
+        | Error::Exists(_)
+        | Error::NoRoom
+        | Error::Throttled { .. } => page::json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
     }
 }
 
@@ -111,12 +142,12 @@ fn proof(req: &HttpRequest, body: &[u8]) -> Result<DeviceProof, Error> {
 
 /// `Authorization: Basic base64(apikey:secretkey)`, when the call carries it.
 fn api_key(req: &HttpRequest) -> Option<(String, Secret)> {
-    super::parse_basic(req.headers().get("Authorization")?.to_str().ok()?)
+    crate::web::parse_basic(req.headers().get("Authorization")?.to_str().ok()?)
 }
 
 /// The device the call comes from, and whether it signed with its own key (else it came with
 /// its API key).
-async fn device(core: &Arc<Core>, req: &HttpRequest, body: &[u8]) -> Result<(DeviceRow, bool), Error> {
+async fn device(core: &Arc<Core>, req: &HttpRequest, body: &[u8]) -> Result<(Device, bool), Error> {
     if req.headers().get("X-Device-Signature").is_none() {
         if let Some((id, secret)) = api_key(req) {
             let caller = net::caller(req, &core.config, "device");
@@ -131,12 +162,10 @@ fn query(req: &HttpRequest) -> Vec<(String, String)> {
     serde_urlencoded::from_str(req.query_string()).unwrap_or_default()
 }
 
-async fn requests(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn requests(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, DeviceError> {
     let core = core.into_inner();
-    let device_id = match device(&core, &req, b"").await {
-        Ok((d, _)) => d.id,
-        Err(e) => return error(&e),
-    };
+    let (device, _) = device(&core, &req, b"").await?;
+    let device_id = device.id;
     let q = query(&req);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let wait = get("wait").and_then(|w| w.parse::<u64>().ok()).unwrap_or(0).min(MAX_WAIT);
@@ -148,17 +177,14 @@ async fn requests(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         let changed = core.signins.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let (dev, list) = match core.call(move |c| c.device_requests(device_id)).await {
-            Ok(l) => l,
-            Err(e) => return error(&e),
-        };
+        let (dev, list) = core.call(move |c| c.device_requests(device_id)).await?;
         let now = Instant::now();
         let unchanged = have.as_ref().is_some_and(|h| list.iter().map(|r| r.id).eq(h.iter().copied()));
         if !unchanged || now >= deadline || core.stopping() {
             let webauthn_id = dev.webauthn_id.as_deref().map(b64url);
             let device =
                 json!({"device_id": dev.id, "name": dev.name, "app_id": dev.app_id, "webauthn_id": webauthn_id});
-            return answer(StatusCode::OK, &json!({"device": device, "requests": list}));
+            return Ok(answer(StatusCode::OK, &json!({"device": device, "requests": list})));
         }
         // With several nodes a change made on another one wakes no one here: look again soon.
         let recheck = Duration::from_secs(2).min(deadline - now);
@@ -193,77 +219,59 @@ async fn signed_body(
     core: &Arc<Core>,
     req: &HttpRequest,
     payload: web::Payload,
-) -> Result<((DeviceRow, bool), web::Bytes), HttpResponse> {
-    let body = match super::read_body(req, payload, &core.config.http).await {
-        Ok(b) => b,
-        Err(super::BodyError::TooLarge(_)) => {
-            return Err(page_json(StatusCode::PAYLOAD_TOO_LARGE, Some("The request body is too large")))
-        }
-        Err(super::BodyError::TimedOut) => {
-            return Err(page_json(StatusCode::REQUEST_TIMEOUT, Some("The request body came too slowly")))
-        }
-        Err(super::BodyError::Broken) => return Err(page_json(StatusCode::BAD_REQUEST, Some("Incomplete body"))),
-    };
-    match device(core, req, &body).await {
-        Ok(d) => Ok((d, body)),
-        Err(e) => Err(error(&e)),
-    }
+) -> Result<((Device, bool), web::Bytes), DeviceError> {
+    let body = read_body(req, payload, &core.config.http).await.map_err(|e| match e {
+        BodyError::TooLarge(_) => refused(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large"),
+        BodyError::TimedOut => refused(StatusCode::REQUEST_TIMEOUT, "The request body came too slowly"),
+        BodyError::Broken => refused(StatusCode::BAD_REQUEST, "Incomplete body"),
+    })?;
+    Ok((device(core, req, &body).await?, body))
 }
 
-async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn decide(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> Result<HttpResponse, DeviceError> {
     let core = core.into_inner();
-    let ((dev, signed), body) = match signed_body(&core, &req, payload).await {
-        Ok(d) => d,
-        Err(res) => return res,
-    };
-    let Ok(id) = req.match_info().get("id").unwrap_or_default().parse::<i64>() else {
-        return error(&Error::Gone);
-    };
+    let ((dev, signed), body) = signed_body(&core, &req, payload).await?;
+    let id = req.match_info().get("id").unwrap_or_default().parse::<i64>().map_err(|_| Error::Gone)?;
     let parsed = serde_json::from_slice::<Value>(&body).map_err(|_| "the body must be a JSON object");
-    let (approve, challenge, assertion) = match parsed.and_then(|v| decision_of(&v)) {
-        Ok(d) => d,
-        Err(reason) => return page_json(StatusCode::BAD_REQUEST, Some(reason)),
-    };
+    let (approve, challenge, assertion) =
+        parsed.and_then(|v| decision_of(&v)).map_err(|reason| refused(StatusCode::BAD_REQUEST, reason))?;
     let caller = net::caller(&req, &core.config, "device");
-    match core.call(move |c| c.decide_signin(&caller, &dev, signed, id, approve, &challenge, assertion)).await {
-        Ok(status) => answer(StatusCode::OK, &json!({"success": true, "session_status": status})),
-        Err(e) => error(&e),
-    }
+    let decided = core.call(move |c| c.decide_signin(&caller, &dev, signed, id, approve, &challenge, assertion));
+    let status = decided.await?;
+    Ok(answer(StatusCode::OK, &json!({"success": true, "session_status": status})))
 }
 
-async fn webauthn_options(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn webauthn_options(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, DeviceError> {
     let core = core.into_inner();
-    let dev = match device(&core, &req, b"").await {
-        Ok((d, true)) => d,
-        Ok((_, false)) => return error(&needs_key()),
-        Err(e) => return error(&e),
+    let dev = match device(&core, &req, b"").await? {
+        (d, true) => d,
+        (_, false) => return Err(needs_key().into()),
     };
-    match core.call(move |c| c.webauthn_options(&dev)).await {
-        Ok(o) => answer(StatusCode::OK, &json!(o)),
-        Err(e) => error(&e),
-    }
+    let options = core.call(move |c| c.webauthn_options(&dev)).await?;
+    Ok(answer(StatusCode::OK, &json!(options)))
 }
 
-async fn webauthn_add(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn webauthn_add(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, DeviceError> {
     let core = core.into_inner();
-    let (dev, body) = match signed_body(&core, &req, payload).await {
-        Ok(((d, true), body)) => (d, body),
-        Ok(((_, false), _)) => return error(&needs_key()),
-        Err(res) => return res,
+    let (dev, body) = match signed_body(&core, &req, payload).await? {
+        ((d, true), body) => (d, body),
+        ((_, false), _) => return Err(needs_key().into()),
     };
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let field = |k: &str| v.get(k).and_then(Value::as_str).and_then(unb64url);
     let (Some(challenge), Some(client_data), Some(attestation)) =
         (field("challenge"), field("client_data_json"), field("attestation_object"))
     else {
-        return page_json(
+        return Err(refused(
             StatusCode::BAD_REQUEST,
-            Some("challenge, client_data_json and attestation_object are required (base64url)"),
-        );
+            "challenge, client_data_json and attestation_object are required (base64url)",
+        ));
     };
     let caller = net::caller(&req, &core.config, "device");
-    match core.call(move |c| c.add_webauthn(&caller, &dev, &challenge, &client_data, &attestation)).await {
-        Ok(()) => page_json(StatusCode::OK, None),
-        Err(e) => error(&e),
-    }
+    core.call(move |c| c.add_webauthn(&caller, &dev, &challenge, &client_data, &attestation)).await?;
+    Ok(page::json(StatusCode::OK, None))
 }
