@@ -80,8 +80,15 @@ fn failure(status: StatusCode, error: &str, started: Instant) -> HttpResponse {
     )
 }
 
+crate::web::door_error!(
+    /// A refused ForePaaS call, in the envelope: built by [`error`] (the core's errors, with the
+    /// request's start for `duration`) or [`bad_request`] and the body's refusals.
+    ForepaasError,
+    "ForePaaS"
+);
+
 /// The one mapping from the core's errors to this dialect's answers.
-fn error(e: &Error, started: Instant) -> HttpResponse {
+fn error(e: &Error, started: Instant) -> ForepaasError {
     let (status, text) = match e {
         Error::Invalid { .. } => (StatusCode::BAD_REQUEST, format!("Invalid parameter {e}")),
         Error::BadCredentials | Error::BadClient => (StatusCode::UNAUTHORIZED, "Unauthorized".into()),
@@ -103,11 +110,11 @@ fn error(e: &Error, started: Instant) -> HttpResponse {
         Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts, retry later".into()),
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
     };
-    crate::web::with_retry_after(failure(status, &text, started), e)
+    crate::web::with_retry_after(failure(status, &text, started), e).into()
 }
 
-fn bad_request(text: &str, started: Instant) -> HttpResponse {
-    failure(StatusCode::BAD_REQUEST, text, started)
+fn bad_request(text: &str, started: Instant) -> ForepaasError {
+    failure(StatusCode::BAD_REQUEST, text, started).into()
 }
 
 async fn wrong_method() -> HttpResponse {
@@ -227,58 +234,43 @@ async fn body_params(
     payload: web::Payload,
     http: &crate::config::Http,
     started: Instant,
-) -> Result<HashMap<String, String>, HttpResponse> {
-    let body = match read_body(req, payload, http).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge(n)) => {
-            return Err(failure(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"), started))
+) -> Result<HashMap<String, String>, ForepaasError> {
+    let body = read_body(req, payload, http).await.map_err(|e| match e {
+        BodyError::TooLarge(n) => {
+            failure(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"), started).into()
         }
-        Err(BodyError::TimedOut) => {
-            return Err(failure(StatusCode::REQUEST_TIMEOUT, "Request body not received in time", started))
+        BodyError::TimedOut => {
+            failure(StatusCode::REQUEST_TIMEOUT, "Request body not received in time", started).into()
         }
-        Err(BodyError::Broken) => return Err(bad_request("Incomplete request body", started)),
-    };
+        BodyError::Broken => bad_request("Incomplete request body", started),
+    })?;
     parse_params(req, &body).map_err(|text| bad_request(&text, started))
 }
 
-async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> Result<HttpResponse, ForepaasError> {
     let started = Instant::now();
-    let params = match body_params(&req, payload, &core.config.http, started).await {
-        Ok(p) => p,
-        Err(res) => return res,
-    };
+    let (bad, refused) = (move |t: String| bad_request(&t, started), move |e: Error| error(&e, started));
+    let params = body_params(&req, payload, &core.config.http, started).await?;
     let core = core.into_inner();
     let caller = net::caller(&req, &core.config, "forepaas");
-    let result = match params.get("auth_mode").map(String::as_str) {
+    let signed_in = match params.get("auth_mode").map(String::as_str) {
         Some("forepaas_id_resource_owner") => {
-            let (login, password, app_id) = match (
-                required(&params, "login", MAX_ID),
-                required(&params, "password", MAX_SECRET),
-                required(&params, "app_id", MAX_ID),
-            ) {
-                (Ok(l), Ok(p), Ok(a)) => (l.to_string(), Secret::new(p), a.to_string()),
-                (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
-            };
+            let login = required(&params, "login", MAX_ID).map_err(bad)?.to_string();
+            let password = Secret::new(required(&params, "password", MAX_SECRET).map_err(bad)?);
+            let app_id = required(&params, "app_id", MAX_ID).map_err(bad)?.to_string();
             core.call_hashing(move |c| c.login_password(&caller, TokenKind::Iam, &app_id, &login, &password)).await
         }
         Some("apikey") => {
-            let (apikey, secretkey, app_id) = match (
-                required(&params, "apikey", MAX_ID),
-                required(&params, "secretkey", MAX_SECRET),
-                optional(&params, "app_id", MAX_ID),
-            ) {
-                (Ok(k), Ok(s), Ok(a)) => (k.to_string(), Secret::new(s), a.map(str::to_string)),
-                (Err(t), _, _) | (_, Err(t), _) | (_, _, Err(t)) => return bad_request(&t, started),
-            };
+            let apikey = required(&params, "apikey", MAX_ID).map_err(bad)?.to_string();
+            let secretkey = Secret::new(required(&params, "secretkey", MAX_SECRET).map_err(bad)?);
+            let app_id = optional(&params, "app_id", MAX_ID).map_err(bad)?.map(str::to_string);
             core.call(move |c| c.login_api_key(&caller, app_id.as_deref(), &apikey, &secretkey)).await
         }
-        None | Some("") => return bad_request("Missing parameter auth_mode", started),
-        Some(_) => return bad_request("Invalid parameter auth_mode: unknown authentication mode", started),
-    };
-    match result {
-        Ok(signed_in) => answer(StatusCode::OK, &LoginAnswer::new(&signed_in)),
-        Err(e) => error(&e, started),
+        None | Some("") => return Err(bad_request("Missing parameter auth_mode", started)),
+        Some(_) => return Err(bad_request("Invalid parameter auth_mode: unknown authentication mode", started)),
     }
+    .map_err(refused)?;
+    Ok(answer(StatusCode::OK, &LoginAnswer::new(&signed_in)))
 }
 
 /// The token and optional app_id of a query string.
@@ -289,17 +281,14 @@ fn token_params(req: &HttpRequest) -> Result<(Secret, Option<String>), String> {
     Ok((token, app_id))
 }
 
-async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn logout(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, ForepaasError> {
     let started = Instant::now();
-    let (token, app_id) = match token_params(&req) {
-        Ok(p) => p,
-        Err(text) => return bad_request(&text, started),
-    };
+    let (token, app_id) = token_params(&req).map_err(|text| bad_request(&text, started))?;
     let caller = net::caller(&req, &core.config, "forepaas");
-    match core.into_inner().call(move |c| c.logout(&caller, TokenKind::Iam, &token, app_id.as_deref())).await {
-        Ok(()) => success(started),
-        Err(e) => error(&e, started),
-    }
+    let core = core.into_inner();
+    let logout = core.call(move |c| c.logout(&caller, TokenKind::Iam, &token, app_id.as_deref()));
+    logout.await.map_err(|e| error(&e, started))?;
+    Ok(success(started))
 }
 
 /// The session behind a token. The token itself is not echoed: secrets appear only in the answer
@@ -344,43 +333,34 @@ impl SessionAnswer {
     }
 }
 
-async fn check_session(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn check_session(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, ForepaasError> {
     let started = Instant::now();
-    let (token, app_id) = match token_params(&req) {
-        Ok(p) => p,
-        Err(text) => return bad_request(&text, started),
-    };
-    match core.into_inner().quick(move |c| c.check_token(TokenKind::Iam, &token, app_id.as_deref())).await {
-        Ok(info) => answer(StatusCode::OK, &SessionAnswer::new(&info, started)),
-        Err(e) => error(&e, started),
-    }
+    let (token, app_id) = token_params(&req).map_err(|text| bad_request(&text, started))?;
+    let core = core.into_inner();
+    let check = core.quick(move |c| c.check_token(TokenKind::Iam, &token, app_id.as_deref()));
+    let info = check.await.map_err(|e| error(&e, started))?;
+    Ok(answer(StatusCode::OK, &SessionAnswer::new(&info, started)))
 }
 
 /// `POST /iam/passwordChange?app_id=&token=` with `{password, oldpassword}` (JSON or form): the
 /// field notes' password change. Other sessions of the user end; this one lives on.
-async fn password_change(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn password_change(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ForepaasError> {
     let started = Instant::now();
-    let (token, app_id) = match token_params(&req) {
-        Ok(p) => p,
-        Err(text) => return bad_request(&text, started),
-    };
-    let params = match body_params(&req, payload, &core.config.http, started).await {
-        Ok(p) => p,
-        Err(res) => return res,
-    };
+    let bad = move |t: String| bad_request(&t, started);
+    let (token, app_id) = token_params(&req).map_err(bad)?;
+    let params = body_params(&req, payload, &core.config.http, started).await?;
     let caller = net::caller(&req, &core.config, "forepaas");
-    let (new, old) = match (required(&params, "password", MAX_SECRET), required(&params, "oldpassword", MAX_SECRET)) {
-        (Ok(n), Ok(o)) => (Secret::new(n), Secret::new(o)),
-        (Err(t), _) | (_, Err(t)) => return bad_request(&t, started),
-    };
-    let result = core
-        .into_inner()
+    let new = Secret::new(required(&params, "password", MAX_SECRET).map_err(bad)?);
+    let old = Secret::new(required(&params, "oldpassword", MAX_SECRET).map_err(bad)?);
+    core.into_inner()
         .call(move |c| c.change_password(&caller, TokenKind::Iam, &token, app_id.as_deref(), &old, &new))
-        .await;
-    match result {
-        Ok(()) => success(started),
-        Err(e) => error(&e, started),
-    }
+        .await
+        .map_err(|e| error(&e, started))?;
+    Ok(success(started))
 }
 
 #[cfg(test)]
