@@ -72,8 +72,19 @@ fn failure(req: &HttpRequest, status: StatusCode, message: &str) -> HttpResponse
         .body(serde_json::to_string(&body).unwrap_or_default())
 }
 
+crate::web::door_error!(
+    /// A refused CMS call, in the Spring envelope (which names the request's path): built by
+    /// [`error`] (the core's errors) or [`refused`].
+    SmartserverError,
+    "SmartServer"
+);
+
+fn refused(req: &HttpRequest, status: StatusCode, message: &str) -> SmartserverError {
+    failure(req, status, message).into()
+}
+
 /// The one mapping from the core's errors to this dialect's answers.
-fn error(req: &HttpRequest, e: &Error) -> HttpResponse {
+fn error(req: &HttpRequest, e: &Error) -> SmartserverError {
     let (status, message) = match e {
         Error::Invalid { .. } => (StatusCode::BAD_REQUEST, e.to_string()),
         Error::BadCredentials | Error::BadClient | Error::UnknownUser(_) => {
@@ -94,7 +105,7 @@ fn error(req: &HttpRequest, e: &Error) -> HttpResponse {
         Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts, retry later".into()),
         Error::Internal(id) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error (id {id})")),
     };
-    crate::web::with_retry_after(failure(req, status, &message), e)
+    crate::web::with_retry_after(failure(req, status, &message), e).into()
 }
 
 /// The user object of the document and field notes, every field with its type.
@@ -155,21 +166,18 @@ async fn json_fields(
     payload: web::Payload,
     http: &crate::config::Http,
     fields: &[&str],
-) -> Result<Vec<String>, HttpResponse> {
+) -> Result<Vec<String>, SmartserverError> {
     if media_type(req).as_deref() != Some("application/json") {
-        return Err(failure(req, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"));
+        return Err(refused(req, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"));
     }
-    let body = match read_body(req, payload, http).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge(n)) => {
-            return Err(failure(req, StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes")))
+    let body = read_body(req, payload, http).await.map_err(|e| match e {
+        BodyError::TooLarge(n) => {
+            refused(req, StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {n} bytes"))
         }
-        Err(BodyError::TimedOut) => {
-            return Err(failure(req, StatusCode::REQUEST_TIMEOUT, "Request body not received in time"))
-        }
-        Err(BodyError::Broken) => return Err(failure(req, StatusCode::BAD_REQUEST, "Incomplete request body")),
-    };
-    fields_of(&body, fields).map_err(|reason| failure(req, StatusCode::BAD_REQUEST, &reason))
+        BodyError::TimedOut => refused(req, StatusCode::REQUEST_TIMEOUT, "Request body not received in time"),
+        BodyError::Broken => refused(req, StatusCode::BAD_REQUEST, "Incomplete request body"),
+    })?;
+    fields_of(&body, fields).map_err(|reason| refused(req, StatusCode::BAD_REQUEST, &reason))
 }
 
 /// The named string fields of a JSON object body, or the reason for a 400.
@@ -201,71 +209,64 @@ fn session_cookie(req: &HttpRequest, core: &Core, value: String) -> Cookie<'stat
     Cookie::build(COOKIE, value).path("/cms").http_only(true).same_site(SameSite::Strict).secure(secure).finish()
 }
 
-async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let fields = match json_fields(&req, payload, &core.config.http, &["username", "password"]).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
-    let [username, password]: [String; 2] = match fields.try_into() {
-        Ok(f) => f,
-        Err(_) => return failure(&req, StatusCode::BAD_REQUEST, "username and password are required"),
-    };
+async fn login(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, SmartserverError> {
+    let fields = json_fields(&req, payload, &core.config.http, &["username", "password"]).await?;
+    let [username, password]: [String; 2] =
+        fields.try_into().map_err(|_| refused(&req, StatusCode::BAD_REQUEST, "username and password are required"))?;
     let password = Secret::new(password);
     let caller = net::caller(&req, &core.config, "smartserver");
     let core = core.into_inner();
-    let result = core
+    let signed_in = core
         .call_hashing(move |c| c.login_password(&caller, TokenKind::CmsSession, APP_CMS, &username, &password))
-        .await;
-    match result {
-        Ok(signed_in) => {
-            let cookie = session_cookie(&req, &core, signed_in.token.expose().to_string());
-            user_answer(&signed_in.user, &core, Some(cookie))
-        }
-        Err(e) => error(&req, &e),
-    }
+        .await
+        .map_err(|e| error(&req, &e))?;
+    let cookie = session_cookie(&req, &core, signed_in.token.expose().to_string());
+    Ok(user_answer(&signed_in.user, &core, Some(cookie)))
 }
 
 fn session_of(req: &HttpRequest) -> Option<Secret> {
     req.cookie(COOKIE).map(|c| Secret::new(c.value())).filter(|s| !s.expose().is_empty())
 }
 
-async fn current_user(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
-    let Some(token) = session_of(&req) else {
-        return failure(&req, StatusCode::UNAUTHORIZED, "No valid session");
-    };
-    match core.clone().into_inner().quick(move |c| c.check_token(TokenKind::CmsSession, &token, Some(APP_CMS))).await {
-        Ok(info) => user_answer(&info.user, &core, None),
-        Err(e) => error(&req, &e),
-    }
+async fn current_user(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, SmartserverError> {
+    let token = session_of(&req).ok_or_else(|| refused(&req, StatusCode::UNAUTHORIZED, "No valid session"))?;
+    let core = core.into_inner();
+    let check = core.quick(move |c| c.check_token(TokenKind::CmsSession, &token, Some(APP_CMS)));
+    let info = check.await.map_err(|e| error(&req, &e))?;
+    Ok(user_answer(&info.user, &core, None))
 }
 
-async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn logout(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, SmartserverError> {
     if let Some(token) = session_of(&req) {
         // Logging out of a session that is already over is not an error: the cookie goes either way.
         let caller = net::caller(&req, &core.config, "smartserver");
         match core.into_inner().call(move |c| c.logout(&caller, TokenKind::CmsSession, &token, Some(APP_CMS))).await {
             Ok(()) | Err(Error::BadToken) => {}
-            Err(e) => return error(&req, &e),
+            Err(e) => return Err(error(&req, &e)),
         }
     }
     let mut removal = Cookie::build(COOKIE, "").path("/cms").http_only(true).same_site(SameSite::Strict).finish();
     removal.make_removal();
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(removal).finish()
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(removal).finish())
 }
 
-async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
-    let fields = match json_fields(&req, payload, &core.config.http, &["userName", "emailAddress"]).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
-    let [user_name, email]: [String; 2] = match fields.try_into() {
-        Ok(f) => f,
-        Err(_) => return failure(&req, StatusCode::BAD_REQUEST, "userName and emailAddress are required"),
-    };
+async fn reset_pwd(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, SmartserverError> {
+    let fields = json_fields(&req, payload, &core.config.http, &["userName", "emailAddress"]).await?;
+    let [user_name, email]: [String; 2] = fields
+        .try_into()
+        .map_err(|_| refused(&req, StatusCode::BAD_REQUEST, "userName and emailAddress are required"))?;
     // Text no login or address may hold is refused here, before the answer that says nothing.
-    if let Err(e) = text::clean("userName", &user_name).and_then(|_| text::clean("emailAddress", &email)) {
-        return error(&req, &e);
-    }
+    text::clean("userName", &user_name)
+        .and_then(|_| text::clean("emailAddress", &email))
+        .map_err(|e| error(&req, &e))?;
     // The lookup and the mail happen after the answer, so neither its bytes nor its time tell
     // whether the two matched.
     let caller = net::caller(&req, &core.config, "smartserver");
@@ -275,7 +276,7 @@ async fn reset_pwd(req: HttpRequest, payload: web::Payload, core: web::Data<Core
             .call(move |c| c.request_password_reset(&caller, &user_name, &email, Some(APP_CMS), &CMS_RESET_MAIL))
             .await;
     });
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish()
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish())
 }
 
 #[cfg(test)]
