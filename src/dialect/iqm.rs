@@ -61,9 +61,20 @@ fn failure(status: StatusCode, error: &str, reason: Option<&str>) -> HttpRespons
     answer(status, &json!({"success": false, "errorObjects": [ErrorObject { error, reason }]}))
 }
 
+crate::web::door_error!(
+    /// A refused IQM call, in its `errorObjects` envelope: built by [`error`] (the core's errors,
+    /// which need the configuration for a blocked user's support address) or [`refused`].
+    IqmError,
+    "IQM"
+);
+
+fn refused(status: StatusCode, error: &str, reason: Option<&str>) -> IqmError {
+    failure(status, error, reason).into()
+}
+
 /// The one mapping from the core's errors to this dialect's answers.
-fn error(e: &Error, core: &Core) -> HttpResponse {
-    crate::web::with_retry_after(error_body(e, core), e)
+fn error(e: &Error, core: &Core) -> IqmError {
+    crate::web::with_retry_after(error_body(e, core), e).into()
 }
 
 fn error_body(e: &Error, core: &Core) -> HttpResponse {
@@ -110,8 +121,8 @@ fn error_body(e: &Error, core: &Core) -> HttpResponse {
     }
 }
 
-fn bad_request(reason: &str) -> HttpResponse {
-    failure(StatusCode::BAD_REQUEST, "Invalid request", Some(reason))
+fn bad_request(reason: &str) -> IqmError {
+    refused(StatusCode::BAD_REQUEST, "Invalid request", Some(reason))
 }
 
 /// `client_id:client_secret` of an `Authorization: Basic` header: None when absent, Err when
@@ -125,52 +136,46 @@ fn parse_basic(value: &str) -> Result<(String, Secret), ()> {
     crate::web::parse_basic(value).ok_or(())
 }
 
-/// The authenticated client of the request, or the 403 that refuses it.
-async fn client(
-    req: &HttpRequest,
-    core: &std::sync::Arc<Core>,
-    required: bool,
-) -> Result<Option<String>, HttpResponse> {
-    let refuse = |reason: &str| failure(StatusCode::FORBIDDEN, "Invalid client credentials", Some(reason));
+/// The authenticated client of the request (None when it sent none), or the 403 that refuses it.
+async fn client(req: &HttpRequest, core: &std::sync::Arc<Core>) -> Result<Option<String>, IqmError> {
+    let refuse = |reason: &str| refused(StatusCode::FORBIDDEN, "Invalid client credentials", Some(reason));
     match basic(req) {
-        Ok(None) if required => Err(refuse("The Authorization header with the client id and secret is missing.")),
         Ok(None) => Ok(None),
         Err(()) => Err(refuse("The Authorization header is not Basic base64(client_id:client_secret).")),
         Ok(Some((id, secret))) => {
             let cid = id.clone();
             let caller = net::caller(req, &core.config, "iqm");
-            match core.call(move |c| c.authenticate_client_throttled(&caller, &cid, &secret, Door::Iqm)).await {
-                Ok(()) => Ok(Some(id)),
-                Err(e) => Err(error(&e, core)),
-            }
+            let check = core.call(move |c| c.authenticate_client_throttled(&caller, &cid, &secret, Door::Iqm));
+            check.await.map_err(|e| error(&e, core))?;
+            Ok(Some(id))
         }
     }
 }
 
+/// [`client`] for the calls that need one.
+async fn required_client(req: &HttpRequest, core: &std::sync::Arc<Core>) -> Result<String, IqmError> {
+    client(req, core).await?.ok_or_else(|| {
+        refused(
+            StatusCode::FORBIDDEN,
+            "Invalid client credentials",
+            Some("The Authorization header with the client id and secret is missing."),
+        )
+    })
+}
+
 /// A JSON object body's string fields (`null` counts as absent).
-async fn fields(
-    req: &HttpRequest,
-    payload: web::Payload,
-    core: &Core,
-) -> Result<HashMap<String, String>, HttpResponse> {
-    let body = match read_body(req, payload, &core.config.http).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge(n)) => {
-            return Err(failure(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Invalid request",
-                Some(&format!("The body is larger than {n} bytes.")),
-            ))
+async fn fields(req: &HttpRequest, payload: web::Payload, core: &Core) -> Result<HashMap<String, String>, IqmError> {
+    let body = read_body(req, payload, &core.config.http).await.map_err(|e| match e {
+        BodyError::TooLarge(n) => refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Invalid request",
+            Some(&format!("The body is larger than {n} bytes.")),
+        ),
+        BodyError::TimedOut => {
+            refused(StatusCode::REQUEST_TIMEOUT, "Invalid request", Some("The body was not received in time."))
         }
-        Err(BodyError::TimedOut) => {
-            return Err(failure(
-                StatusCode::REQUEST_TIMEOUT,
-                "Invalid request",
-                Some("The body was not received in time."),
-            ))
-        }
-        Err(BodyError::Broken) => return Err(bad_request("The body is incomplete.")),
-    };
+        BodyError::Broken => bad_request("The body is incomplete."),
+    })?;
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
         return Err(bad_request("The body must be a JSON object."));
     };
@@ -188,9 +193,9 @@ async fn fields(
     Ok(out)
 }
 
-/// A required field, or the reason for a 400.
-fn required<'a>(f: &'a HashMap<String, String>, key: &str) -> Result<&'a str, String> {
-    f.get(key).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| format!("{key} is required."))
+/// A required field, or the 400 that asks for it.
+fn required<'a>(f: &'a HashMap<String, String>, key: &str) -> Result<&'a str, IqmError> {
+    f.get(key).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| bad_request(&format!("{key} is required.")))
 }
 
 /// The token object of the document.
@@ -204,161 +209,114 @@ fn token_object(g: &Grant) -> serde_json::Map<String, Value> {
     m
 }
 
-async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn sign_up(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> Result<HttpResponse, IqmError> {
     let core = core.into_inner();
-    let client_id = match client(&req, &core, true).await {
-        Ok(Some(id)) => id,
-        Ok(None) => return failure(StatusCode::FORBIDDEN, "Invalid client credentials", None),
-        Err(res) => return res,
-    };
-    let f = match fields(&req, payload, &core).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
-    let (email, password) = match (required(&f, "email"), required(&f, "password")) {
-        (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
-        (Err(r), _) | (_, Err(r)) => return bad_request(&r),
-    };
+    let client_id = required_client(&req, &core).await?;
+    let f = fields(&req, payload, &core).await?;
+    let email = required(&f, "email")?.trim().to_string();
+    let password = Secret::new(required(&f, "password")?);
     let caller = net::caller(&req, &core.config, "iqm");
-    match core.call_hashing(move |c| c.sign_up(&caller, &client_id, &email, &password)).await {
-        Ok(g) => answer(StatusCode::OK, &json!({"success": true, "data": token_object(&g)})),
-        Err(e) => error(&e, &core),
-    }
+    let signed_up = core.call_hashing(move |c| c.sign_up(&caller, &client_id, &email, &password));
+    let g = signed_up.await.map_err(|e| error(&e, &core))?;
+    Ok(answer(StatusCode::OK, &json!({"success": true, "data": token_object(&g)})))
 }
 
 /// `/login` and `/oauth/token`: the password grant, or the refresh grant.
-async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn token(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> Result<HttpResponse, IqmError> {
     let core = core.into_inner();
-    let f = match fields(&req, payload, &core).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
+    let f = fields(&req, payload, &core).await?;
     let grant_type = f.get("grantType").or_else(|| f.get("grant_type")).map(String::as_str);
     // /login is the password grant when grantType is left out; /oauth/token needs it.
     match (grant_type, req.path().ends_with("/login")) {
         (Some("password"), _) | (None, true) => {
-            let client_id = match client(&req, &core, true).await {
-                Ok(Some(id)) => id,
-                Ok(None) => return failure(StatusCode::FORBIDDEN, "Invalid client credentials", None),
-                Err(res) => return res,
-            };
-            let (email, password) = match (required(&f, "email"), required(&f, "password")) {
-                (Ok(e), Ok(p)) => (e.trim().to_string(), Secret::new(p)),
-                (Err(r), _) | (_, Err(r)) => return bad_request(&r),
-            };
+            let client_id = required_client(&req, &core).await?;
+            let email = required(&f, "email")?.trim().to_string();
+            let password = Secret::new(required(&f, "password")?);
             let caller = net::caller(&req, &core.config, "iqm");
-            match core.call_hashing(move |c| c.password_grant(&caller, &client_id, &email, &password)).await {
-                Ok(g) => {
-                    let mut data = token_object(&g);
-                    data.insert("owId".into(), json!(g.workspace_id));
-                    answer(StatusCode::OK, &json!({"success": true, "data": data}))
-                }
-                Err(e) => error(&e, &core),
-            }
+            let granted = core.call_hashing(move |c| c.password_grant(&caller, &client_id, &email, &password));
+            let g = granted.await.map_err(|e| error(&e, &core))?;
+            let mut data = token_object(&g);
+            data.insert("owId".into(), json!(g.workspace_id));
+            Ok(answer(StatusCode::OK, &json!({"success": true, "data": data})))
         }
         (Some("refresh_token"), _) => {
-            let client_id = match client(&req, &core, false).await {
-                Ok(id) => id,
-                Err(res) => return res,
-            };
-            let refresh = match required(&f, "refresh_token").or_else(|_| required(&f, "refreshToken")) {
-                Ok(r) => Secret::new(r),
-                Err(r) => return bad_request(&r),
-            };
+            let client_id = client(&req, &core).await?;
+            let refresh = Secret::new(required(&f, "refresh_token").or_else(|_| required(&f, "refreshToken"))?);
             let caller = net::caller(&req, &core.config, "iqm");
-            match core
+            let g = core
                 .call_write(move |c, tx| c.refresh_grant_in(tx, &caller, client_id.as_deref(), &refresh))
                 .await
                 .and_then(|g| g)
-            {
-                Ok(g) => answer(StatusCode::OK, &Value::Object(token_object(&g))),
-                Err(e) => error(&e, &core),
-            }
+                .map_err(|e| error(&e, &core))?;
+            Ok(answer(StatusCode::OK, &Value::Object(token_object(&g))))
         }
-        (None, false) => bad_request("grantType is required."),
-        (Some(_), _) => failure(
+        (None, false) => Err(bad_request("grantType is required.")),
+        (Some(_), _) => Err(refused(
             StatusCode::BAD_REQUEST,
             "Unsupported grant type",
             Some("grantType must be password or refresh_token."),
-        ),
+        )),
     }
 }
 
-fn unauthorized(reason: &str) -> HttpResponse {
-    failure(StatusCode::UNAUTHORIZED, "Unauthorized", Some(reason))
-}
-
-/// The bearer token and workspace of a request, or the reason for a 401.
-fn bearer(req: &HttpRequest) -> Result<(Secret, i64), &'static str> {
+/// The bearer token and workspace of a request, or the 401 that refuses it.
+fn bearer(req: &HttpRequest) -> Result<(Secret, i64), IqmError> {
+    let unauthorized = |reason: &str| refused(StatusCode::UNAUTHORIZED, "Unauthorized", Some(reason));
     let auth = req.headers().get("Authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     let token = match auth.trim().split_once(' ') {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() && t.len() <= 1024 => {
             t.trim()
         }
-        _ => return Err("The Authorization header must carry a Bearer token."),
+        _ => return Err(unauthorized("The Authorization header must carry a Bearer token.")),
     };
     let ow = req
         .headers()
         .get("X-IAA-OW-ID")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .ok_or("The X-IAA-OW-ID header must carry the workspace id.")?;
+        .ok_or_else(|| unauthorized("The X-IAA-OW-ID header must carry the workspace id."))?;
     Ok((Secret::new(token), ow))
 }
 
-async fn logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
-    let (token, ow) = match bearer(&req) {
-        Ok(b) => b,
-        Err(reason) => return unauthorized(reason),
-    };
+async fn logout(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IqmError> {
+    let (token, ow) = bearer(&req)?;
     let core = core.into_inner();
     let caller = net::caller(&req, &core.config, "iqm");
-    match core.call(move |c| c.logout_family(&caller, &token, ow)).await {
-        Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "User logged out successfully."})),
-        Err(e) => error(&e, &core),
-    }
+    let logout = core.call(move |c| c.logout_family(&caller, &token, ow));
+    logout.await.map_err(|e| error(&e, &core))?;
+    Ok(answer(StatusCode::OK, &json!({"success": true, "data": "User logged out successfully."})))
 }
 
-async fn user_info(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
-    let (token, ow) = match bearer(&req) {
-        Ok(b) => b,
-        Err(reason) => return unauthorized(reason),
-    };
-    match core.clone().into_inner().quick(move |c| c.check_bearer(&token, ow)).await {
-        Ok(b) => answer(
-            StatusCode::OK,
-            &json!({"success": true, "data": {
-                "uid": b.user.id,
-                "email": b.user.email,
-                "firstName": b.user.first_name,
-                "lastName": b.user.last_name,
-                "owId": b.workspace_id,
-                "clientId": b.client_id,
-                "expiresAt": iso8601(b.expires_at),
-            }}),
-        ),
-        Err(e) => error(&e, &core),
-    }
-}
-
-async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn user_info(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IqmError> {
+    let (token, ow) = bearer(&req)?;
     let core = core.into_inner();
-    let client_id = match client(&req, &core, false).await {
-        Ok(id) => id,
-        Err(res) => return res,
-    };
-    let f = match fields(&req, payload, &core).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
-    let email = match required(&f, "email") {
-        Ok(e) => e.trim().to_string(),
-        Err(r) => return bad_request(&r),
-    };
+    let check = core.quick(move |c| c.check_bearer(&token, ow));
+    let b = check.await.map_err(|e| error(&e, &core))?;
+    Ok(answer(
+        StatusCode::OK,
+        &json!({"success": true, "data": {
+            "uid": b.user.id,
+            "email": b.user.email,
+            "firstName": b.user.first_name,
+            "lastName": b.user.last_name,
+            "owId": b.workspace_id,
+            "clientId": b.client_id,
+            "expiresAt": iso8601(b.expires_at),
+        }}),
+    ))
+}
+
+async fn reset_password(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, IqmError> {
+    let core = core.into_inner();
+    let client_id = client(&req, &core).await?;
+    let f = fields(&req, payload, &core).await?;
+    let email = required(&f, "email")?.trim().to_string();
     // Text no address may hold is refused here, before the answer that says nothing.
-    if let Err(e) = text::clean("email", &email) {
-        return error(&e, &core);
-    }
+    text::clean("email", &email).map_err(|e| error(&e, &core))?;
     // The lookup and the mail happen after the answer: its bytes and its time are the same whether
     // or not the email names a user.
     let background = std::sync::Arc::clone(&core);
@@ -368,27 +326,28 @@ async fn reset_password(req: HttpRequest, payload: web::Payload, core: web::Data
             .call(move |c| c.request_password_reset(&caller, &email, &email, client_id.as_deref(), &IQM_RESET_MAIL))
             .await;
     });
-    answer(StatusCode::OK, &json!({"success": true, "data": "Email with reset password link sent successfully."}))
+    Ok(answer(StatusCode::OK, &json!({"success": true, "data": "Email with reset password link sent successfully."})))
 }
 
-async fn update_password(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn update_password(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, IqmError> {
     let core = core.into_inner();
-    let f = match fields(&req, payload, &core).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
+    let f = fields(&req, payload, &core).await?;
     let query: HashMap<String, String> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let code = f.get("token").or_else(|| query.get("token")).map(|t| t.trim().to_string());
-    let (email, password, code) = match (required(&f, "email"), required(&f, "password"), code) {
-        (Ok(e), Ok(p), Some(c)) if !c.is_empty() => (e.trim().to_string(), Secret::new(p), Secret::new(c)),
-        (Err(r), _, _) | (_, Err(r), _) => return bad_request(&r),
-        _ => return bad_request("token (from the reset link) is required."),
+    let email = required(&f, "email")?.trim().to_string();
+    let password = Secret::new(required(&f, "password")?);
+    let code = match code {
+        Some(c) if !c.is_empty() => Secret::new(c),
+        _ => return Err(bad_request("token (from the reset link) is required.")),
     };
     let caller = net::caller(&req, &core.config, "iqm");
-    match core.call(move |c| c.reset_password_of(&caller, &code, Some(&email), &password)).await {
-        Ok(()) => answer(StatusCode::OK, &json!({"success": true, "data": "Password changed successfully."})),
-        Err(e) => error(&e, &core),
-    }
+    let reset = core.call(move |c| c.reset_password_of(&caller, &code, Some(&email), &password));
+    reset.await.map_err(|e| error(&e, &core))?;
+    Ok(answer(StatusCode::OK, &json!({"success": true, "data": "Password changed successfully."})))
 }
 
 #[cfg(test)]
