@@ -112,6 +112,13 @@ fn app_not_found(app: &str) -> HttpResponse {
         .body(format!("Client Application {app} not found"))
 }
 
+crate::web::door_error!(
+    /// A refused IAMPASS call, as the vendor answers it: built by [`refusal`] from a [`Refused`]
+    /// (the core's errors through [`error`], which names the path's application and user).
+    IampassError,
+    "IAMPASS"
+);
+
 /// The one mapping from the core's errors to this dialect's answers.
 fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
     match e {
@@ -132,7 +139,15 @@ fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
             crate::web::with_retry_after(refused(StatusCode::TOO_MANY_REQUESTS, "too many requests, retry later"), e)
         }
         Error::BadToken => refused(StatusCode::NOT_FOUND, "no such session"),
-        other => refused(StatusCode::BAD_REQUEST, &other.to_string()),
+        Error::BadCredentials
+        | Error::BadClient
+        | Error::WrongPassword
+        | Error::Blocked
+        | Error::NotMember
+        | Error::Gone
+        | Error::UnknownApiKey
+        | Error::Exists(_)
+        | Error::Lost => refused(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 
@@ -190,11 +205,12 @@ fn denied(reason: &str) -> Refused {
 }
 
 /// The answer to a refused call on `app` (and `user`).
-fn refusal(r: Refused, app: &str, user: Option<&str>) -> HttpResponse {
+fn refusal(r: Refused, app: &str, user: Option<&str>) -> IampassError {
     match r {
         Refused::Answer(status, reason) => refused(status, &reason),
         Refused::Core(e) => error(&e, app, user),
     }
+    .into()
 }
 
 /// Reads the signature headers of a request on `path_app`; what is malformed is refused here.
@@ -334,36 +350,41 @@ fn signed(req: &HttpRequest, with_user: bool) -> Result<(String, Option<String>,
 
 /// [`signed`] for the calls on one user: the application, the user and the signature, or the
 /// answer that refuses the request.
-fn signed_user(req: &HttpRequest) -> Result<(String, String, Signature), Box<HttpResponse>> {
+fn signed_user(req: &HttpRequest) -> Result<(String, String, Signature), IampassError> {
     match signed(req, true) {
         Ok((app, Some(user), sig)) => Ok((app, user, sig)),
-        Ok(_) => Err(Box::new(refused(StatusCode::BAD_REQUEST, "no user in the path"))),
-        Err(r) => Err(Box::new(refusal(r, "", None))),
+        Ok(_) => Err(refused(StatusCode::BAD_REQUEST, "no user in the path").into()),
+        Err(r) => Err(refusal(r, "", None)),
     }
 }
 
 /// add_users and delete_users: the signature, then the body's `users`, then `f`.
-async fn signed_users<F>(req: HttpRequest, payload: web::Payload, core: web::Data<Core>, f: F) -> HttpResponse
+async fn signed_users<F>(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+    f: F,
+) -> Result<HttpResponse, IampassError>
 where
     F: FnOnce(&Core, &Caller, &str, &[String]) -> Result<(StatusCode, Value), Error> + Send + 'static,
 {
     let core = core.into_inner();
-    let (app, _, sig) = match signed(&req, false) {
-        Ok(s) => s,
-        Err(r) => return refusal(r, "", None),
-    };
+    let (app, _, sig) = signed(&req, false).map_err(|r| refusal(r, "", None))?;
     let users = body(&req, payload, &core)
         .await
         .and_then(|b| users_of(&b).map_err(|reason| Refused::Answer(StatusCode::OK, reason)));
     let caller = net::caller(&req, &core.config, "iampass");
     let a = app.clone();
-    match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &users?)?)).await {
-        Ok((status, body)) => json_answer(status, &body),
-        Err(r) => refusal(r, &app, None),
-    }
+    let done = run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &users?)?));
+    let (status, body) = done.await.map_err(|r| refusal(r, &app, None))?;
+    Ok(json_answer(status, &body))
 }
 
-async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn add_users(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, IampassError> {
     signed_users(req, payload, core, |c, caller, app, users| {
         let added = c.add_app_users(caller, app, users)?;
         Ok((
@@ -374,7 +395,11 @@ async fn add_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core
     .await
 }
 
-async fn delete_users(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn delete_users(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, IampassError> {
     signed_users(req, payload, core, |c, caller, app, users| {
         c.remove_app_users(caller, app, users)?;
         Ok((StatusCode::OK, json!({"status": true})))
@@ -389,27 +414,23 @@ fn display_name(req: &HttpRequest) -> Result<Option<String>, &'static str> {
     Ok(pairs.into_iter().find(|(k, _)| k == "display_name").map(|(_, v)| v))
 }
 
-async fn registration_link(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn registration_link(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IampassError> {
     per_user(req, core, |c, _, app, user, display| {
         c.registration_link(app, user, display.as_deref()).map(|url| json!({"register_url": url, "status": true}))
     })
     .await
 }
 
-async fn has_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn has_device(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IampassError> {
     let core = core.into_inner();
-    let (app, user, sig) = match signed_user(&req) {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
+    let (app, user, sig) = signed_user(&req)?;
     let (a, u) = (app.clone(), user.clone());
-    match run_signed_quick(&core, sig, move |c| Ok(c.has_device(&a, &u)?)).await {
-        Ok(has) => json_answer(StatusCode::OK, &json!({"device_registered": has, "status": true})),
-        Err(r) => refusal(r, &app, Some(&user)),
-    }
+    let has = run_signed_quick(&core, sig, move |c| Ok(c.has_device(&a, &u)?));
+    let has = has.await.map_err(|r| refusal(r, &app, Some(&user)))?;
+    Ok(json_answer(StatusCode::OK, &json!({"device_registered": has, "status": true})))
 }
 
-async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IampassError> {
     per_user(req, core, |c, caller, app, user, display| {
         c.lose_devices(caller, app, user, display.as_deref()).map(|url| json!({"register_url": url, "status": true}))
     })
@@ -417,22 +438,18 @@ async fn lost_device(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
 }
 
 /// The GET calls on one user: the signature, then one core call answered as JSON, in one trip.
-async fn per_user<F>(req: HttpRequest, core: web::Data<Core>, f: F) -> HttpResponse
+async fn per_user<F>(req: HttpRequest, core: web::Data<Core>, f: F) -> Result<HttpResponse, IampassError>
 where
     F: FnOnce(&Core, &Caller, &str, &str, Option<String>) -> Result<Value, Error> + Send + 'static,
 {
     let core = core.into_inner();
-    let (app, user, sig) = match signed_user(&req) {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
+    let (app, user, sig) = signed_user(&req)?;
     let display = display_name(&req).map_err(|reason| Refused::Answer(StatusCode::OK, reason.to_string()));
     let (a, u) = (app.clone(), user.clone());
     let caller = net::caller(&req, &core.config, "iampass");
-    match run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &u, display?)?)).await {
-        Ok(body) => json_answer(StatusCode::OK, &body),
-        Err(r) => refusal(r, &app, Some(&user)),
-    }
+    let body = run_signed(&core, sig, move |c| Ok(f(c, &caller, &a, &u, display?)?));
+    let body = body.await.map_err(|r| refusal(r, &app, Some(&user)))?;
+    Ok(json_answer(StatusCode::OK, &body))
 }
 
 /// send_registration_sms's body: the phone number, display name and message.
@@ -454,22 +471,21 @@ fn sms_of(raw: &[u8]) -> Result<(String, Option<String>, Option<String>), String
     }
 }
 
-async fn send_sms(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn send_sms(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, IampassError> {
     let core = core.into_inner();
-    let (app, user, sig) = match signed_user(&req) {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
+    let (app, user, sig) = signed_user(&req)?;
     let sms = body(&req, payload, &core).await.and_then(|b| sms_of(&b).map_err(|r| Refused::Answer(StatusCode::OK, r)));
     let (a, u) = (app.clone(), user.clone());
     let sent = run_signed(&core, sig, move |c| {
         let (phone, display, message) = sms?;
         Ok(c.send_registration_sms(&a, &u, &phone, display.as_deref(), message.as_deref())?)
     });
-    match sent.await {
-        Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
-        Err(r) => refusal(r, &app, Some(&user)),
-    }
+    sent.await.map_err(|r| refusal(r, &app, Some(&user)))?;
+    Ok(json_answer(StatusCode::OK, &json!({"status": true})))
 }
 
 /// `methods` and `duration_seconds` of authenticate_user's query string.
@@ -484,13 +500,10 @@ fn signin_answer(status: StatusCode, inner: Value) -> HttpResponse {
     json_answer(status, &json!({ "authentication_status": inner }))
 }
 
-async fn authenticate_user(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn authenticate_user(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IampassError> {
     use crate::core::signins::Start;
     let core = core.into_inner();
-    let (app, user, sig) = match signed_user(&req) {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
+    let (app, user, sig) = signed_user(&req)?;
     let query = signin_query(&req);
     let caller = net::caller(&req, &core.config, "iampass");
     let (a, u) = (app.clone(), user.clone());
@@ -498,10 +511,10 @@ async fn authenticate_user(req: HttpRequest, core: web::Data<Core>) -> HttpRespo
         let (methods, duration) = query?;
         Ok(c.start_signin(&caller, &a, &u, methods.as_deref(), duration.as_deref())?)
     });
-    match started.await {
-        Ok(Start::Started { token, secret }) => {
+    match started.await.map_err(|r| refusal(r, &app, Some(&user)))? {
+        Start::Started { token, secret } => {
             let base = core.config.public_url();
-            signin_answer(
+            Ok(signin_answer(
                 StatusCode::ACCEPTED,
                 json!({
                     "authenticated": true,
@@ -511,23 +524,23 @@ async fn authenticate_user(req: HttpRequest, core: web::Data<Core>) -> HttpRespo
                     "status_url": format!("{base}/authentication/session/status/{token}"),
                     "logout_url": format!("{base}/authentication/session/logout/{token}"),
                 }),
-            )
+            ))
         }
-        Ok(Start::NotStarted(reason)) => {
-            signin_answer(StatusCode::OK, json!({"authenticated": false, "session_status": "failed", "reason": reason}))
-        }
-        Err(r) => refusal(r, &app, Some(&user)),
+        Start::NotStarted(reason) => Ok(signin_answer(
+            StatusCode::OK,
+            json!({"authenticated": false, "session_status": "failed", "reason": reason}),
+        )),
     }
 }
 
 /// The session token of a status or logout path (32 hex characters), and the signature made
 /// with it as the client id.
-fn signed_session(req: &HttpRequest) -> Result<(String, Signature), Box<HttpResponse>> {
+fn signed_session(req: &HttpRequest) -> Result<(String, Signature), IampassError> {
     let token = req.match_info().get("token").unwrap_or_default().to_string();
     if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Box::new(refused(StatusCode::NOT_FOUND, "no such session")));
+        return Err(refused(StatusCode::NOT_FOUND, "no such session").into());
     }
-    let sig = signature_of(req, &token).map_err(|r| Box::new(refusal(r, "", None)))?;
+    let sig = signature_of(req, &token).map_err(|r| refusal(r, "", None))?;
     Ok((token, sig))
 }
 
@@ -555,29 +568,21 @@ where
     }
 }
 
-async fn session_status(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn session_status(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IampassError> {
     let core = core.into_inner();
-    let (token, sig) = match signed_session(&req) {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
-    match run_session(&core, sig, move |c| c.signin_status(&token)).await {
-        Ok(status) => signin_answer(StatusCode::OK, json!({"authenticated": true, "session_status": status})),
-        Err(r) => refusal(r, "", None),
-    }
+    let (token, sig) = signed_session(&req)?;
+    let status = run_session(&core, sig, move |c| c.signin_status(&token));
+    let status = status.await.map_err(|r| refusal(r, "", None))?;
+    Ok(signin_answer(StatusCode::OK, json!({"authenticated": true, "session_status": status})))
 }
 
-async fn session_logout(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn session_logout(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, IampassError> {
     let core = core.into_inner();
-    let (token, sig) = match signed_session(&req) {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
+    let (token, sig) = signed_session(&req)?;
     let caller = net::caller(&req, &core.config, "iampass");
-    match run_session(&core, sig, move |c| c.end_signin(&caller, &token)).await {
-        Ok(()) => json_answer(StatusCode::OK, &json!({"status": true})),
-        Err(r) => refusal(r, "", None),
-    }
+    let ended = run_session(&core, sig, move |c| c.end_signin(&caller, &token));
+    ended.await.map_err(|r| refusal(r, "", None))?;
+    Ok(json_answer(StatusCode::OK, &json!({"status": true})))
 }
 
 #[cfg(test)]
