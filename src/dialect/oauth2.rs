@@ -40,6 +40,19 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpRespon
     answer(status, &json!({"error": error, "error_description": description}))
 }
 
+crate::web::door_error!(
+    /// A refused call, as RFC 6749 §5.2 answers it: the core's errors through [`error`], or an
+    /// [`oauth_error`] of this door's.
+    Oauth2Error,
+    "OAuth 2.0"
+);
+
+impl From<Error> for Oauth2Error {
+    fn from(e: Error) -> Oauth2Error {
+        error(&e).into()
+    }
+}
+
 /// The one mapping from the core's errors to RFC 6749 §5.2 answers.
 fn error(e: &Error) -> HttpResponse {
     match e {
@@ -65,7 +78,18 @@ fn error(e: &Error) -> HttpResponse {
         Error::Internal(id) => {
             oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &format!("Internal error (id {id})."))
         }
-        e => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+        Error::Invalid { .. }
+        | Error::BadCredentials
+        | Error::BadToken
+        | Error::WrongPassword
+        | Error::Blocked
+        | Error::UnknownApp(_)
+        | Error::UnknownUser(_)
+        | Error::Gone
+        | Error::UnknownApiKey
+        | Error::Exists(_)
+        | Error::Lost
+        | Error::NoRoom => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     }
 }
 
@@ -74,52 +98,45 @@ async fn request(
     req: &HttpRequest,
     payload: web::Payload,
     core: &Core,
-) -> Result<(String, Secret, Secret), HttpResponse> {
-    let Some((client, secret)) = req.headers().get("Authorization").and_then(|v| v.to_str().ok()).and_then(parse_basic)
-    else {
-        return Err(error(&Error::BadClient));
-    };
+) -> Result<(String, Secret, Secret), Oauth2Error> {
+    let invalid = |status, description: &str| Oauth2Error::from(oauth_error(status, "invalid_request", description));
+    let (client, secret) = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_basic)
+        .ok_or(Error::BadClient)?;
     if media_type(req).as_deref() != Some("application/x-www-form-urlencoded") {
-        return Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The body must be application/x-www-form-urlencoded.",
-        ));
+        return Err(invalid(StatusCode::BAD_REQUEST, "The body must be application/x-www-form-urlencoded."));
     }
-    let body = match read_body(req, payload, &core.config.http).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge(_)) => {
-            return Err(oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "The body is too large."))
-        }
-        Err(BodyError::TimedOut) => {
-            return Err(oauth_error(StatusCode::REQUEST_TIMEOUT, "invalid_request", "The body came too slowly."))
-        }
-        Err(BodyError::Broken) => {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Incomplete body."))
-        }
-    };
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "The body is not a form."))?;
+    let body = read_body(req, payload, &core.config.http).await.map_err(|e| match e {
+        BodyError::TooLarge(_) => invalid(StatusCode::PAYLOAD_TOO_LARGE, "The body is too large."),
+        BodyError::TimedOut => invalid(StatusCode::REQUEST_TIMEOUT, "The body came too slowly."),
+        BodyError::Broken => invalid(StatusCode::BAD_REQUEST, "Incomplete body."),
+    })?;
+    let form: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(&body).map_err(|_| invalid(StatusCode::BAD_REQUEST, "The body is not a form."))?;
     let tokens: Vec<&String> = form.iter().filter(|(k, _)| k == "token").map(|(_, v)| v).collect();
     match tokens.as_slice() {
         [t] if !t.is_empty() && t.len() <= 1024 => Ok((client, secret, Secret::new(t.as_str()))),
-        _ => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Exactly one token is required.")),
+        _ => Err(invalid(StatusCode::BAD_REQUEST, "Exactly one token is required.")),
     }
 }
 
-async fn introspect(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn introspect(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, Oauth2Error> {
     let core = core.into_inner();
-    let (client, secret, token) = match request(&req, payload, &core).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let (client, secret, token) = request(&req, payload, &core).await?;
     let caller = net::caller(&req, &core.config, "oauth2");
     let described = core.call(move |c| {
         c.authenticate_client_throttled(&caller, &client, &secret, Door::Oauth)?;
         c.describe_token(&client, &token)
     });
-    match described.await {
-        Ok(Some(d)) => {
+    Ok(match described.await? {
+        Some(d) => {
             let mut body = json!({
                 "active": true,
                 "sub": d.user.id.to_string(),
@@ -134,26 +151,20 @@ async fn introspect(req: HttpRequest, payload: web::Payload, core: web::Data<Cor
             }
             answer(StatusCode::OK, &body)
         }
-        Ok(None) => answer(StatusCode::OK, &json!({"active": false})),
-        Err(e) => error(&e),
-    }
+        None => answer(StatusCode::OK, &json!({"active": false})),
+    })
 }
 
-async fn revoke(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> HttpResponse {
+async fn revoke(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> Result<HttpResponse, Oauth2Error> {
     let core = core.into_inner();
-    let (client, secret, token) = match request(&req, payload, &core).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let (client, secret, token) = request(&req, payload, &core).await?;
     let caller = net::caller(&req, &core.config, "oauth2");
     let revoked = core.call(move |c| {
         c.authenticate_client_throttled(&caller, &client, &secret, Door::Oauth)?;
         c.revoke_token(&caller, &client, &token)
     });
-    match revoked.await {
-        Ok(()) => HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish(),
-        Err(e) => error(&e),
-    }
+    revoked.await?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish())
 }
 
 async fn metadata(core: web::Data<Core>) -> HttpResponse {
