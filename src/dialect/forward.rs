@@ -21,12 +21,48 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/verify", web::route().to(verify));
 }
 
-fn refused(status: StatusCode, text: &'static str) -> HttpResponse {
+crate::web::door_error!(
+    /// A refused verification: a bare status and word for the proxy, from [`error`] or [`refused`].
+    ForwardError,
+    "forward auth"
+);
+
+impl From<Error> for ForwardError {
+    fn from(e: Error) -> ForwardError {
+        error(&e)
+    }
+}
+
+fn refused(status: StatusCode, text: &'static str) -> ForwardError {
     let mut res = HttpResponse::build(status);
     if status == StatusCode::UNAUTHORIZED {
         res.insert_header(("WWW-Authenticate", "Bearer realm=\"gatehouse\""));
     }
-    res.insert_header(("Cache-Control", "no-store")).content_type("text/plain; charset=utf-8").body(text)
+    res.insert_header(("Cache-Control", "no-store")).content_type("text/plain; charset=utf-8").body(text).into()
+}
+
+/// The one mapping from the core's errors to a proxy's answers: whatever is not the server's own
+/// trouble is a credential the proxy must not let through.
+fn error(e: &Error) -> ForwardError {
+    match e {
+        Error::Busy => refused(StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        Error::Internal(_) => refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        Error::Invalid { .. }
+        | Error::BadCredentials
+        | Error::BadClient
+        | Error::BadToken
+        | Error::WrongPassword
+        | Error::Blocked
+        | Error::NotMember
+        | Error::UnknownApp(_)
+        | Error::UnknownUser(_)
+        | Error::Gone
+        | Error::UnknownApiKey
+        | Error::Exists(_)
+        | Error::Lost
+        | Error::NoRoom
+        | Error::Throttled { .. } => refused(StatusCode::UNAUTHORIZED, "unauthorized"),
+    }
 }
 
 /// The route's application: every non-empty name in `X-Auth-Require-App` (each header of that
@@ -51,7 +87,7 @@ fn required_app(req: &HttpRequest) -> Result<Option<String>, ()> {
     Ok(required)
 }
 
-async fn verify(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
+async fn verify(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, ForwardError> {
     let bearer = req
         .headers()
         .get("Authorization")
@@ -60,19 +96,13 @@ async fn verify(req: HttpRequest, core: web::Data<Core>) -> HttpResponse {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| Secret::new(t.trim()));
     let cookie = req.cookie(crate::web::CMS_COOKIE).map(|c| Secret::new(c.value()));
-    let Ok(app) = required_app(&req) else {
-        return refused(StatusCode::UNAUTHORIZED, "unauthorized");
-    };
+    let app = required_app(&req).map_err(|()| refused(StatusCode::UNAUTHORIZED, "unauthorized"))?;
     let core = core.into_inner();
-    match core.quick(move |c| c.forward_check(bearer.as_ref(), cookie.as_ref(), app.as_deref())).await {
-        Ok(info) => HttpResponse::Ok()
-            .insert_header(("X-Auth-User", info.user.login.as_str()))
-            .insert_header(("X-Auth-User-Id", info.user.id.to_string()))
-            .insert_header(("X-Auth-App", info.app_id.as_str()))
-            .insert_header(("Cache-Control", "no-store"))
-            .finish(),
-        Err(Error::Busy) => refused(StatusCode::SERVICE_UNAVAILABLE, "busy"),
-        Err(Error::Internal(_)) => refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-        Err(_) => refused(StatusCode::UNAUTHORIZED, "unauthorized"),
-    }
+    let info = core.quick(move |c| c.forward_check(bearer.as_ref(), cookie.as_ref(), app.as_deref())).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Auth-User", info.user.login.as_str()))
+        .insert_header(("X-Auth-User-Id", info.user.id.to_string()))
+        .insert_header(("X-Auth-App", info.app_id.as_str()))
+        .insert_header(("Cache-Control", "no-store"))
+        .finish())
 }
