@@ -162,7 +162,7 @@ impl Core {
             },
             Found::Signin(row) if row.effective(now_ms()) == "active" => {
                 let member = self.store.with(|c| users::is_member(c, row.user_id, &row.app_id))?;
-                let user = self.store.with(|c| users::by_id(c, row.user_id))?;
+                let user = self.store.with(|c| super::users::find_by_id(c, row.user_id))?;
                 user.filter(|u| !u.blocked && member).map(|user| Described {
                     user,
                     app_id: row.app_id.clone(),
@@ -193,9 +193,9 @@ impl Core {
                 if !self.may_see(client, &row.app_id) {
                     return Err(Error::NotMember);
                 }
-                self.store.write(|tx| {
+                self.store.write(|tx| -> Result<_, Error> {
                     if tokens::revoke_family(tx, &row.family, now)? > 0 {
-                        let user = users::by_id(tx, row.user_id)?;
+                        let user = super::users::find_by_id(tx, row.user_id)?;
                         audit_in(tx, caller, "token_revoked", Some(&row.app_id), user.as_ref(), None)?;
                     }
                     Ok(())
@@ -207,7 +207,7 @@ impl Core {
                     return Err(Error::NotMember);
                 }
                 let d = digest(token);
-                self.store.write(|tx| {
+                self.store.write(|tx| -> Result<_, Error> {
                     tokens::revoke(tx, &d, now)?;
                     audit_in(tx, caller, "token_revoked", Some(&info.app_id), Some(&info.user), None)
                 })?;
@@ -216,9 +216,9 @@ impl Core {
                 if !self.may_see(client, &row.app_id) {
                     return Err(Error::NotMember);
                 }
-                self.store.write(|tx| {
+                self.store.write(|tx| -> Result<_, Error> {
                     if auth_sessions::close(tx, row.id, now)? {
-                        let user = users::by_id(tx, row.user_id)?;
+                        let user = super::users::find_by_id(tx, row.user_id)?;
                         audit_in(tx, caller, "token_revoked", Some(&row.app_id), user.as_ref(), None)?;
                     }
                     Ok(())

@@ -22,7 +22,7 @@ impl NewApiKey {
 
     /// Inside a write: the key's row, its secret as a SHA-256 digest only.
     pub(crate) fn insert_in(&self, tx: &crate::store::Db, user_id: i64, app_id: &str, now: i64) -> Result<(), Error> {
-        apikeys::insert(
+        Ok(apikeys::insert(
             tx,
             &ApiKeyRow {
                 id: self.apikey.clone(),
@@ -33,7 +33,7 @@ impl NewApiKey {
                 expires_at: self.expires_at,
                 revoked_at: None,
             },
-        )
+        )?)
     }
 }
 
@@ -52,7 +52,7 @@ impl Core {
         let user = self.user_by_login(login)?;
         let now = now_ms();
         let key = NewApiKey::draw(lifetime_ms.map(|l| now.saturating_add(l)));
-        self.store.write(|tx| {
+        self.store.write(|tx| -> Result<_, Error> {
             if !crate::store::apps::exists(tx, app)? {
                 return Err(Error::UnknownApp(app.to_string()));
             }
@@ -68,7 +68,7 @@ impl Core {
     /// Revokes a key and every token issued through it.
     pub fn revoke_api_key(&self, apikey: &str) -> Result<(), Error> {
         let now = now_ms();
-        self.store.write(|tx| {
+        self.store.write(|tx| -> Result<_, Error> {
             if apikeys::by_id(tx, apikey)?.is_none() {
                 return Err(Error::UnknownApiKey);
             }

@@ -6,7 +6,32 @@ use super::crypto::{random_token, Secret};
 use super::{now_ms, Core, Error};
 use crate::store::apps;
 
-pub use crate::store::apps::AppRow;
+/// An application as the administrator's listing shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppInfo {
+    pub id: String,
+    pub builtin: bool,
+    pub has_secret: bool,
+    /// How many users are its members.
+    pub members: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// The doors its secret opens, a comma list (`iampass,iqm,oauth`); empty for the built-ins.
+    pub doors: String,
+}
+
+impl From<apps::AppRow> for AppInfo {
+    fn from(r: apps::AppRow) -> AppInfo {
+        AppInfo {
+            id: r.id,
+            builtin: r.builtin,
+            has_secret: r.has_secret,
+            members: r.members,
+            created_at: r.created_at,
+            doors: r.doors,
+        }
+    }
+}
 
 /// A door an application's secret opens. One record may be an IQM client, an IAMPASS application
 /// and an OAuth client at once, but only where it was said to be: a secret handed to an IQM front
@@ -106,8 +131,8 @@ impl Core {
         self.app_secret(id)
     }
 
-    pub fn list_apps(&self) -> Result<Vec<AppRow>, Error> {
-        self.store.with(apps::list)
+    pub fn list_apps(&self) -> Result<Vec<AppInfo>, Error> {
+        Ok(self.store.with(apps::list)?.into_iter().map(AppInfo::from).collect())
     }
 
     /// The application's secret in the clear, whatever door it is asked at: callers go through

@@ -7,7 +7,32 @@ use super::guard::Caller;
 use super::{now_ms, Core, Error, User};
 use crate::store::audit::{self, AuditRow};
 
-pub use crate::store::audit::AuditRow as Event;
+/// A security event as the audit listing shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unix ms.
+    pub at: i64,
+    pub event: String,
+    pub app_id: Option<String>,
+    pub user_id: Option<i64>,
+    pub login: Option<String>,
+    pub client: Option<String>,
+    pub dialect: Option<String>,
+}
+
+impl From<AuditRow> for Event {
+    fn from(r: AuditRow) -> Event {
+        Event {
+            at: r.at,
+            event: r.event,
+            app_id: r.app_id,
+            user_id: r.user_id,
+            login: r.login,
+            client: r.client,
+            dialect: r.dialect,
+        }
+    }
+}
 
 impl Core {
     /// Records one event on its own. `who` is the user when known, else the login as given.
@@ -27,7 +52,8 @@ impl Core {
     /// Events since `since` (Unix ms), of one login (as typed, cleaned like every login) when given.
     pub fn audit_events(&self, since: i64, login: Option<&str>) -> Result<Vec<Event>, Error> {
         let login = login.map(|l| super::text::clean("user", l)).transpose()?;
-        self.store.with(|c| audit::list(c, since, login.as_deref()))
+        let rows = self.store.with(|c| audit::list(c, since, login.as_deref()))?;
+        Ok(rows.into_iter().map(Event::from).collect())
     }
 }
 
@@ -49,5 +75,5 @@ pub(crate) fn audit_in(
         client: caller.addr.map(|a| a.to_string()),
         dialect: Some(caller.dialect.to_string()),
     };
-    audit::insert(tx, &row)
+    Ok(audit::insert(tx, &row)?)
 }

@@ -66,7 +66,7 @@ pub fn clean_logins(logins: &[String]) -> Result<Vec<String>, Error> {
 /// anyone else.
 fn app_user_in(c: &crate::store::Db, app_id: &str, login: &str) -> Result<User, Error> {
     let login = clean_login(login)?;
-    match users::by_login(c, &login)? {
+    match super::users::find_by_login(c, &login)? {
         Some((u, _)) if users::is_member(c, u.id, app_id)? => Ok(u),
         _ => Err(Error::UnknownUser(login.to_string())),
     }
@@ -141,7 +141,7 @@ impl Nonces {
 
 impl Core {
     pub fn app_exists(&self, app_id: &str) -> Result<bool, Error> {
-        self.store.with(|c| apps::exists(c, app_id))
+        Ok(self.store.with(|c| apps::exists(c, app_id))?)
     }
 
     /// Spends a signed request's nonce, to be kept until `keep_until` (ms); false when the
@@ -152,7 +152,7 @@ impl Core {
     pub fn use_nonce(&self, app_id: &str, nonce: &str, keep_until: i64) -> Result<bool, Error> {
         if self.store.is_shared() {
             let now = now_ms();
-            return self.store.write(|tx| devices::spend_nonce(tx, app_id, nonce, keep_until, now));
+            return Ok(self.store.write(|tx| devices::spend_nonce(tx, app_id, nonce, keep_until, now))?);
         }
         let key = Nonces::key(app_id, nonce);
         if !self.nonces.spend(key, keep_until, now_ms()) {
@@ -161,7 +161,7 @@ impl Core {
         if let Err(e) = self.store.write(|tx| devices::log_nonce(tx, app_id, nonce, keep_until)) {
             // Not recorded, so not spent: the caller answers an error and may try the nonce again.
             self.nonces.forget(&key);
-            return Err(e);
+            return Err(e.into());
         }
         Ok(true)
     }
@@ -181,7 +181,9 @@ impl Core {
             return None;
         }
         let (app_id, nonce) = (app_id.to_string(), nonce.to_string());
-        let logged = self.store.write_async(move |tx| devices::log_nonce(tx, &app_id, &nonce, keep_until));
+        let logged = self
+            .store
+            .write_async(move |tx| -> Result<_, Error> { Ok(devices::log_nonce(tx, &app_id, &nonce, keep_until)?) });
         let core = Arc::clone(self);
         Some(async move {
             let out = logged.await;
@@ -203,10 +205,10 @@ impl Core {
             ));
         }
         let now = now_ms();
-        let added = self.store.write(|tx| {
+        let added = self.store.write(|tx| -> Result<_, Error> {
             let mut added = AddedUsers::default();
             for login in &logins {
-                match users::by_login(tx, login)? {
+                match super::users::find_by_login(tx, login)? {
                     Some((u, _)) if users::is_member(tx, u.id, app_id)? => added.existing.push(login.clone()),
                     Some(_) => {
                         return Err(Error::invalid(
@@ -246,10 +248,10 @@ impl Core {
     pub fn remove_app_users(&self, caller: &Caller, app_id: &str, logins: &[String]) -> Result<usize, Error> {
         let logins = clean_logins(logins)?;
         let now = now_ms();
-        let removed = self.store.write(|tx| {
+        let removed = self.store.write(|tx| -> Result<_, Error> {
             let mut removed = Vec::new();
             for login in &logins {
-                let Some((u, _)) = users::by_login(tx, login)? else { continue };
+                let Some((u, _)) = super::users::find_by_login(tx, login)? else { continue };
                 if !users::remove_membership(tx, u.id, app_id)? {
                     continue;
                 }
@@ -280,7 +282,7 @@ impl Core {
     fn new_registration_link(&self, app_id: &str, user: &User, display_name: Option<&str>) -> Result<String, Error> {
         let display = clean_display_name(display_name.filter(|d| !d.is_empty()).unwrap_or(&user.login))?;
         let lifetime = self.config.links.register_lifetime.millis();
-        let code = self.store.write(|tx| {
+        let code = self.store.write(|tx| -> Result<_, Error> {
             links::create(tx, Purpose::Register, user, Some(app_id), Some(display.as_str()), now_ms(), lifetime)
         })?;
         Ok(format!("{}/register/{}", self.config.public_url(), code.expose()))
@@ -296,9 +298,9 @@ impl Core {
 
     /// Three reads by index: a dialect may call it on the executor (`Store::read_quick`).
     pub fn has_device(&self, app_id: &str, login: &str) -> Result<bool, Error> {
-        self.store.read_quick(|c| {
+        self.store.read_quick(|c| -> Result<_, Error> {
             let user = app_user_in(c, app_id, login)?;
-            devices::has_live(c, user.id, app_id)
+            Ok(devices::has_live(c, user.id, app_id)?)
         })
     }
 
@@ -317,7 +319,7 @@ impl Core {
             clean_display_name(d)?;
         }
         let now = now_ms();
-        let lost = self.store.write(|tx| {
+        let lost = self.store.write(|tx| -> Result<_, Error> {
             let keys = devices::mark_lost(tx, user.id, app_id, now)?;
             for k in &keys {
                 apikeys::revoke(tx, k, now)?;
@@ -403,7 +405,7 @@ impl Core {
         }
         let now = now_ms();
         let key = NewApiKey::draw(None);
-        let (app_id, user_id, device_id) = self.store.write(|tx| {
+        let (app_id, user_id, device_id) = self.store.write(|tx| -> Result<_, Error> {
             let link = links::consume(tx, Purpose::Register, code, now)?;
             let app_id = link.app_id.ok_or(Error::Gone)?;
             if !users::is_member(tx, link.user_id, &app_id)? {

@@ -173,7 +173,7 @@ impl Throttle {
     pub fn failed(&self, subject: Subject, caller: &Caller, now: i64) -> Result<Outcome, Error> {
         let (acct, addr) = Self::keys(subject, caller);
         if let Some(store) = &self.shared {
-            let locked = store.write(|tx| {
+            let locked = store.write(|tx| -> Result<_, Error> {
                 let mut locked = Vec::new();
                 for key in std::iter::once(&acct).chain(addr.as_ref()) {
                     let mut e = shared::get_for_update(tx, key)?.unwrap_or_default();
@@ -229,7 +229,7 @@ impl Throttle {
             e.failures <= i64::from(limit)
         };
         if let Some(store) = &self.shared {
-            return store.write(|tx| {
+            return store.write(|tx| -> Result<_, Error> {
                 let mut e = shared::get_for_update(tx, &key)?.unwrap_or_default();
                 let ok = step(&mut e);
                 shared::put(tx, &key, &e)?;
@@ -263,7 +263,7 @@ impl Throttle {
     pub fn succeeded(&self, account: &str) -> Result<(), Error> {
         let key = Self::account_key(account);
         if let Some(store) = &self.shared {
-            return store.write(|tx| shared::clear(tx, &key));
+            return Ok(store.write(|tx| shared::clear(tx, &key))?);
         }
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         Ok(())

@@ -109,9 +109,17 @@ pub fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(crate::base::incident(e))
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Error {
-        internal(format!("sqlite: {e}"))
+/// The one place the store's failures become the core's. A busy or unreachable database is
+/// `Busy` (503, Retry-After 1); a taken key names what exists; an internal failure was logged by
+/// the store with its correlation id, which is all that goes on.
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Error {
+        use crate::store::Error as Store;
+        match e {
+            Store::Busy | Store::Unavailable => Error::Busy,
+            Store::Conflict(what) => Error::Exists(what),
+            Store::Internal(id) => Error::Internal(id),
+        }
     }
 }
 
@@ -148,6 +156,29 @@ pub struct User {
     pub password_expires_at: Option<i64>,
     pub must_renew: bool,
     pub workspace_id: Option<i64>,
+}
+
+/// The one place a user's row becomes the model's user.
+impl From<crate::store::users::UserRow> for User {
+    fn from(r: crate::store::users::UserRow) -> User {
+        User {
+            id: r.id,
+            login: r.login,
+            email: r.email,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            civility: r.civility,
+            locale: r.locale,
+            customer_id: r.customer_id,
+            user_type: r.user_type,
+            blocked: r.blocked,
+            license_accepted: r.license_accepted,
+            demo_mode: r.demo_mode,
+            password_expires_at: r.password_expires_at,
+            must_renew: r.must_renew,
+            workspace_id: r.workspace_id,
+        }
+    }
 }
 
 impl User {
@@ -342,7 +373,7 @@ impl Core {
 
     /// The database answers.
     pub fn health(&self) -> Result<(), Error> {
-        self.store.ping()
+        Ok(self.store.ping()?)
     }
 }
 

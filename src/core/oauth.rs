@@ -82,12 +82,12 @@ impl Core {
         let email = super::users::new_login("email", email)?;
         let email = email.as_str();
         self.check_password_policy(password)?;
-        if self.store.with(|c| users::by_login(c, email))?.is_some() {
+        if self.store.with(|c| super::users::find_by_login(c, email))?.is_some() {
             return Err(Error::Exists(format!("user {email}")));
         }
         let hash = self.hasher.hash(password)?;
         let now = now_ms();
-        let grant = self.store.write(|tx| {
+        let grant = self.store.write(|tx| -> Result<_, Error> {
             let id = users::insert(
                 tx,
                 &users::NewUser {
@@ -103,8 +103,8 @@ impl Core {
                 now,
             )?;
             users::add_membership(tx, id, client_id, now)?;
-            let user =
-                users::by_id(tx, id)?.ok_or_else(|| super::internal("a user vanished in its own transaction"))?;
+            let user = super::users::find_by_id(tx, id)?
+                .ok_or_else(|| super::internal("a user vanished in its own transaction"))?;
             audit_in(tx, caller, "user_added", Some(client_id), Some(&user), None)?;
             self.issue_grant(tx, user.clone(), client_id, random_bytes::<16>(), now)
         })?;
@@ -128,7 +128,7 @@ impl Core {
                 return Err(Error::Blocked);
             }
             let now = now_ms();
-            self.store.write(|tx| {
+            self.store.write(|tx| -> Result<_, Error> {
                 if !users::is_member(tx, user.id, client_id)? {
                     return Err(Error::NotMember);
                 }
@@ -167,7 +167,7 @@ impl Core {
                     let n = tokens::revoke_family(tx, &row.family, now)?;
                     log::warn!("refresh token reused: family of user {} revoked ({n} tokens)", row.user_id);
                     // A sign of theft: an event of its own kind, committed with the revocation.
-                    let user = users::by_id(tx, row.user_id)?;
+                    let user = super::users::find_by_id(tx, row.user_id)?;
                     audit_in(tx, caller, "refresh_reused", Some(&row.app_id), user.as_ref(), None)?;
                 }
                 return Ok(Err(Error::BadToken));
@@ -175,7 +175,7 @@ impl Core {
             if !tokens::mark_used(tx, &d, now)? {
                 return Ok(Err(Error::BadToken));
             }
-            let user = match users::by_id(tx, row.user_id)? {
+            let user = match super::users::find_by_id(tx, row.user_id)? {
                 Some(u) if !u.blocked && users::is_member(tx, u.id, &row.app_id)? => u,
                 _ => return Ok(Err(Error::BadToken)),
             };

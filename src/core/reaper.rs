@@ -76,7 +76,7 @@ impl Core {
         &self,
         kind: i64,
         removed: &AtomicU64,
-        delete: impl Fn(&Db, i64) -> Result<usize, Error> + Sync,
+        delete: impl Fn(&Db, i64) -> Result<usize, crate::store::Error> + Sync,
     ) -> Result<usize, Error> {
         let batch = i64::from(self.config.reaper.batch);
         let mut total = 0;
@@ -131,14 +131,14 @@ impl Core {
         &self,
         kind: i64,
         removed: &AtomicU64,
-        delete: impl Fn(&Db) -> Result<usize, Error> + Sync,
+        delete: impl Fn(&Db) -> Result<usize, crate::store::Error> + Sync,
     ) -> Result<Option<usize>, Error> {
         let started = std::time::Instant::now();
-        let n = self.store.write(|tx| {
+        let n = self.store.write(|tx| -> Result<_, Error> {
             if !crate::store::try_cluster_lock(tx, REAPER_LOCK + kind)? {
                 return Ok(None);
             }
-            delete(tx).map(Some)
+            Ok(Some(delete(tx)?))
         })?;
         super::stats::bump(&self.counters.reaper_batches, 1);
         super::stats::bump(removed, n.unwrap_or(0) as u64);

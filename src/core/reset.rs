@@ -59,7 +59,7 @@ impl Core {
         }
         let login = text::clean("login", login)?;
         let email = text::clean("email", email.trim())?;
-        let Some((user, _)) = self.store.with(|c| users::by_login(c, &login))? else { return Ok(()) };
+        let Some((user, _)) = self.store.with(|c| super::users::find_by_login(c, &login))? else { return Ok(()) };
         let matches = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&email));
         let member = match app_id {
             Some(app) => self.store.with(|c| users::is_member(c, user.id, app))?,
@@ -121,10 +121,10 @@ impl Core {
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;
         let now = now_ms();
-        let user_id = self.store.write(|tx| {
+        let user_id = self.store.write(|tx| -> Result<_, Error> {
             if let Some(login) = login {
                 let owner = links::peek(tx, Purpose::Reset, code, now)?;
-                let user = users::by_id(tx, owner.user_id)?.ok_or(Error::Gone)?;
+                let user = super::users::find_by_id(tx, owner.user_id)?.ok_or(Error::Gone)?;
                 if users::login_key(&user.login) != users::login_key(login) {
                     return Err(Error::Gone);
                 }

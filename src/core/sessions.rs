@@ -234,7 +234,7 @@ impl Core {
         then: impl FnOnce(User) -> Result<T, Error>,
     ) -> Result<T, Error> {
         self.throttled(caller, login, || {
-            let found = self.store.with(|c| users::by_login(c, login))?;
+            let found = self.store.with(|c| super::users::find_by_login(c, login))?;
             let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
             let verified = self.hasher.verify(password, hash)?;
             let (user, hash) = match found {
@@ -253,8 +253,10 @@ impl Core {
         if self.hasher.is_current(hash) {
             return;
         }
-        let replaced =
-            self.hasher.hash(password).and_then(|new| self.store.write(|tx| users::rehash(tx, user.id, hash, &new)));
+        let replaced = self
+            .hasher
+            .hash(password)
+            .and_then(|new| Ok(self.store.write(|tx| users::rehash(tx, user.id, hash, &new))?));
         match replaced {
             Ok(true) => log::info!("user {}: password hashed again under the configured parameters", user.id),
             Ok(false) => {}
@@ -318,7 +320,7 @@ impl Core {
             }
             _ => return Err(Error::BadCredentials),
         };
-        let user = self.store.with(|c| users::by_id(c, key.user_id))?.ok_or(Error::BadCredentials)?;
+        let user = self.store.with(|c| super::users::find_by_id(c, key.user_id))?.ok_or(Error::BadCredentials)?;
         self.sign_in(caller, TokenKind::Iam, user, &key.app_id, Some(key.id))
     }
 
@@ -334,7 +336,7 @@ impl Core {
             return Err(Error::Blocked);
         }
         let now = now_ms();
-        let (token, expires_at) = self.store.write(|tx| {
+        let (token, expires_at) = self.store.write(|tx| -> Result<_, Error> {
             if !users::is_member(tx, user.id, app_id)? {
                 return Err(Error::NotMember);
             }
@@ -393,7 +395,7 @@ impl Core {
         }
         let idle_end = live.idle_ms.map(|i| now.saturating_add(i)).unwrap_or(i64::MAX);
         Ok(TokenInfo {
-            user: live.user,
+            user: live.user.into(),
             family: live.family,
             app_id: live.app_id,
             created_at: live.created_at,
@@ -424,13 +426,14 @@ impl Core {
         let now = now_ms();
         let d = digest(token);
         // The audit row goes in the same transaction: one commit per logout, not two.
-        self.store.write(|tx| {
+        self.store.write(|tx| -> Result<_, Error> {
             let live = self.live_token(tx, &d, kind, now)?;
             if app_id.is_some_and(|a| a != live.app_id) {
                 return Err(Error::BadToken);
             }
             tokens::revoke(tx, &d, now)?;
-            super::audit::audit_in(tx, caller, "logout", Some(&live.app_id), Some(&live.user), None)?;
+            let user = User::from(live.user);
+            super::audit::audit_in(tx, caller, "logout", Some(&live.app_id), Some(&user), None)?;
             log::debug!("user {} signed out of {}", live.user_id, live.app_id);
             Ok(())
         })

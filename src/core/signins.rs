@@ -25,6 +25,38 @@ use super::{now_ms, Core, Error};
 use crate::store::apikeys;
 use crate::store::auth_sessions::{self, AuthSessionRow, NewAuthSession};
 use crate::store::devices::{self, DeviceRow};
+
+/// A registered device as its own calls and the device page see it.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: i64,
+    pub user_id: i64,
+    pub app_id: String,
+    pub name: String,
+    /// Its own P-256 signing key (SEC1 uncompressed point), when it made one.
+    pub public_key: Option<Vec<u8>>,
+    pub webauthn_id: Option<Vec<u8>>,
+    pub webauthn_key: Option<Vec<u8>>,
+    pub webauthn_count: Option<i64>,
+    /// When it was reported lost (Unix ms).
+    pub lost_at: Option<i64>,
+}
+
+impl From<DeviceRow> for Device {
+    fn from(r: DeviceRow) -> Device {
+        Device {
+            id: r.id,
+            user_id: r.user_id,
+            app_id: r.app_id,
+            name: r.name,
+            public_key: r.public_key,
+            webauthn_id: r.webauthn_id,
+            webauthn_key: r.webauthn_key,
+            webauthn_count: r.webauthn_count,
+            lost_at: r.lost_at,
+        }
+    }
+}
 use crate::store::users;
 
 /// How a device may prove the user approves (IAMPASS's `methods`).
@@ -88,7 +120,7 @@ pub struct WebauthnOptions {
 /// the first signature it fails to verify.)
 /// The user is not blocked and is a member of the application: at start, approval and status.
 fn may_sign_in(c: &crate::store::Db, user_id: i64, app_id: &str) -> Result<bool, Error> {
-    Ok(users::by_id(c, user_id)?.is_some_and(|u| !u.blocked) && users::is_member(c, user_id, app_id)?)
+    Ok(super::users::find_by_id(c, user_id)?.is_some_and(|u| !u.blocked) && users::is_member(c, user_id, app_id)?)
 }
 
 pub fn valid_public_key(k: &[u8]) -> bool {
@@ -172,8 +204,8 @@ impl Core {
         let cfg = &self.config.iampass;
         let client = caller.addr.map(|a| a.to_string());
         let methods_text = methods.join(",");
-        let started = self.store.write(|tx| {
-            let user = match users::by_login(tx, &login)? {
+        let started = self.store.write(|tx| -> Result<_, Error> {
+            let user = match super::users::find_by_login(tx, &login)? {
                 Some((u, _)) if !u.blocked && users::is_member(tx, u.id, app_id)? => u,
                 // A blocked user is told apart from no one: the application may not know of the block.
                 _ => return Ok(Err("no such user in this application".to_string())),
@@ -262,10 +294,10 @@ impl Core {
     pub fn end_signin(&self, caller: &Caller, token: &str) -> Result<(), Error> {
         let row = self.signin(token)?;
         let now = now_ms();
-        let closed = self.store.write(|tx| {
+        let closed = self.store.write(|tx| -> Result<_, Error> {
             let closed = auth_sessions::close(tx, row.id, now)?;
             if closed {
-                let user = users::by_id(tx, row.user_id)?;
+                let user = super::users::find_by_id(tx, row.user_id)?;
                 audit_in(tx, caller, "signin_closed", Some(&row.app_id), user.as_ref(), None)?;
             }
             Ok(closed)
@@ -283,10 +315,10 @@ impl Core {
         let caller = Caller::local();
         let mut total = 0;
         loop {
-            let n = self.store.write(|tx| {
+            let n = self.store.write(|tx| -> Result<_, Error> {
                 let rows = auth_sessions::time_out(tx, now, 200)?;
                 for r in &rows {
-                    let user = users::by_id(tx, r.user_id)?;
+                    let user = super::users::find_by_id(tx, r.user_id)?;
                     audit_in(tx, &caller, "signin_timeout", Some(&r.app_id), user.as_ref(), None)?;
                 }
                 Ok(rows.len())
@@ -301,7 +333,7 @@ impl Core {
     /// Checks a device's signed call: its key's signature over `proof.message`, the timestamp's
     /// window, and the nonce, spent here. Every failure is the same `BadCredentials`, but a lost
     /// device (whose signature holds) learns it is `Lost`.
-    pub fn device_call(&self, proof: &DeviceProof) -> Result<DeviceRow, Error> {
+    pub fn device_call(&self, proof: &DeviceProof) -> Result<Device, Error> {
         let nonce_ok = (16..=64).contains(&proof.nonce.len())
             && proof.nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         let window = self.config.iampass.timestamp_window.millis();
@@ -309,7 +341,8 @@ impl Core {
         if !nonce_ok || (now_ms() - ts).abs() > window {
             return Err(Error::BadCredentials);
         }
-        let device = self.store.with(|c| devices::by_id(c, proof.device_id))?.ok_or(Error::BadCredentials)?;
+        let device =
+            self.store.with(|c| devices::by_id(c, proof.device_id))?.map(Device::from).ok_or(Error::BadCredentials)?;
         let key = device.public_key.as_deref().ok_or(Error::BadCredentials)?;
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
             .verify(&proof.message, &proof.signature)
@@ -328,14 +361,17 @@ impl Core {
     /// A device's call authenticated by the API key it was handed at registration (HTTP Basic),
     /// for a device that made no key of its own: it can approve `acceptance` sign-ins only. The
     /// key's secret is checked like an API-key login's, under the same throttle.
-    pub fn device_by_api_key(&self, caller: &Caller, apikey: &str, secretkey: &Secret) -> Result<DeviceRow, Error> {
+    pub fn device_by_api_key(&self, caller: &Caller, apikey: &str, secretkey: &Secret) -> Result<Device, Error> {
         let now = now_ms();
-        let (key, device) = self.store.with(|c| Ok((apikeys::by_id(c, apikey)?, devices::by_api_key(c, apikey)?)))?;
+        let (key, device) =
+            self.store.with(|c| Ok::<_, Error>((apikeys::by_id(c, apikey)?, devices::by_api_key(c, apikey)?)))?;
         let stored = key.as_ref().map(|k| k.secret_digest.as_slice()).unwrap_or(&[0u8; 32]);
         let matches = ct_eq(&sha256(secretkey.expose().as_bytes()), stored);
         match (key, device) {
             (Some(_), Some(d)) if matches && d.lost_at.is_some() => Err(Error::Lost),
-            (Some(k), Some(d)) if matches && k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now) => Ok(d),
+            (Some(k), Some(d)) if matches && k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now) => {
+                Ok(Device::from(d))
+            }
             _ => {
                 let account = format!("apikey:{apikey}");
                 Err(self.shared_credential_failed(
@@ -351,11 +387,12 @@ impl Core {
     }
 
     /// The device as it is now, and the requests waiting for its user, for its application.
-    pub fn device_requests(&self, device_id: i64) -> Result<(DeviceRow, Vec<Pending>), Error> {
+    pub fn device_requests(&self, device_id: i64) -> Result<(Device, Vec<Pending>), Error> {
         let now = now_ms();
-        self.store.with(|c| {
-            let device = devices::by_id(c, device_id)?.filter(|d| d.lost_at.is_none()).ok_or(Error::Lost)?;
-            let login = users::by_id(c, device.user_id)?.map(|u| u.login).unwrap_or_default();
+        self.store.with(|c| -> Result<_, Error> {
+            let device =
+                devices::by_id(c, device_id)?.map(Device::from).filter(|d| d.lost_at.is_none()).ok_or(Error::Lost)?;
+            let login = super::users::find_by_id(c, device.user_id)?.map(|u| u.login).unwrap_or_default();
             let pending = auth_sessions::pending_for(c, device.user_id, &device.app_id, now)?
                 .into_iter()
                 .map(|r| Pending {
@@ -383,7 +420,7 @@ impl Core {
     pub fn decide_signin(
         &self,
         caller: &Caller,
-        device: &DeviceRow,
+        device: &Device,
         signed: bool,
         id: i64,
         approve: bool,
@@ -421,7 +458,7 @@ impl Core {
                 }
             }
         }
-        let decided = self.store.write(|tx| {
+        let decided = self.store.write(|tx| -> Result<_, Error> {
             // Read in the write, so that a block or a membership ended just now is seen.
             if approve && !may_sign_in(tx, row.user_id, &row.app_id)? {
                 return Ok(false);
@@ -435,7 +472,7 @@ impl Core {
                     return Err(Error::invalid("webauthn", "the authenticator's counter moved meanwhile"));
                 }
             }
-            let user = users::by_id(tx, row.user_id)?;
+            let user = super::users::find_by_id(tx, row.user_id)?;
             let event = match status {
                 "active" => "signin_approved",
                 "cancelled" => "signin_refused",
@@ -458,7 +495,7 @@ impl Core {
     /// The counter before and after a good assertion.
     fn check_assertion(
         &self,
-        device: &DeviceRow,
+        device: &Device,
         challenge: &[u8],
         assertion: Option<Assertion>,
     ) -> Result<(i64, i64), String> {
@@ -493,7 +530,7 @@ impl Core {
     }
 
     /// What navigator.credentials.create() needs to add a face or fingerprint to `device`.
-    pub fn webauthn_options(&self, device: &DeviceRow) -> Result<WebauthnOptions, Error> {
+    pub fn webauthn_options(&self, device: &Device) -> Result<WebauthnOptions, Error> {
         let user = self.user_by_id(device.user_id)?;
         let (rp_id, _) = relying_party(&self.config.public_url());
         let handle = self.key.derive("webauthn user handle", &device.id.to_be_bytes());
@@ -513,7 +550,7 @@ impl Core {
     pub fn add_webauthn(
         &self,
         caller: &Caller,
-        device: &DeviceRow,
+        device: &Device,
         challenge: &[u8],
         client_data_json: &[u8],
         attestation_object: &[u8],
@@ -529,10 +566,10 @@ impl Core {
         let (rp_id, origin) = relying_party(&self.config.public_url());
         let cred = webauthn::verify_registration(&rp_id, &origin, challenge, client_data_json, attestation_object)
             .map_err(|e| Error::invalid("webauthn", e.to_string()))?;
-        let stored = self.store.write(|tx| {
+        let stored = self.store.write(|tx| -> Result<_, Error> {
             let ok = devices::set_webauthn(tx, device.id, &cred.id, &cred.public_key, i64::from(cred.sign_count))?;
             if ok {
-                let user = users::by_id(tx, device.user_id)?;
+                let user = super::users::find_by_id(tx, device.user_id)?;
                 audit_in(tx, caller, "device_webauthn_added", Some(&device.app_id), user.as_ref(), None)?;
             }
             Ok(ok)

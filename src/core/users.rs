@@ -3,7 +3,7 @@
 use super::crypto::Secret;
 use super::guard::Caller;
 use super::{now_ms, text, Core, Error, User};
-use crate::store::{apikeys, apps, auth_sessions, devices, tokens, users};
+use crate::store::{apikeys, apps, auth_sessions, devices, tokens, users, Db};
 
 pub const USER_TYPES: [&str; 3] = ["ADMIN", "OWNER", "USER"];
 
@@ -18,6 +18,16 @@ pub struct NewUser {
     pub civility: String,
     pub user_type: String,
     pub apps: Vec<String>,
+}
+
+/// A user by id, read in the store's transaction `c` (the row becomes a [`User`] by `From`).
+pub(crate) fn find_by_id(c: &Db, id: i64) -> Result<Option<User>, Error> {
+    Ok(users::by_id(c, id)?.map(User::from))
+}
+
+/// A user by login (compared under `text::fold`) and their password hash, read in `c`.
+pub(crate) fn find_by_login(c: &Db, login: &str) -> Result<Option<(User, Option<String>)>, Error> {
+    Ok(users::by_login(c, login)?.map(|(u, hash)| (User::from(u), hash)))
 }
 
 /// A login as typed, in the one form it is stored and compared in: clean text (`text::clean`: no
@@ -115,7 +125,7 @@ impl Core {
             None => None,
         };
         let now = now_ms();
-        let id = self.store.write(|tx| {
+        let id = self.store.write(|tx| -> Result<_, Error> {
             let id = users::insert(
                 tx,
                 &users::NewUser {
@@ -145,30 +155,31 @@ impl Core {
     }
 
     pub fn user_by_id(&self, id: i64) -> Result<User, Error> {
-        self.store.with(|c| users::by_id(c, id))?.ok_or_else(|| Error::UnknownUser(id.to_string()))
+        self.store.with(|c| find_by_id(c, id))?.ok_or_else(|| Error::UnknownUser(id.to_string()))
     }
 
     /// The user with this login, as typed (cleaned and compared like every login).
     pub fn user_by_login(&self, login: &str) -> Result<User, Error> {
         let login = clean_login(login)?;
         self.store
-            .with(|c| users::by_login(c, &login))?
+            .with(|c| find_by_login(c, &login))?
             .map(|(u, _)| u)
             .ok_or_else(|| Error::UnknownUser(login.to_string()))
     }
 
     pub fn list_users(&self) -> Result<Vec<(User, Vec<String>)>, Error> {
-        self.store.with(users::list)
+        let rows = self.store.with(users::list)?;
+        Ok(rows.into_iter().map(|(u, apps)| (User::from(u), apps)).collect())
     }
 
     /// Makes a user a member of an application; false when they were already.
     pub fn grant(&self, login: &str, app: &str) -> Result<bool, Error> {
         let user = self.user_by_login(login)?;
-        self.store.write(|tx| {
+        self.store.write(|tx| -> Result<_, Error> {
             if !apps::exists(tx, app)? {
                 return Err(Error::UnknownApp(app.to_string()));
             }
-            users::add_membership(tx, user.id, app, now_ms())
+            Ok(users::add_membership(tx, user.id, app, now_ms())?)
         })
     }
 
@@ -178,7 +189,7 @@ impl Core {
     pub fn revoke(&self, login: &str, app: &str) -> Result<bool, Error> {
         let user = self.user_by_login(login)?;
         let now = now_ms();
-        let was = self.store.write(|tx| {
+        let was = self.store.write(|tx| -> Result<_, Error> {
             if !apps::exists(tx, app)? {
                 return Err(Error::UnknownApp(app.to_string()));
             }
@@ -198,7 +209,7 @@ impl Core {
     pub fn set_blocked(&self, login: &str, blocked: bool) -> Result<(), Error> {
         let user = self.user_by_login(login)?;
         let now = now_ms();
-        self.store.write(|tx| {
+        self.store.write(|tx| -> Result<_, Error> {
             users::set_blocked(tx, user.id, blocked)?;
             if blocked {
                 tokens::revoke_for_user(tx, user.id, None, now)?;
@@ -250,7 +261,7 @@ impl Core {
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;
         let (user_id, now) = (user.id, now_ms());
-        self.store.write(|tx| {
+        self.store.write(|tx| -> Result<_, Error> {
             users::set_password(tx, user_id, &hash, self.password_expiry(now), now)?;
             tokens::revoke_for_user_except(tx, user_id, keep, now)?;
             // A reset link asked for before the change must not undo it.

@@ -1,8 +1,8 @@
 //! api_keys
 
 use super::db::{Db, Row};
+use super::Error;
 use crate::args;
-use crate::core::Error;
 
 pub struct ApiKeyRow {
     pub id: String,

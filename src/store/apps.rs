@@ -1,8 +1,8 @@
 //! applications
 
 use super::db::Db;
+use super::Error;
 use crate::args;
-use crate::core::Error;
 
 pub struct AppRow {
     pub id: String,
@@ -25,7 +25,7 @@ pub fn ensure_builtin(conn: &Db, ids: &[&str], now: i64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Inserts an application that serves `doors` (a comma list); `Error::Exists` when the id is taken.
+/// Inserts an application that serves `doors` (a comma list); `Error::Conflict` when the id is taken.
 pub fn insert(conn: &Db, id: &str, secret_enc: &[u8], doors: &str, now: i64) -> Result<(), Error> {
     let n = conn.execute(
         "INSERT INTO applications (id, secret_enc, builtin, created_at, doors) VALUES (?1, ?2, 0, ?3, ?4)
@@ -33,7 +33,7 @@ pub fn insert(conn: &Db, id: &str, secret_enc: &[u8], doors: &str, now: i64) -> 
         args![id, secret_enc, now, doors],
     )?;
     if n == 0 {
-        return Err(Error::Exists(format!("application {id}")));
+        return Err(Error::Conflict(format!("application {id}")));
     }
     Ok(())
 }

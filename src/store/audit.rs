@@ -1,8 +1,8 @@
 //! audit: security events.
 
 use super::db::Db;
+use super::Error;
 use crate::args;
-use crate::core::Error;
 
 pub struct AuditRow {
     pub at: i64,

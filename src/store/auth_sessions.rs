@@ -3,8 +3,8 @@
 //! deadlines into it.
 
 use super::db::{Db, Row};
+use super::Error;
 use crate::args;
-use crate::core::Error;
 
 pub struct NewAuthSession<'a> {
     pub token: &'a str,

@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::core::{internal, Error};
+use super::Error;
 
 /// A value bound to a statement.
 #[derive(Debug, Clone, Copy)]
@@ -192,10 +192,10 @@ pub trait Column: Sized {
 fn read_opt<T: FromValue>(row: &Row<'_>, i: usize) -> Result<Option<T>, Error> {
     match row {
         Row::Sqlite(r) => {
-            let v = r.get_ref(i).map_err(|e| internal(format!("sqlite column {i}: {e}")))?;
-            T::from_sqlite(v).map_err(|e| internal(format!("sqlite column {i}: {e}")))
+            let v = r.get_ref(i).map_err(|e| Error::internal(format!("sqlite column {i}: {e}")))?;
+            T::from_sqlite(v).map_err(|e| Error::internal(format!("sqlite column {i}: {e}")))
         }
-        Row::Pg(r) => T::from_pg(r, i).map_err(|e| internal(format!("postgres column {i}: {e}"))),
+        Row::Pg(r) => T::from_pg(r, i).map_err(|e| Error::internal(format!("postgres column {i}: {e}"))),
     }
 }
 
@@ -209,7 +209,7 @@ macro_rules! not_null {
     ($($t:ty),*) => {$(
         impl Column for $t {
             fn read(row: &Row<'_>, i: usize) -> Result<$t, Error> {
-                read_opt(row, i)?.ok_or_else(|| internal(format!("column {i} is NULL")))
+                read_opt(row, i)?.ok_or_else(|| Error::internal(format!("column {i} is NULL")))
             }
         }
     )*};
@@ -269,7 +269,7 @@ impl PgConn {
         self.client.is_closed()
     }
 
-    /// Turns a driver error into the core's, remembering whether it can be retried.
+    /// Turns a driver error into the store's, remembering whether it can be retried.
     pub(super) fn error(&self, e: postgres::Error) -> Error {
         use postgres::error::SqlState;
         let fault = match e.code() {
@@ -293,11 +293,13 @@ impl PgConn {
             self.fault.set(fault);
         }
         match fault {
-            Fault::None => internal(format!("postgres: {e}: {}", e.as_db_error().map(|d| d.message()).unwrap_or(""))),
+            Fault::None => {
+                Error::internal(format!("postgres: {e}: {}", e.as_db_error().map(|d| d.message()).unwrap_or("")))
+            }
             Fault::Retry => Error::Busy,
             Fault::Lost => {
                 log::warn!("postgres: connection lost: {e}");
-                Error::Busy
+                Error::Unavailable
             }
         }
     }
@@ -384,7 +386,7 @@ fn sqlite_err(e: rusqlite::Error) -> Error {
             return Error::Busy;
         }
     }
-    internal(format!("sqlite: {e}"))
+    Error::internal(format!("sqlite: {e}"))
 }
 
 impl Db<'_> {
@@ -454,7 +456,7 @@ impl Db<'_> {
 
     /// The one value of a query that always answers a row (`SELECT count(*) ...`).
     pub fn value<T: Column>(&self, sql: &str, args: &[&dyn ToValue]) -> Result<T, Error> {
-        self.query_opt(sql, args, |r| r.get(0))?.ok_or_else(|| internal(format!("no row from {sql}")))
+        self.query_opt(sql, args, |r| r.get(0))?.ok_or_else(|| Error::internal(format!("no row from {sql}")))
     }
 }
 

@@ -1,8 +1,8 @@
 //! devices and nonces
 
 use super::db::Db;
+use super::Error;
 use crate::args;
-use crate::core::Error;
 
 pub struct NewDevice<'a> {
     pub user_id: i64,

@@ -1,8 +1,8 @@
 //! links: single-use codes (password reset, device registration), stored as digests.
 
 use super::db::Db;
+use super::Error;
 use crate::args;
-use crate::core::Error;
 
 pub struct LinkRow {
     pub user_id: i64,

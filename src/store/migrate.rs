@@ -12,9 +12,9 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use super::db::{ToValue, Value};
+use super::Error;
 use super::{sqlite, Db, Store};
 use crate::config::Config;
-use crate::core::Error;
 
 /// The tables, parents before children; how to read each so that the first of duplicate keys is
 /// the one to keep (the SQLite nonce log may hold a nonce twice).

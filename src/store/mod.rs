@@ -9,8 +9,15 @@
 //! [`Store::read_quick`] (a read by index, on the executor with SQLite), [`Store::write`] (one
 //! transaction, answered once committed), [`Store::write_async`] (the same from async code) and
 //! [`Store::ping`]. Each hands its closure a [`Db`], on which the table modules (`users`, `tokens`,
-//! ...) run SQL that both backends understand. They block; async code reaches them through
-//! [`crate::core::Core::call`].
+//! ...) run SQL that both backends understand. They block; async code reaches them off the
+//! executor (the core's `Core::call`, inside [`blocking`]).
+//!
+//! The store speaks its own language: its functions answer [`Error`] and their own row types.
+//! The closures given to `with`, `read_quick`, `write` and `write_async` may fail with an error
+//! of their caller's (the core's, whose operations refuse inside a transaction), any `E` that a
+//! store [`Error`] converts into; the store builds one only from its own failures (no
+//! connection, a failed commit). Whether a PostgreSQL transaction runs again is decided by what
+//! its connection recorded (`db::Fault`), never by the error value.
 
 pub mod apikeys;
 pub mod apps;
@@ -19,6 +26,7 @@ pub mod auth_sessions;
 pub mod backup;
 pub mod db;
 pub mod devices;
+mod error;
 pub mod links;
 pub mod migrate;
 mod postgres;
@@ -32,11 +40,11 @@ use std::future::Future;
 use std::path::Path;
 
 pub use db::Db;
+pub use error::Error;
 pub use sqlite::{schema_version, SCHEMA};
 
 use crate::args;
 use crate::config::Config;
-use crate::core::Error;
 
 #[derive(Clone)]
 pub struct Store(Backend);
@@ -90,7 +98,10 @@ impl Store {
     /// Runs `f`, a few reads by index. SQLite: on a connection of its own, right here (a token
     /// check calls it on the executor). PostgreSQL: on a pooled connection, so call it off the
     /// executor (`Core::quick` does).
-    pub fn read_quick<T: Send>(&self, f: impl FnMut(&Db) -> Result<T, Error> + Send) -> Result<T, Error> {
+    pub fn read_quick<T: Send, E: From<Error> + Send>(
+        &self,
+        f: impl FnMut(&Db) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
         match &self.0 {
             Backend::Sqlite(s) => s.read_quick(f),
             Backend::Postgres(p) => off_executor(|| p.with(f)),
@@ -99,7 +110,7 @@ impl Store {
 
     /// Runs `f`, reads, on a pooled connection. Blocking: call it from the blocking pool or the CLI.
     /// PostgreSQL: run once more on a new connection when the first one turned out lost.
-    pub fn with<T: Send>(&self, f: impl FnMut(&Db) -> Result<T, Error> + Send) -> Result<T, Error> {
+    pub fn with<T: Send, E: From<Error> + Send>(&self, f: impl FnMut(&Db) -> Result<T, E> + Send) -> Result<T, E> {
         match &self.0 {
             Backend::Sqlite(s) => s.with(f),
             Backend::Postgres(p) => off_executor(|| p.with(f)),
@@ -110,8 +121,9 @@ impl Store {
     /// changes nothing. SQLite: on the process's one writer, with group commit; must not be called
     /// from inside another `write`'s `f`. PostgreSQL: a SERIALIZABLE transaction, run again
     /// (so `f` must do nothing but its writes) after a serialization failure, a deadlock, or a
-    /// connection lost before COMMIT; answered `Busy` (503) when it still cannot commit.
-    pub fn write<T: Send>(&self, mut f: impl FnMut(&Db) -> Result<T, Error> + Send) -> Result<T, Error> {
+    /// connection lost before COMMIT; answered `Busy` or `Unavailable` (the core's 503) when it
+    /// still cannot commit.
+    pub fn write<T: Send, E: From<Error> + Send>(&self, mut f: impl FnMut(&Db) -> Result<T, E> + Send) -> Result<T, E> {
         match &self.0 {
             Backend::Sqlite(s) => s.write(f),
             Backend::Postgres(p) => off_executor(|| p.write(&mut f)),
@@ -120,10 +132,11 @@ impl Store {
 
     /// [`Store::write`] for async code and a small write: the future resolves once it is
     /// committed. SQLite runs `f` on the writer's committer thread, PostgreSQL on the blocking pool.
-    pub fn write_async<T, F>(&self, f: F) -> impl Future<Output = Result<T, Error>> + use<T, F>
+    pub fn write_async<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + use<T, E, F>
     where
-        F: FnMut(&Db) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&Db) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<Error> + Send + 'static,
     {
         use futures_util::future::Either;
         match &self.0 {
@@ -134,7 +147,7 @@ impl Store {
                 Either::Right(async move {
                     tokio::task::spawn_blocking(move || blocking(|| p.write(&mut f)))
                         .await
-                        .map_err(crate::core::internal)?
+                        .map_err(|e| E::from(Error::internal(e)))?
                 })
             }
         }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::db::{Db, Fault, PgConn};
+use super::Error;
 use super::OpenError;
 use crate::config::Config;
-use crate::core::Error;
 
 /// The schema, embedded in the binary.
 pub const SCHEMA: &str = include_str!("../../schema.postgres.sql");
@@ -137,12 +137,12 @@ impl Postgres {
         self.pool.get().map_err(|e| {
             self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
             log::warn!("postgres: no connection: {e}");
-            Error::Busy
+            Error::Unavailable
         })
     }
 
     /// Reads outside a transaction; once more on a new connection when the first was lost.
-    pub fn with<T>(&self, mut f: impl FnMut(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn with<T, E: From<Error>>(&self, mut f: impl FnMut(&Db) -> Result<T, E>) -> Result<T, E> {
         for attempt in 1.. {
             let mut conn = self.conn()?;
             conn.fault.set(Fault::None);
@@ -159,12 +159,12 @@ impl Postgres {
     }
 
     /// One SERIALIZABLE transaction, run again while it may be (see `Store::write`).
-    pub fn write<T>(&self, f: &mut dyn FnMut(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn write<T, E: From<Error>>(&self, f: &mut dyn FnMut(&Db) -> Result<T, E>) -> Result<T, E> {
         for attempt in 1..=ATTEMPTS {
             let mut conn = self.conn()?;
             conn.fault.set(Fault::None);
             let mut committing = false;
-            let out = (|| {
+            let out = (|| -> Result<T, E> {
                 conn.batch("BEGIN ISOLATION LEVEL SERIALIZABLE")?;
                 let result = f(&Db::Pg(RefCell::new(&mut conn)));
                 match result {
@@ -206,7 +206,7 @@ impl Postgres {
                 }
             }
         }
-        Err(Error::Busy)
+        Err(Error::Busy.into())
     }
 
     pub fn pool_stats(&self) -> (u64, u64, u64) {

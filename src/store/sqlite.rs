@@ -11,9 +11,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::db::Db;
 use super::writer;
-use super::OpenError;
+use super::{Error, OpenError};
 use crate::config::Config;
-use crate::core::Error;
 
 /// The schema, embedded in the binary.
 pub const SCHEMA: &str = include_str!("../../schema.sql");
@@ -114,7 +113,7 @@ impl Sqlite {
     /// waits for the writer; SQLite makes it wait only while the WAL is being reset, for at
     /// most `QUICK_BUSY`. When every such connection is taken (a thread of the blocking pool
     /// may hold one) it falls back to the pool.
-    pub fn read_quick<T>(&self, f: impl FnOnce(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn read_quick<T, E: From<Error>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
         for slot in self.quick.iter() {
             if let Ok(conn) = slot.try_lock() {
                 return f(&Db::Sqlite(&conn));
@@ -124,11 +123,11 @@ impl Sqlite {
     }
 
     /// Runs `f` on a pooled connection. Blocking: call it from the blocking pool or the CLI.
-    pub fn with<T>(&self, f: impl FnOnce(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn with<T, E: From<Error>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
         if self.pool.state().idle_connections == 0 {
             self.waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let conn = self.pool.get().map_err(crate::core::internal)?;
+        let conn = self.pool.get().map_err(Error::internal)?;
         f(&Db::Sqlite(&conn))
     }
 
@@ -145,16 +144,17 @@ impl Sqlite {
     /// Runs `f` as one write, all or nothing, on the process's one writer connection, and returns
     /// once it is committed (writes that arrive together share a commit). A failing `f` changes
     /// nothing. Must not be called from inside another `write`'s `f` (that fails at once).
-    pub fn write<T>(&self, f: impl FnOnce(&Db) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn write<T, E: From<Error>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
         self.writer.write(|c| f(&Db::Sqlite(c)))
     }
 
     /// [`Store::write`] for async code and a small write: `f` runs on the writer's committer
     /// thread and the future resolves once it is committed, with no thread waiting for it.
-    pub fn write_async<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, Error>> + use<T, F>
+    pub fn write_async<T, E, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, E>> + use<T, E, F>
     where
-        F: FnOnce(&Db) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<Error> + Send + 'static,
     {
         self.writer.write_async(move |c| f(&Db::Sqlite(c)))
     }
@@ -278,7 +278,7 @@ mod tests {
         config.http.workers = 1;
         let store = Sqlite::open(&config).unwrap();
         let which = |c: &Db| match c {
-            Db::Sqlite(c) => Ok(*c as *const Connection as usize),
+            Db::Sqlite(c) => Ok::<_, Error>(*c as *const Connection as usize),
             Db::Pg(_) => unreachable!(),
         };
         let quick: Vec<usize> = store.quick.iter().map(|m| &*m.lock().unwrap() as *const Connection as usize).collect();

@@ -1,11 +1,11 @@
 //! throttle: failed sign-ins per account and per address, shared by every node (PostgreSQL).
-//! With SQLite the counts stay in memory (`core::guard`).
+//! With SQLite the counts stay in memory (the core's sign-in throttle).
 
 use super::db::Db;
+use super::Error;
 use crate::args;
-use crate::core::Error;
 
-/// One key's count, as `core::guard` keeps it.
+/// One key's count, as the core's sign-in throttle keeps it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub failures: i64,

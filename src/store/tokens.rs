@@ -3,7 +3,7 @@
 use super::db::Db;
 use crate::args;
 
-use crate::core::Error;
+use super::Error;
 
 pub struct TokenRow {
     pub digest: [u8; 32],
@@ -50,7 +50,7 @@ pub struct LiveToken {
     /// The token's id (uses kept in memory are found by it).
     pub id: i64,
     /// The token's user, read in the same query.
-    pub user: crate::core::User,
+    pub user: super::users::UserRow,
 }
 
 pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {

@@ -1,8 +1,8 @@
 //! users and memberships
 
 use super::db::{Db, Row};
+use super::Error;
 use crate::args;
-use crate::core::{Error, User};
 
 const COLUMNS: &str = "id, login, email, first_name, last_name, civility, locale, customer_id, user_type,
     blocked, license_accepted, demo_mode, password_expires_at, must_renew, workspace_id";
@@ -12,13 +12,33 @@ pub(crate) fn columns_of(alias: &str) -> String {
     COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
 
-fn user(r: &Row<'_>) -> Result<User, Error> {
+/// A user's row, without its password hash (the core's `User` is made from it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub id: i64,
+    pub login: String,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub civility: String,
+    pub locale: Option<String>,
+    pub customer_id: Option<i64>,
+    pub user_type: String,
+    pub blocked: bool,
+    pub license_accepted: bool,
+    pub demo_mode: Option<String>,
+    pub password_expires_at: Option<i64>,
+    pub must_renew: bool,
+    pub workspace_id: Option<i64>,
+}
+
+fn user(r: &Row<'_>) -> Result<UserRow, Error> {
     user_at(r, 0)
 }
 
 /// A user read from the row's columns `base..base + 15`, in the order of `COLUMNS`.
-pub(crate) fn user_at(r: &Row<'_>, base: usize) -> Result<User, Error> {
-    Ok(User {
+pub(crate) fn user_at(r: &Row<'_>, base: usize) -> Result<UserRow, Error> {
+    Ok(UserRow {
         id: r.get(base)?,
         login: r.get(base + 1)?,
         email: r.get(base + 2)?,
@@ -54,7 +74,7 @@ pub struct NewUser<'a> {
     pub password_expires_at: Option<i64>,
 }
 
-/// Inserts a user; `Error::Exists` when the login is taken.
+/// Inserts a user; `Error::Conflict` when the login is taken.
 pub fn insert(conn: &Db, u: &NewUser<'_>, now: i64) -> Result<i64, Error> {
     conn.query_opt(
         "INSERT INTO users (login, login_key, email, first_name, last_name, civility, user_type,
@@ -75,21 +95,21 @@ pub fn insert(conn: &Db, u: &NewUser<'_>, now: i64) -> Result<i64, Error> {
         ],
         |r| r.get(0),
     )?
-    .ok_or_else(|| Error::Exists(format!("user {}", u.login)))
+    .ok_or_else(|| Error::Conflict(format!("user {}", u.login)))
 }
 
 /// The user with this login and their password hash.
-pub fn by_login(conn: &Db, login: &str) -> Result<Option<(User, Option<String>)>, Error> {
+pub fn by_login(conn: &Db, login: &str) -> Result<Option<(UserRow, Option<String>)>, Error> {
     let sql = format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_key = ?1");
     conn.query_opt(&sql, args![login_key(login)], |r| Ok((user(r)?, r.get(15)?)))
 }
 
-pub fn by_id(conn: &Db, id: i64) -> Result<Option<User>, Error> {
+pub fn by_id(conn: &Db, id: i64) -> Result<Option<UserRow>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?1");
     conn.query_opt(&sql, args![id], user)
 }
 
-pub fn list(conn: &Db) -> Result<Vec<(User, Vec<String>)>, Error> {
+pub fn list(conn: &Db) -> Result<Vec<(UserRow, Vec<String>)>, Error> {
     let concat = if conn.is_postgres() { "string_agg(app_id, ',')" } else { "group_concat(app_id, ',')" };
     let sql = format!(
         "SELECT {COLUMNS}, (SELECT {concat} FROM

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::core::{internal, Error};
+use super::Error;
 
 pub(super) struct Writer {
     state: Mutex<State>,
@@ -72,7 +72,7 @@ struct InWrite;
 impl InWrite {
     fn enter() -> Result<InWrite, Error> {
         if IN_WRITE.with(|w| w.replace(true)) {
-            return Err(internal("a write was started inside another write"));
+            return Err(Error::internal("a write was started inside another write"));
         }
         Ok(InWrite)
     }
@@ -135,7 +135,7 @@ impl Writer {
 
     /// Runs `f` in a savepoint of the open transaction and returns its result once the
     /// transaction has been committed. A failing `f` changes nothing and is answered at once.
-    pub(super) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+    pub(super) fn write<T, E: From<Error>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
         let _guard = InWrite::enter()?;
         let mut st = self.lock();
         let out = run(&mut st, f)?;
@@ -152,7 +152,7 @@ impl Writer {
             match me.outcome.load(Ordering::Acquire) {
                 PENDING => std::thread::park(),
                 COMMITTED => return Ok(out),
-                _ => return Err(internal("the commit of a write failed")),
+                _ => return Err(Error::internal("the commit of a write failed").into()),
             }
         }
     }
@@ -162,16 +162,21 @@ impl Writer {
     /// thread waiting for it. The write is queued at once, before the future is first polled.
     /// `f` runs on the committer, so it must be short and use nothing but its connection (a
     /// `write` inside it fails at once; a panic in it is answered as an error).
-    pub(super) fn write_async<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, Error>> + use<T, F>
+    pub(super) fn write_async<T, E, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, E>> + use<T, E, F>
     where
-        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<Error> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, Error>>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |st: &mut MutexGuard<'_, State>| -> Option<Answer> {
             match run(st, f) {
                 Ok(out) => Some(Box::new(move |committed: bool| {
-                    let _ = tx.send(if committed { Ok(out) } else { Err(internal("the commit of a write failed")) });
+                    let _ = tx.send(if committed {
+                        Ok(out)
+                    } else {
+                        Err(Error::internal("the commit of a write failed").into())
+                    });
                 })),
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -181,7 +186,7 @@ impl Writer {
         });
         self.queue().jobs.push(job);
         self.work.notify_one();
-        async move { rx.await.unwrap_or_else(|_| Err(internal("a queued write was dropped unanswered"))) }
+        async move { rx.await.unwrap_or_else(|_| Err(Error::internal("a queued write was dropped unanswered").into())) }
     }
 
     /// Starts a thread that checkpoints the WAL on `conn`, a connection of its own, every `every`
@@ -276,17 +281,17 @@ fn committer(writer: Weak<Writer>) {
 /// Runs `f` in a savepoint of the open transaction, beginning one if need be. A failing `f`
 /// changes nothing; when its failure took the whole transaction with it (SQLite rolls back on
 /// I/O errors), the writes the transaction held are answered as failed.
-fn run<T>(st: &mut MutexGuard<'_, State>, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+fn run<T, E: From<Error>>(st: &mut MutexGuard<'_, State>, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
     if !st.waiting.is_empty() && st.conn.is_autocommit() {
         lost(st);
     }
     if st.conn.is_autocommit() {
         // BEGIN IMMEDIATE: the write lock now, so no statement fails half-way on an upgrade.
-        exec(&st.conn, "BEGIN IMMEDIATE")?;
+        exec(&st.conn, "BEGIN IMMEDIATE").map_err(Error::from)?;
     }
     let out = Savepoint::begin(&st.conn)
-        .map_err(Error::from)
-        .and_then(|sp| f(sp.0).and_then(|out| sp.release().map(|()| out).map_err(Error::from)));
+        .map_err(|e| E::from(Error::from(e)))
+        .and_then(|sp| f(sp.0).and_then(|out| sp.release().map(|()| out).map_err(|e| E::from(Error::from(e)))));
     if out.is_err() {
         if !st.waiting.is_empty() && st.conn.is_autocommit() {
             lost(st);
@@ -336,7 +341,10 @@ mod tests {
                 let w = Arc::clone(&w);
                 std::thread::spawn(move || {
                     for i in 0..50 {
-                        w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'x')", [t * 1000 + i])?)).unwrap();
+                        w.write(|c| -> Result<_, Error> {
+                            Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'x')", [t * 1000 + i])?)
+                        })
+                        .unwrap();
                     }
                 })
             })
@@ -356,12 +364,12 @@ mod tests {
         let (_dir, w, path) = writer();
         let failed = w.write(|c| {
             c.execute("INSERT INTO t (k, v) VALUES (1, 'half')", [])?;
-            Err::<(), _>(Error::invalid("k", "refused after a statement"))
+            Err::<(), _>(Error::Conflict("k (refused after a statement)".into()))
         });
-        assert!(matches!(failed, Err(Error::Invalid { .. })));
-        w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (2, 'kept')", [])?)).unwrap();
+        assert!(matches!(failed, Err(Error::Conflict(_))));
+        w.write(|c| -> Result<_, Error> { Ok(c.execute("INSERT INTO t (k, v) VALUES (2, 'kept')", [])?) }).unwrap();
         // A constraint violation inside a batch fails that write alone.
-        let dup = w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (2, 'dup')", [])?));
+        let dup = w.write(|c| -> Result<_, Error> { Ok(c.execute("INSERT INTO t (k, v) VALUES (2, 'dup')", [])?) });
         assert!(dup.is_err());
         assert_eq!(count(&path), 1);
     }
@@ -378,7 +386,7 @@ mod tests {
         })
         .join();
         assert!(panicked.is_err());
-        w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (8, 'after')", [])?)).unwrap();
+        w.write(|c| -> Result<_, Error> { Ok(c.execute("INSERT INTO t (k, v) VALUES (8, 'after')", [])?) }).unwrap();
         let keys: Vec<i64> = Connection::open(&path)
             .unwrap()
             .prepare("SELECT k FROM t")
@@ -399,8 +407,10 @@ mod tests {
                 let w = Arc::clone(&w);
                 std::thread::spawn(move || {
                     for i in 0..50 {
-                        w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'sync')", [t * 1000 + i])?))
-                            .unwrap();
+                        w.write(|c| -> Result<_, Error> {
+                            Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'sync')", [t * 1000 + i])?)
+                        })
+                        .unwrap();
                     }
                 })
             })
@@ -408,7 +418,9 @@ mod tests {
         rt.block_on(async {
             let writes: Vec<_> = (0..200)
                 .map(|i| {
-                    w.write_async(move |c| Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'async')", [10_000 + i])?))
+                    w.write_async(move |c| -> Result<_, Error> {
+                        Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, 'async')", [10_000 + i])?)
+                    })
                 })
                 .collect();
             for f in writes {
@@ -417,9 +429,9 @@ mod tests {
             // A failing write and a panicking one are answered with errors and change nothing.
             let failed = w.write_async(|c| {
                 c.execute("INSERT INTO t (k, v) VALUES (-1, 'half')", [])?;
-                Err::<(), _>(Error::invalid("k", "refused after a statement"))
+                Err::<(), _>(Error::Conflict("k (refused after a statement)".into()))
             });
-            assert!(matches!(failed.await, Err(Error::Invalid { .. })));
+            assert!(matches!(failed.await, Err(Error::Conflict(_))));
             let panicked = w.write_async(|c| -> Result<(), Error> {
                 c.execute("INSERT INTO t (k, v) VALUES (-2, 'partial')", []).unwrap();
                 panic!("a bug in a write");
@@ -427,10 +439,13 @@ mod tests {
             assert!(matches!(panicked.await, Err(Error::Internal(_))));
             // A write inside a queued write fails instead of waiting for itself.
             let w2 = Arc::clone(&w);
-            let nested =
-                w.write_async(move |_| Ok(w2.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (-3, 'x')", [])?))));
+            let nested = w.write_async(move |_| -> Result<_, Error> {
+                Ok(w2.write(|c| -> Result<_, Error> { Ok(c.execute("INSERT INTO t (k, v) VALUES (-3, 'x')", [])?) }))
+            });
             assert!(matches!(nested.await, Ok(Err(Error::Internal(_)))));
-            let after = w.write_async(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (-4, 'after')", [])?));
+            let after = w.write_async(|c| -> Result<_, Error> {
+                Ok(c.execute("INSERT INTO t (k, v) VALUES (-4, 'after')", [])?)
+            });
             assert_eq!(after.await.unwrap(), 1);
         });
         for t in parked {
@@ -451,8 +466,10 @@ mod tests {
         let before = size();
         // 50 rows of 8 KiB: far below the writer's own checkpoint (1000 pages by default).
         for i in 0..50 {
-            w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![i, "x".repeat(8192)])?))
-                .unwrap();
+            w.write(|c| -> Result<_, Error> {
+                Ok(c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![i, "x".repeat(8192)])?)
+            })
+            .unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while size() < before + 50 * 8192 && std::time::Instant::now() < deadline {
@@ -464,7 +481,9 @@ mod tests {
     #[test]
     fn a_write_inside_a_write_fails_instead_of_waiting_for_itself() {
         let (_dir, w, path) = writer();
-        let inner = w.write(|_| Ok(w.write(|c| Ok(c.execute("INSERT INTO t (k, v) VALUES (1, 'x')", [])?))));
+        let inner = w.write(|_| -> Result<_, Error> {
+            Ok(w.write(|c| -> Result<_, Error> { Ok(c.execute("INSERT INTO t (k, v) VALUES (1, 'x')", [])?) }))
+        });
         assert!(matches!(inner, Ok(Err(Error::Internal(_)))));
         assert_eq!(count(&path), 0);
     }

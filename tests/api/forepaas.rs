@@ -364,7 +364,7 @@ async fn the_reaper_deletes_in_batches_and_writes_go_between_them() {
                     },
                 )?;
             }
-            Ok(())
+            Ok::<_, gatehouse::store::Error>(())
         })
         .unwrap();
     let before = app.core.stats();
