@@ -128,10 +128,7 @@ fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
             .body(format!("Client Application {app} or User {} not found.", user.unwrap_or(""))),
         Error::Invalid { .. } => refused(StatusCode::OK, &e.to_string()),
         Error::Busy => {
-            let mut res = refused(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later");
-            res.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
-            res
+            crate::web::with_retry_after(refused(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later"), e)
         }
         Error::NoRoom => crate::web::with_retry_after(refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()), e),
         Error::Internal(id) => refused(StatusCode::INTERNAL_SERVER_ERROR, &format!("internal error (id {id})")),

@@ -368,7 +368,7 @@ fn iampass() -> Vec<(String, &'static str, Value)> {
     out
 }
 
-/// The device page's own API (src/web/device.rs): every call signed by the device's key.
+/// The device page's own API (src/dialect/device.rs): every call signed by the device's key.
 fn device() -> Vec<(String, &'static str, Value)> {
     let e = "PageAnswer";
     let signed = || {

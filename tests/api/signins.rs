@@ -1,6 +1,6 @@
 //! IAMPASS sign-ins approved on the user's device: the vendor's own Python client (package
 //! `IAMPASS`, unchanged, pointed at the test server) on the application's side, and on the
-//! device's side a device written here from src/web/device.rs's description of the signed calls
+//! device's side a device written here from src/dialect/device.rs's description of the signed calls
 //! (its own P-256 key, and a software WebAuthn authenticator for `facial`). The page itself is
 //! driven in a real browser in `signins_browser`.
 
@@ -102,7 +102,7 @@ impl Device {
         Device { id: a.json["device_id"].as_i64().unwrap(), key, rng: SystemRandom::new(), webauthn: None }
     }
 
-    /// A call signed as src/web/device.rs describes it, with the given nonce and timestamp.
+    /// A call signed as src/dialect/device.rs describes it, with the given nonce and timestamp.
     async fn call_as(
         &self,
         app: &TestApp,
