@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod dialect;
+#[cfg(test)]
+mod layers;
 pub mod process;
 pub mod store;
 pub mod web;
