@@ -54,11 +54,11 @@ pub fn create(
 }
 
 /// Uses a link up in `tx`; `Error::Gone` when it was used, voided, expired or never existed.
-pub fn consume(tx: &Connection, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
+pub(crate) fn consume(tx: &Connection, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
     links::consume(tx, &digest(code), purpose.as_str(), now)?.ok_or(Error::Gone)
 }
 
 /// The link if it is live, without using it.
-pub fn peek(conn: &crate::store::Db, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
+pub(crate) fn peek(conn: &crate::store::Db, purpose: Purpose, code: &Secret, now: i64) -> Result<LinkRow, Error> {
     links::live(conn, &digest(code), purpose.as_str(), now)?.ok_or(Error::Gone)
 }
