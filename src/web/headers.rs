@@ -51,3 +51,58 @@ fn add(headers: &mut HeaderMap, name: &'static str, value: &'static str) {
         headers.insert(name, HeaderValue::from_static(value));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::StatusCode;
+    use actix_web::{test, web, App, HttpResponse};
+
+    use super::super::page;
+
+    crate::web::door_error!(
+        /// A door's error, to see that a refused page keeps the pages' headers.
+        TestError,
+        "test"
+    );
+
+    async fn headers_of(tls: bool, path: &str) -> Vec<(String, String)> {
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(move |req, srv| super::security(req, srv, tls))
+                .route("/page", web::get().to(|| async { page::html(StatusCode::OK, "<p>") }))
+                .route(
+                    "/refused",
+                    web::get().to(|| async {
+                        Err::<HttpResponse, _>(TestError::from(page::json(StatusCode::GONE, Some("gone"))))
+                    }),
+                )
+                .route("/asset", web::get().to(|| async { page::asset("text/css", "p{}") }))
+                .route("/api", web::get().to(|| async { HttpResponse::Ok().body("{}") })),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+        let mut out: Vec<_> =
+            res.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())).collect();
+        out.sort();
+        out
+    }
+
+    fn names(h: &[(String, String)]) -> Vec<&str> {
+        h.iter().map(|(k, _)| k.as_str()).filter(|k| *k != "content-type" && *k != "cache-control").collect()
+    }
+
+    #[actix_rt::test]
+    async fn pages_get_the_strict_set_and_every_answer_nosniff() {
+        let page = headers_of(false, "/page").await;
+        assert_eq!(
+            names(&page),
+            ["content-security-policy", "referrer-policy", "x-content-type-options", "x-frame-options"]
+        );
+        assert!(page.contains(&("cache-control".into(), "no-store".into())));
+        assert_eq!(names(&headers_of(false, "/refused").await), names(&page));
+        assert_eq!(names(&headers_of(false, "/asset").await), ["x-content-type-options"]);
+        assert_eq!(names(&headers_of(false, "/api").await), ["x-content-type-options"]);
+        assert_eq!(names(&headers_of(false, "/nothing").await), ["x-content-type-options"]);
+        assert_eq!(names(&headers_of(true, "/api").await), ["strict-transport-security", "x-content-type-options"]);
+    }
+}
