@@ -754,7 +754,7 @@ fn serve_core(core: Core) -> Result<(), String> {
     let served = actix_web::rt::System::new().block_on(async move {
         let server = crate::start(serving, listener)?;
         // The store is open and the port bound: systemd (Type=notify) may start what depends on us.
-        crate::web::notify_systemd("READY=1");
+        crate::process::notify_systemd("READY=1");
         let served = server.await;
         // The server has stopped answering: a reaper sweep under way ends after its current batch.
         core.stop();

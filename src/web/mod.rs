@@ -11,9 +11,6 @@ pub mod openapi;
 pub mod page;
 pub mod tls;
 
-/// Where cli.rs finds it; it lives with the process's other plumbing.
-pub use crate::process::notify_systemd;
-
 use std::future::Future;
 use std::time::Instant;
 
