@@ -3,48 +3,19 @@
 //! nothing a client sends (its own X-Auth-* headers, an `?app=` of its own) changes that.
 
 use gatehouse::core::apps::Door;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpServer};
 use serde_json::json;
 
-use crate::helpers::{free_port, have};
+use crate::helpers::{free_port, have, readme_block, system_binary, KillOnDrop};
 
 const PASSWORD: &str = "a long enough password";
 
-/// The lines between `<!-- caddy:begin -->` and `<!-- caddy:end -->`, without the fences.
-fn printed_block() -> String {
-    let readme = include_str!("../../README.md");
-    let start = readme.find("<!-- caddy:begin -->").expect("the block is marked");
-    let end = readme.find("<!-- caddy:end -->").expect("the block is marked");
-    readme[start..end]
-        .lines()
-        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn caddy_binary() -> &'static str {
-    if std::path::Path::new("/usr/bin/caddy").exists() {
-        "/usr/bin/caddy"
-    } else {
-        "caddy"
-    }
-}
-
-struct Caddy(Child);
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[actix_web::test]
 async fn the_readme_caddy_block_protects_a_site_in_real_caddy() {
-    if !have("caddy", Command::new(caddy_binary()).arg("version")) {
+    if !have("caddy", Command::new(system_binary("/usr/bin/caddy")).arg("version")) {
         return;
     }
     let app = crate::helpers::spawn_app().await;
@@ -85,7 +56,7 @@ async fn the_readme_caddy_block_protects_a_site_in_real_caddy() {
     let d = dir.path();
     let port = free_port();
     let gatehouse = app.base.trim_start_matches("http://");
-    let block = printed_block();
+    let block = readme_block("caddy");
     assert!(block.contains("app.example.com {"), "{block}");
     let block = block
         .replace("app.example.com {", &format!("http://127.0.0.1:{port} {{"))
@@ -96,7 +67,7 @@ async fn the_readme_caddy_block_protects_a_site_in_real_caddy() {
     let file = d.join("Caddyfile");
     std::fs::write(&file, &conf).unwrap();
     let caddy = || {
-        let mut c = Command::new(caddy_binary());
+        let mut c = Command::new(system_binary("/usr/bin/caddy"));
         c.env("HOME", d).env("XDG_DATA_HOME", d.join("data")).env("XDG_CONFIG_HOME", d.join("config"));
         c
     };
@@ -108,7 +79,7 @@ async fn the_readme_caddy_block_protects_a_site_in_real_caddy() {
         String::from_utf8_lossy(&check.stderr)
     );
     let log = std::fs::File::create(d.join("caddy.log")).unwrap();
-    let _caddy = Caddy(
+    let _caddy = KillOnDrop(
         caddy()
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&file)

@@ -356,3 +356,35 @@ pub fn log_of(server: &mut Served) -> std::thread::JoinHandle<String> {
         log
     })
 }
+
+/// The lines of README.md between `<!-- NAME:begin -->` and `<!-- NAME:end -->`, without the
+/// fences: a block the README prints, run as printed by a test.
+pub fn readme_block(name: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme.find(&format!("<!-- {name}:begin -->")).expect("the block is marked");
+    let end = readme.find(&format!("<!-- {name}:end -->")).expect("the block is marked");
+    readme[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Debian's path of a program (`/usr/sbin/nginx`, `/usr/bin/caddy`) when it is there, else its name.
+pub fn system_binary(path: &'static str) -> &'static str {
+    if std::path::Path::new(path).exists() {
+        path
+    } else {
+        path.rsplit('/').next().unwrap_or(path)
+    }
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,46 +1,17 @@
 //! README's "Behind a reverse proxy" nginx block, as printed, in Debian's real nginx: a protected
 //! location serves only with a live token or cookie, and the application behind it learns who.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpServer};
 use serde_json::json;
 
-use crate::helpers::{free_port, have, set_cookie, spawn_app};
-
-/// The lines between `<!-- nginx:begin -->` and `<!-- nginx:end -->`, without the fences.
-fn printed_block() -> String {
-    let readme = include_str!("../../README.md");
-    let start = readme.find("<!-- nginx:begin -->").expect("the block is marked");
-    let end = readme.find("<!-- nginx:end -->").expect("the block is marked");
-    readme[start..end]
-        .lines()
-        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn nginx_binary() -> &'static str {
-    if std::path::Path::new("/usr/sbin/nginx").exists() {
-        "/usr/sbin/nginx"
-    } else {
-        "nginx"
-    }
-}
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::helpers::{free_port, have, readme_block, set_cookie, spawn_app, system_binary, KillOnDrop};
 
 #[actix_web::test]
 async fn the_readme_nginx_block_protects_a_location_in_real_nginx() {
-    if !have("nginx", Command::new(nginx_binary()).arg("-v")) {
+    if !have("nginx", Command::new(system_binary("/usr/sbin/nginx")).arg("-v")) {
         return;
     }
     let app = spawn_app().await;
@@ -64,7 +35,7 @@ async fn the_readme_nginx_block_protects_a_location_in_real_nginx() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let gatehouse = app.base.trim_start_matches("http://");
-    let block = printed_block()
+    let block = readme_block("nginx")
         .replace("127.0.0.1:8080", gatehouse)
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{backend_port}"));
     let d = dir.path().display();
@@ -92,13 +63,13 @@ http {{
 "
     );
     std::fs::write(dir.path().join("nginx.conf"), &conf).unwrap();
-    let check = Command::new(nginx_binary())
+    let check = Command::new(system_binary("/usr/sbin/nginx"))
         .args(["-t", "-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
         .output()
         .unwrap();
     assert!(check.status.success(), "nginx -t: {}\n{conf}", String::from_utf8_lossy(&check.stderr));
-    let _nginx = Nginx(
-        Command::new(nginx_binary())
+    let _nginx = KillOnDrop(
+        Command::new(system_binary("/usr/sbin/nginx"))
             .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
