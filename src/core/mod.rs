@@ -95,7 +95,21 @@ impl Error {
             Error::Throttled { retry_after_ms } => Some(((*retry_after_ms).max(1) as u64).div_ceil(1000)),
             Error::Busy => Some(1),
             Error::NoRoom => Some(60),
-            _ => None,
+            // Named one by one, like every door's map: a new variant decides here too.
+            Error::Invalid { .. }
+            | Error::BadCredentials
+            | Error::BadClient
+            | Error::BadToken
+            | Error::WrongPassword
+            | Error::Blocked
+            | Error::NotMember
+            | Error::UnknownApp(_)
+            | Error::UnknownUser(_)
+            | Error::Gone
+            | Error::UnknownApiKey
+            | Error::Exists(_)
+            | Error::Lost
+            | Error::Internal(_) => None,
         }
     }
 
