@@ -161,8 +161,13 @@ impl Core {
                 Err(e) => return Err(e),
             },
             Found::Signin(row) if row.effective(now_ms()) == "active" => {
-                let member = self.store.with(|c| users::is_member(c, row.user_id, &row.app_id))?;
-                let user = self.store.with(|c| super::users::find_by_id(c, row.user_id))?;
+                // One connection for both reads: the user, and whether they are still a member.
+                let (user, member) = self.store.with(|c| {
+                    Ok::<_, Error>((
+                        super::users::find_by_id(c, row.user_id)?,
+                        users::is_member(c, row.user_id, &row.app_id)?,
+                    ))
+                })?;
                 user.filter(|u| !u.blocked && member).map(|user| Described {
                     user,
                     app_id: row.app_id.clone(),
