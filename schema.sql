@@ -291,3 +291,116 @@ UPDATE applications SET doors =
     || 'oauth'
 WHERE builtin = 0;
 UPDATE applications SET doors = 'iampass,iqm,oauth' WHERE builtin = 0 AND doors = 'oauth';
+
+-- version 12
+-- OpenID Connect (issue 27). A relying party is an application with redirect URIs: one record
+-- may be an IQM client, an IAMPASS application and an OpenID Connect client at once. A public
+-- client has no secret (secret_enc NULL, builtin 0) and must use PKCE. URIs are one per line and
+-- match exactly.
+CREATE TABLE oidc_clients (
+    app_id              TEXT PRIMARY KEY REFERENCES applications(id) ON DELETE CASCADE,
+    redirect_uris       TEXT NOT NULL,
+    post_logout_uris    TEXT NOT NULL DEFAULT '',
+    backchannel_uri     TEXT,
+    public              INTEGER NOT NULL DEFAULT 0,
+    first_party         INTEGER NOT NULL DEFAULT 0,
+    -- every active user may sign in, not only the application's members
+    open                INTEGER NOT NULL DEFAULT 0,
+    signing_alg         TEXT NOT NULL DEFAULT 'RS256' CHECK (signing_alg IN ('RS256', 'ES256', 'EdDSA')),
+    claims_in_id_token  INTEGER NOT NULL DEFAULT 0
+) STRICT;
+-- Signing keys, shared by every node: the private key (DER) sealed under the master key with the
+-- kid as associated data. A key is published from created_at, signs from signs_from (a
+-- publication delay after a rotation), stops signing at retired_at (its successor's signs_from)
+-- and leaves the JWKS at drop_after (when the longest-lived token it signed has expired).
+CREATE TABLE signing_keys (
+    kid           TEXT PRIMARY KEY,
+    alg           TEXT NOT NULL,
+    private_enc   BLOB NOT NULL,
+    public_jwk    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    signs_from    INTEGER NOT NULL,
+    retired_at    INTEGER,
+    drop_after    INTEGER
+) STRICT;
+-- Authorization codes (digest of the code), good once for at most a minute. A second use revokes
+-- the tokens the first issued (`family`).
+CREATE TABLE oidc_codes (
+    digest        BLOB PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    -- the SSO session's sid
+    session       BLOB NOT NULL,
+    redirect_uri  TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    nonce         TEXT,
+    challenge     TEXT,
+    auth_time     INTEGER NOT NULL,
+    amr           TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    used_at       INTEGER,
+    family        BLOB
+) STRICT, WITHOUT ROWID;
+CREATE INDEX oidc_codes_expires ON oidc_codes(expires_at);
+-- What a family of OpenID Connect tokens was granted (one row per code exchange or
+-- client_credentials grant), and what an SSO session is (kind 'sso' in tokens, its family the
+-- sid): the scope, when and how the person signed in.
+CREATE TABLE oidc_grants (
+    family        BLOB PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    user_id       INTEGER REFERENCES users(id) ON DELETE CASCADE,
+    session       BLOB,
+    scope         TEXT NOT NULL,
+    auth_time     INTEGER NOT NULL,
+    amr           TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX oidc_grants_session ON oidc_grants(session) WHERE session IS NOT NULL;
+CREATE INDEX oidc_grants_expires ON oidc_grants(expires_at);
+-- Consent given once per user, client and scope set; revocable on /account.
+CREATE TABLE consents (
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    scope         TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (user_id, app_id)
+) STRICT, WITHOUT ROWID;
+-- Second factors: TOTP (the secret sealed under the master key, AAD "totp:" || user id; the last
+-- time step accepted, so a code is good once) and recovery codes (digests, each good once).
+CREATE TABLE totp (
+    user_id       INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    secret_enc    BLOB NOT NULL,
+    confirmed_at  INTEGER,
+    last_step     INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE recovery_codes (
+    digest        BLOB PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at    INTEGER NOT NULL,
+    used_at       INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX recovery_codes_user ON recovery_codes(user_id);
+-- The device authorization grant (RFC 8628): the device code's digest, the user code a person
+-- types (normalised, unique while it lives), who approved it.
+CREATE TABLE device_codes (
+    digest        BLOB PRIMARY KEY,
+    user_code     TEXT NOT NULL UNIQUE,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    scope         TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    last_poll_at  INTEGER,
+    user_id       INTEGER REFERENCES users(id) ON DELETE CASCADE,
+    session       BLOB,
+    auth_time     INTEGER,
+    amr           TEXT,
+    decided_at    INTEGER,
+    denied        INTEGER NOT NULL DEFAULT 0,
+    used_at       INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX device_codes_expires ON device_codes(expires_at);
+-- Per application: a user with a second factor may not sign in there with a bare password.
+ALTER TABLE applications ADD COLUMN require_second_factor INTEGER NOT NULL DEFAULT 0;

@@ -38,6 +38,7 @@ pub struct Config {
     pub iampass: Iampass,
     pub iqm: Iqm,
     pub oauth: Oauth,
+    pub oidc: Oidc,
     pub throttle: Throttle,
     pub audit: Audit,
     pub tls: Tls,
@@ -197,6 +198,67 @@ pub struct Oauth {
     pub trusted_clients: Vec<String>,
     /// Whether an introspection counts as a use of a token with an idle timeout.
     pub introspection_is_use: bool,
+}
+
+/// OpenID Connect: the provider's tokens, its SSO session and its signing keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Oidc {
+    /// An id_token lives this long.
+    pub id_token_lifetime: Seconds,
+    /// An OpenID Connect access token lives this long (`expires_in`).
+    pub access_lifetime: Seconds,
+    /// A refresh token (scope offline_access) lives this long; it rotates on every use.
+    pub refresh_lifetime: Seconds,
+    /// The SSO session (the box's sign-in cookie) ends after this long without a sign-in through it.
+    pub session_idle_timeout: Seconds,
+    /// The SSO session ends this long after the person signed in, whatever its use.
+    pub session_lifetime: Seconds,
+    /// A rotated signing key is published in the JWKS this long before it signs: longer than any
+    /// relying party caches the JWKS.
+    pub key_publication_delay: Seconds,
+    /// A device code (RFC 8628) lives this long.
+    pub device_code_lifetime: Seconds,
+    /// A device polls the token endpoint at most this often (`interval`).
+    pub device_poll_interval: Seconds,
+}
+
+impl Default for Oidc {
+    fn default() -> Self {
+        Oidc {
+            id_token_lifetime: Seconds::secs(3600),
+            access_lifetime: Seconds::secs(3600),
+            refresh_lifetime: Seconds::secs(30 * 86_400),
+            session_idle_timeout: Seconds::secs(8 * 3600),
+            session_lifetime: Seconds::secs(7 * 86_400),
+            key_publication_delay: Seconds::secs(86_400),
+            device_code_lifetime: Seconds::secs(600),
+            device_poll_interval: Seconds::secs(5),
+        }
+    }
+}
+
+impl Oidc {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("oidc.id_token_lifetime", &self.id_token_lifetime),
+            ("oidc.access_lifetime", &self.access_lifetime),
+            ("oidc.session_idle_timeout", &self.session_idle_timeout),
+            ("oidc.device_code_lifetime", &self.device_code_lifetime),
+            ("oidc.device_poll_interval", &self.device_poll_interval),
+        ] {
+            if v.0 < Duration::from_secs(1) {
+                return bad(key, "must be at least 1s");
+            }
+        }
+        if self.refresh_lifetime.0 < self.access_lifetime.0 {
+            return bad("oidc.refresh_lifetime", "must be at least oidc.access_lifetime");
+        }
+        if self.session_lifetime.0 < self.session_idle_timeout.0 {
+            return bad("oidc.session_lifetime", "must be at least oidc.session_idle_timeout");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -384,6 +446,7 @@ impl Default for Config {
             iampass: Iampass::default(),
             iqm: Iqm::default(),
             oauth: Oauth::default(),
+            oidc: Oidc::default(),
             throttle: Throttle::default(),
             audit: Audit::default(),
             tls: Tls::default(),
@@ -494,6 +557,7 @@ impl Config {
         self.cms.validate()?;
         self.links.validate()?;
         self.iqm.validate()?;
+        self.oidc.validate()?;
         self.throttle.validate()?;
         self.tls.validate()?;
         self.iampass.validate()?;

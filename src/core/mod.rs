@@ -10,9 +10,11 @@ pub mod apps;
 pub mod audit;
 pub mod devices;
 pub mod guard;
+pub mod keys;
 pub mod links;
 pub mod mail;
 pub mod oauth;
+pub mod oidc;
 pub mod password;
 pub mod reaper;
 pub mod reset;
@@ -20,6 +22,7 @@ pub mod sessions;
 pub mod signins;
 pub mod stats;
 pub mod text;
+pub mod totp;
 pub mod users;
 pub mod uses;
 pub mod webauthn;
@@ -41,6 +44,8 @@ pub use crypto::Secret;
 pub const APP_FOREPAAS: &str = "forepaas";
 /// The built-in application of the SmartServer CMS.
 pub const APP_CMS: &str = "cms";
+/// The built-in application of the box's own sign-in: the OpenID Connect SSO sessions' tokens.
+pub const APP_SSO: &str = "gatehouse";
 
 /// Every way a core operation fails. Each dialect maps it to its own wire answer in one function.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +239,8 @@ pub struct Core {
     /// Woken when an IAMPASS sign-in starts, is answered or fails: the devices' long polls look
     /// again (see `Core::signins_changed`).
     pub(crate) signins: tokio::sync::Notify,
+    /// The OpenID Connect signing keys opened so far (see `core::keys`).
+    pub(crate) signing: keys::Signing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -317,9 +324,10 @@ impl Core {
             nonces,
             outbox: Arc::new(outbox),
             signins: tokio::sync::Notify::new(),
+            signing: Default::default(),
         };
         core.store
-            .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS], now_ms()))
+            .write(|tx| crate::store::apps::ensure_builtin(tx, &[APP_FOREPAAS, APP_CMS, APP_SSO], now_ms()))
             .map_err(|e| OpenError::Other(e.to_string()))?;
         core.load_uses().map_err(|e| OpenError::Other(e.to_string()))?;
         Ok(core)

@@ -30,6 +30,14 @@ const TABLES: &[(&str, &str)] = &[
     ("audit", "ORDER BY id"),
     ("auth_sessions", "ORDER BY id"),
     ("sequences", ""),
+    ("oidc_clients", ""),
+    ("signing_keys", ""),
+    ("oidc_codes", ""),
+    ("oidc_grants", ""),
+    ("consents", ""),
+    ("totp", ""),
+    ("recovery_codes", ""),
+    ("device_codes", ""),
 ];
 
 /// Tables whose ids come from an identity column, set past the copied ids afterwards.

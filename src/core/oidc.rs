@@ -1,0 +1,1 @@
+//! OpenID Connect: clients, codes, grants and SSO sessions.

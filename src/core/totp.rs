@@ -1,0 +1,1 @@
+//! Second factors: TOTP and recovery codes.

@@ -1,0 +1,1 @@
+//! totp, recovery_codes
