@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use super::{now_ms, Core, Error};
-use crate::store::{audit, auth_sessions, devices, links, throttle, tokens, Db};
+use crate::store::{audit, auth_sessions, devices, links, signing_keys, throttle, tokens, Db};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
@@ -46,6 +46,8 @@ impl Core {
                 auth_sessions::reap(tx, now.saturating_sub(86_400_000), n)
             })?,
         };
+        // OpenID Connect signing keys retired long enough that no token they signed is still alive.
+        self.reap_batches(12, &AtomicU64::new(0), |tx, n| signing_keys::reap(tx, now, n))?;
         // Requests nobody answered in time become `timeout`, each an audit event.
         self.time_out_signins()?;
         if shared {
