@@ -21,6 +21,7 @@ mod openapi;
 mod pg;
 mod process;
 mod readme;
+mod relying_parties;
 mod service;
 mod signins;
 mod smartserver;

@@ -29,6 +29,8 @@ mod mail;
 mod oauth2;
 #[path = "../api/pg.rs"]
 mod pg;
+#[path = "../api/relying_parties.rs"]
+mod relying_parties;
 #[path = "../api/signins.rs"]
 mod signins;
 #[path = "../api/smartserver.rs"]
