@@ -359,6 +359,16 @@ CREATE TABLE oidc_grants (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX oidc_grants_session ON oidc_grants(session) WHERE session IS NOT NULL;
 CREATE INDEX oidc_grants_expires ON oidc_grants(expires_at);
+-- Tokens of the client_credentials grant: a client's own, with no user (digest of the token).
+CREATE TABLE client_tokens (
+    digest        BLOB PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    scope         TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    revoked_at    INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX client_tokens_expires ON client_tokens(expires_at);
 -- Consent given once per user, client and scope set; revocable on /account.
 CREATE TABLE consents (
     user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -402,5 +412,18 @@ CREATE TABLE device_codes (
     used_at       INTEGER
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX device_codes_expires ON device_codes(expires_at);
+-- Back-channel logout tokens (OpenID Connect Back-Channel Logout 1.0) waiting for delivery to
+-- the clients a session signed in to, retried with backoff like the mail outbox; any node may
+-- claim a row (a conditional update), so each is sent by one at a time.
+CREATE TABLE logout_queue (
+    id            INTEGER PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    uri           TEXT NOT NULL,
+    logout_token  TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_at       INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX logout_queue_next ON logout_queue(next_at);
 -- Per application: a user with a second factor may not sign in there with a bare password.
 ALTER TABLE applications ADD COLUMN require_second_factor INTEGER NOT NULL DEFAULT 0;

@@ -65,6 +65,9 @@ enum Command {
     /// Applications: the IAMPASS applications and IQM clients, beside the built-in forepaas and cms
     #[command(subcommand)]
     App(AppCommand),
+    /// The OpenID Connect provider
+    #[command(subcommand)]
+    Oidc(OidcCommand),
     /// Users and their memberships
     #[command(subcommand)]
     User(UserCommand),
@@ -137,9 +140,41 @@ enum AppCommand {
         allow_short_secret: bool,
         /// A door the secret opens (repeat for several): iampass (signed management and
         /// authentication calls), iqm (IQM client credentials), oauth (introspection and
-        /// revocation of the application's own tokens)
-        #[arg(long = "door", value_name = "DOOR", required = true)]
+        /// revocation of the application's own tokens), oidc (an OpenID Connect client; implied
+        /// by any of the client options below)
+        #[arg(long = "door", value_name = "DOOR", required_unless_present_any = ["redirect_uris", "public"])]
         doors: Vec<DoorArg>,
+        /// An OpenID Connect client with no secret (a single-page or native app): PKCE required
+        #[arg(long, conflicts_with = "secret_stdin")]
+        public: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an application, and its OpenID Connect client settings
+    Show {
+        /// The application id
+        id: String,
+    },
+    /// Change an application's OpenID Connect client settings (it becomes a client if it was not)
+    Edit {
+        /// The application id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Whether a user who has a second factor may sign in to the application with a bare password
+    /// at a vendor API that has no place for the second factor (default: may)
+    RequireSecondFactor {
+        /// The application id
+        id: String,
+        /// true: refuse the bare password of users with a second factor; false: accept it
+        #[arg(value_name = "BOOL", action = clap::ArgAction::Set)]
+        required: bool,
+    },
+    /// Give a confidential application a new secret, shown once; the old one stops working at once
+    RotateSecret {
+        /// The application id
+        id: String,
     },
     /// Set the doors an application's secret opens (replacing the ones it had); a running
     /// server follows at once
@@ -154,11 +189,74 @@ enum AppCommand {
     List,
 }
 
+#[derive(Subcommand)]
+enum OidcCommand {
+    /// Make the next signing key of each algorithm (or of one): published in the JWKS at once,
+    /// signing after `oidc.key_publication_delay`; the old key stays published until every token
+    /// it signed has expired
+    RotateKeys {
+        /// Only this algorithm
+        #[arg(long, value_name = "ALG", value_parser = ["RS256", "ES256", "EdDSA"])]
+        alg: Option<String>,
+    },
+}
+
+fn rotate_keys(core: &Core, alg: Option<String>) -> Result<(), String> {
+    let alg = alg.as_deref().and_then(crate::core::keys::Alg::parse);
+    for r in core.rotate_signing_keys(alg).map_err(said)? {
+        let pending = if r.created { "" } else { " (a rotation was pending already)" };
+        println!("{} {} signs from {}{pending}", r.alg.as_str(), r.kid, crate::core::iso8601(r.signs_from));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DoorArg {
     Iampass,
     Iqm,
     Oauth,
+    Oidc,
+}
+
+/// An OpenID Connect client's settings, for `app add` and `app edit`.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// A redirect URI, matched exactly (repeat for several; replaces the list on edit)
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser back to (repeat for several)
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    post_logout_uris: Vec<String>,
+    /// The client's back-channel logout URI
+    #[arg(long = "backchannel-logout-uri", value_name = "URI")]
+    backchannel_uri: Option<String>,
+    /// No consent screen (an application of the box's own operator)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    first_party: Option<bool>,
+    /// Every active user may sign in, not only the application's members
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    open: Option<bool>,
+    /// The id_token's signing algorithm
+    #[arg(long = "signing-alg", value_name = "ALG", value_parser = ["RS256", "ES256", "EdDSA"])]
+    signing_alg: Option<String>,
+    /// Put the profile, email and groups claims in the id_token too, not only in userinfo
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    claims_in_id_token: Option<bool>,
+}
+
+impl ClientArgs {
+    fn settings(self) -> crate::core::oidc::ClientSettings {
+        let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        crate::core::oidc::ClientSettings {
+            redirect_uris: list(self.redirect_uris),
+            post_logout_uris: list(self.post_logout_uris),
+            backchannel_uri: self.backchannel_uri.map(|u| (!u.is_empty()).then_some(u)),
+            first_party: self.first_party,
+            open: self.open,
+            signing_alg: self.signing_alg,
+            claims_in_id_token: self.claims_in_id_token,
+        }
+    }
 }
 
 fn doors_of(args: &[DoorArg]) -> Vec<crate::core::apps::Door> {
@@ -168,6 +266,7 @@ fn doors_of(args: &[DoorArg]) -> Vec<crate::core::apps::Door> {
             DoorArg::Iampass => Door::Iampass,
             DoorArg::Iqm => Door::Iqm,
             DoorArg::Oauth => Door::Oauth,
+            DoorArg::Oidc => Door::Oidc,
         })
         .collect()
 }
@@ -408,6 +507,7 @@ fn run(config: Config, command: Command) -> Result<(), String> {
         Command::Serve { .. } => serve(config),
         Command::App(cmd) => app(&open(config)?, cmd),
         Command::User(cmd) => user(&open(config)?, cmd),
+        Command::Oidc(OidcCommand::RotateKeys { alg }) => rotate_keys(&open(config)?, alg),
         Command::Apikey(cmd) => apikey(&open(config)?, cmd),
         Command::Audit { since, user } => audit(&open(config)?, since, user),
     }
@@ -534,8 +634,23 @@ fn migrate_store(config: &Config, from: Backend, to: Backend, sqlite_file: Optio
 
 fn app(core: &Core, cmd: AppCommand) -> Result<(), String> {
     match cmd {
-        AppCommand::Add { id, secret_stdin, allow_short_secret, doors } => {
-            add_app(core, &id, secret_stdin, allow_short_secret, &doors)
+        AppCommand::Add { id, secret_stdin, allow_short_secret, doors, public, client } => {
+            add_app(core, &id, (secret_stdin, allow_short_secret), &doors, public, client.settings())
+        }
+        AppCommand::Show { id } => show_app(core, &id),
+        AppCommand::Edit { id, client } => {
+            core.edit_client(&id, client.settings()).map_err(said)?;
+            show_app(core, &id)
+        }
+        AppCommand::RequireSecondFactor { id, required } => {
+            core.set_require_second_factor(&id, required).map_err(said)?;
+            println!("application {id}: second factor {}", if required { "required" } else { "not required" });
+            Ok(())
+        }
+        AppCommand::RotateSecret { id } => {
+            let secret = core.rotate_app_secret(&crate::core::guard::Caller::local(), &id).map_err(said)?;
+            println!("application {id}: new secret, shown only now: {}", secret.expose());
+            Ok(())
         }
         AppCommand::Doors { id, doors } => {
             core.set_app_doors(&id, &doors_of(&doors)).map_err(said)?;
@@ -555,13 +670,61 @@ fn app(core: &Core, cmd: AppCommand) -> Result<(), String> {
     }
 }
 
-fn add_app(core: &Core, id: &str, secret_stdin: bool, allow_short: bool, doors: &[DoorArg]) -> Result<(), String> {
+fn show_app(core: &Core, id: &str) -> Result<(), String> {
+    let app =
+        core.list_apps().map_err(said)?.into_iter().find(|a| a.id == id).ok_or(format!("unknown application {id}"))?;
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    println!("id:                       {}", app.id);
+    println!("doors:                    {}", if app.doors.is_empty() { "-" } else { &app.doors });
+    println!("secret:                   {}", yn(app.has_secret));
+    println!("members:                  {}", app.members);
+    match core.client(id) {
+        Ok(c) => {
+            println!("public client:            {}", yn(c.public));
+            for u in &c.redirect_uris {
+                println!("redirect uri:             {u}");
+            }
+            for u in &c.post_logout_uris {
+                println!("post-logout redirect uri: {u}");
+            }
+            if let Some(u) = &c.backchannel_uri {
+                println!("back-channel logout uri:  {u}");
+            }
+            println!("first party:              {}", yn(c.first_party));
+            println!("open to every user:       {}", yn(c.open));
+            println!("signing alg:              {}", c.signing_alg);
+            println!("claims in id_token:       {}", yn(c.claims_in_id_token));
+        }
+        Err(crate::core::Error::UnknownApp(_)) => println!("OpenID Connect client:    no"),
+        Err(e) => return Err(said(e)),
+    }
+    Ok(())
+}
+
+fn add_app(
+    core: &Core,
+    id: &str,
+    (secret_stdin, allow_short): (bool, bool),
+    doors: &[DoorArg],
+    public: bool,
+    client: crate::core::oidc::ClientSettings,
+) -> Result<(), String> {
     let given = if secret_stdin { Some(read_stdin_line("secret")?) } else { None };
     if given.as_ref().is_some_and(|s| s.expose().len() < MIN_GIVEN_SECRET) && !allow_short {
         return Err(format!(
             "the secret must be at least {MIN_GIVEN_SECRET} bytes (a generated one is 32 random bytes); \
              --allow-short-secret takes a shorter one"
         ));
+    }
+    if public || client.any() || doors.contains(&DoorArg::Oidc) {
+        let secret = core.add_client(id, given, public, &doors_of(doors), client).map_err(said)?;
+        match secret {
+            Some(s) if !secret_stdin => {
+                println!("application {id} added; its secret, shown only now: {}", s.expose())
+            }
+            _ => println!("application {id} added"),
+        }
+        return Ok(());
     }
     let secret = core.add_app(id, given, &doors_of(doors)).map_err(said)?;
     if secret_stdin {
@@ -743,6 +906,10 @@ fn serve(config: Config) -> Result<(), String> {
 fn serve_core(core: Core) -> Result<(), String> {
     let listen = core.config.listen.clone();
     let listener = std::net::TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // On the first start, before the first sign-in needs them (tests' servers make theirs lazily).
+    if let Err(e) = core.ensure_signing_keys() {
+        log::warn!("signing keys not made yet ({e}); the first token or JWKS makes them");
+    }
     let core = Arc::new(core);
     log::info!(
         "gatehouse {} serving on http://{} (data in {})",

@@ -35,6 +35,7 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
     dialect::iampass::routes(cfg);
     dialect::iqm::routes(cfg);
     dialect::oauth2::routes(cfg);
+    dialect::oidc::routes(cfg);
     dialect::forward::routes(cfg);
 }
 
@@ -82,6 +83,7 @@ pub fn start(core: Arc<Core>, listener: TcpListener) -> std::io::Result<Server> 
     actix_web::rt::spawn(process::signals(server.handle(), certificate, Arc::clone(&core)));
     core::mail::start_sender(&core.outbox, &core.config.mail);
     actix_web::rt::spawn(process::toucher(Arc::clone(&core)));
+    actix_web::rt::spawn(process::backchannel(Arc::clone(&core)));
     actix_web::rt::spawn(process::reaper(core));
     actix_web::rt::spawn(web::metrics::upkeep(metrics_upkeep));
     Ok(server)

@@ -1,5 +1,5 @@
 //! The process around the HTTP server, for the life of the server: the token uses written every
-//! second, the reaper's sweeps, the signals (SIGTERM and SIGINT drain, SIGHUP reloads TLS) and
+//! second, the reaper's sweeps, the back-channel logouts delivered, the signals (SIGTERM and SIGINT drain, SIGHUP reloads TLS) and
 //! systemd's notifications. Started by `start` in lib.rs.
 
 use std::sync::Arc;
@@ -25,6 +25,17 @@ pub async fn reaper(core: Arc<Core>) {
         tick.tick().await;
         // Failures are logged with their correlation id by the core; the next tick tries again.
         let _ = core.call(|c| c.reap()).await;
+    }
+}
+
+/// Delivers the back-channel logouts that are due, every second, for the life of the server.
+pub async fn backchannel(core: Arc<Core>) {
+    let client = crate::web::backchannel::client();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        crate::web::backchannel::deliver_due(&core, &client).await;
     }
 }
 

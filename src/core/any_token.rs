@@ -17,7 +17,8 @@ use crate::store::{auth_sessions, tokens, users};
 /// What introspection tells of a live token.
 #[derive(Debug)]
 pub struct Described {
-    pub user: User,
+    /// None for a client's own token (client_credentials).
+    pub user: Option<User>,
     pub app_id: String,
     /// `forepaas`, `cms_session`, `access_token`, `refresh_token` or `iampass_session`.
     pub token_type: &'static str,
@@ -25,13 +26,15 @@ pub struct Described {
     pub issued_at: i64,
     /// Unix ms: the earlier of its lifetime and its idle timeout.
     pub expires_at: i64,
-    /// The OAuth scope, for the tokens that have one (IQM's).
-    pub scope: Option<&'static str>,
+    /// The OAuth scope, for the tokens that have one (IQM's, OpenID Connect's).
+    pub scope: Option<String>,
 }
 
 /// Where a token was found.
 enum Found {
     Token(TokenKind),
+    /// A client_credentials token: its client.
+    Client(String),
     Signin(auth_sessions::AuthSessionRow),
     Nothing,
 }
@@ -40,8 +43,9 @@ fn type_of(kind: TokenKind) -> &'static str {
     match kind {
         TokenKind::Iam => "forepaas",
         TokenKind::CmsSession => "cms_session",
-        TokenKind::IqmAccess => "access_token",
-        TokenKind::IqmRefresh => "refresh_token",
+        TokenKind::IqmAccess | TokenKind::OidcAccess => "access_token",
+        TokenKind::IqmRefresh | TokenKind::OidcRefresh => "refresh_token",
+        TokenKind::Sso => "sso_session",
     }
 }
 
@@ -134,7 +138,14 @@ impl Core {
     fn find(&self, token: &Secret) -> Result<Found, Error> {
         let d = digest(token);
         if let Some(kind) = self.store.read_quick(|c| tokens::kind_of(c, &d))? {
-            return Ok(TokenKind::parse(&kind).map_or(Found::Nothing, Found::Token));
+            return Ok(match TokenKind::parse(&kind) {
+                // The box's sign-in cookie is no application's to see or end.
+                Some(TokenKind::Sso) | None => Found::Nothing,
+                Some(kind) => Found::Token(kind),
+            });
+        }
+        if let Some(app) = self.store.read_quick(|c| crate::store::oidc::client_token_app(c, &d))? {
+            return Ok(Found::Client(app));
         }
         if looks_like_signin(token) {
             if let Some(row) = self.store.with(|c| auth_sessions::by_token(c, token.expose()))? {
@@ -153,8 +164,15 @@ impl Core {
                     token_type: type_of(kind),
                     issued_at: info.created_at,
                     expires_at: info.expires_at,
-                    scope: matches!(kind, TokenKind::IqmAccess | TokenKind::IqmRefresh).then_some("read write"),
-                    user: info.user,
+                    scope: match kind {
+                        TokenKind::IqmAccess | TokenKind::IqmRefresh => Some("read write".to_string()),
+                        TokenKind::OidcAccess | TokenKind::OidcRefresh => match &info.family {
+                            Some(f) => self.store.with(|c| crate::store::oidc::grant(c, f))?.map(|g| g.scope),
+                            None => None,
+                        },
+                        TokenKind::Iam | TokenKind::CmsSession | TokenKind::Sso => None,
+                    },
+                    user: Some(info.user),
                     app_id: info.app_id,
                 }),
                 Err(Error::BadToken) => None,
@@ -169,13 +187,26 @@ impl Core {
                     ))
                 })?;
                 user.filter(|u| !u.blocked && member).map(|user| Described {
-                    user,
+                    user: Some(user),
                     app_id: row.app_id.clone(),
                     token_type: "iampass_session",
                     issued_at: row.created_at,
                     expires_at: row.expires_at,
                     scope: None,
                 })
+            }
+            Found::Client(_) => {
+                let d = digest(token);
+                self.store.read_quick(|c| crate::store::oidc::live_client_token(c, &d, now_ms()))?.map(
+                    |(app_id, scope, issued_at, expires_at)| Described {
+                        user: None,
+                        app_id,
+                        token_type: "access_token",
+                        issued_at,
+                        expires_at,
+                        scope: Some(scope),
+                    },
+                )
             }
             Found::Signin(_) | Found::Nothing => None,
         };
@@ -189,11 +220,11 @@ impl Core {
     pub fn revoke_token(&self, caller: &Caller, client: &str, token: &Secret) -> Result<(), Error> {
         let now = now_ms();
         match self.find(token)? {
-            Found::Token(TokenKind::IqmRefresh) => {
+            Found::Token(refresh @ (TokenKind::IqmRefresh | TokenKind::OidcRefresh)) => {
                 // Any member of a family ends it, live or rotated out: the holder of an old one may
                 // be the victim of a thief who refreshed it first.
                 let d = digest(token);
-                let kind = TokenKind::IqmRefresh.as_str();
+                let kind = refresh.as_str();
                 let Some(row) = self.store.with(|c| tokens::refresh_row(c, &d, kind))? else { return Ok(()) };
                 if !self.may_see(client, &row.app_id) {
                     return Err(Error::NotMember);
@@ -230,31 +261,58 @@ impl Core {
                 })?;
                 self.signins.notify_waiters();
             }
+            Found::Client(app_id) => {
+                if !self.may_see(client, &app_id) {
+                    return Err(Error::NotMember);
+                }
+                let d = digest(token);
+                self.store.write(|tx| -> Result<_, Error> {
+                    if crate::store::oidc::revoke_client_token(tx, &d, now)? {
+                        audit_in(tx, caller, "token_revoked", Some(&app_id), None, None)?;
+                    }
+                    Ok(())
+                })?;
+            }
             Found::Nothing => {}
         }
         Ok(())
     }
 
-    /// Forward auth: the live session behind a request's credential, a Bearer token (ForePaaS or
-    /// IQM access) or the CMS cookie, counted as a use. `app_id`, when the route names one, must
-    /// be the token's.
+    /// Forward auth: the live session behind a request's credential, a Bearer token (ForePaaS,
+    /// IQM or OpenID Connect access), the CMS cookie or the box's SSO cookie, counted as a use.
+    /// `app_id`, when the route names one, must be the token's; for the SSO session (whose
+    /// application is the box's own), the user must be one who may use that application.
     pub fn forward_check(
         &self,
         bearer: Option<&Secret>,
-        cms_cookie: Option<&Secret>,
+        [cms_cookie, sso_cookie]: [Option<&Secret>; 2],
         app_id: Option<&str>,
     ) -> Result<TokenInfo, Error> {
         if let Some(token) = bearer {
             let d = digest(token);
             let kind = self.store.read_quick(|c| tokens::kind_of(c, &d))?.and_then(|k| TokenKind::parse(&k));
-            if let Some(kind @ (TokenKind::Iam | TokenKind::IqmAccess)) = kind {
+            if let Some(kind @ (TokenKind::Iam | TokenKind::IqmAccess | TokenKind::OidcAccess)) = kind {
                 if let Ok(info) = self.check_token(kind, token, app_id) {
                     return Ok(info);
                 }
             }
         }
         if let Some(token) = cms_cookie {
-            return self.check_token(TokenKind::CmsSession, token, app_id);
+            if let Ok(info) = self.check_token(TokenKind::CmsSession, token, app_id) {
+                return Ok(info);
+            }
+        }
+        if let Some(token) = sso_cookie {
+            let info = self.check_token(TokenKind::Sso, token, Some(super::APP_SSO))?;
+            let Some(app) = app_id else { return Ok(info) };
+            let open = |c: &crate::store::Db| -> Result<bool, Error> {
+                Ok(users::is_member(c, info.user.id, app)?
+                    || crate::store::oidc::client(c, app)?.is_some_and(|client| client.open))
+            };
+            if !self.store.read_quick(open)? {
+                return Err(Error::BadToken);
+            }
+            return Ok(TokenInfo { app_id: app.to_string(), ..info });
         }
         Err(Error::BadToken)
     }

@@ -8,6 +8,8 @@ pub mod any_token;
 pub mod apikeys;
 pub mod apps;
 pub mod audit;
+pub mod backchannel;
+pub mod device_grant;
 pub mod devices;
 pub mod guard;
 pub mod keys;
@@ -77,6 +79,10 @@ pub enum Error {
     UnknownApiKey,
     #[error("{0} already exists")]
     Exists(String),
+    /// The application requires a second factor of users who have one, and this door has no
+    /// place for it (`require_second_factor`): the bare password is refused.
+    #[error("this application requires the second factor: sign in through the box's sign-in page")]
+    SecondFactorRequired,
     /// A device reported lost: its own calls are refused.
     #[error("this device was reported lost")]
     Lost,
@@ -114,6 +120,7 @@ impl Error {
             | Error::UnknownApiKey
             | Error::Exists(_)
             | Error::Lost
+            | Error::SecondFactorRequired
             | Error::Internal(_) => None,
         }
     }
@@ -232,7 +239,7 @@ pub struct Core {
     /// Set when the server stops: long work (a reaper sweep) ends at its next step.
     stopping: std::sync::atomic::AtomicBool,
     /// Application secrets opened so far (see `Core::app_secret`).
-    secrets: std::sync::RwLock<std::collections::HashMap<String, Arc<Secret>>>,
+    secrets: apps::Opened,
     /// Nonces of signed requests spent and still kept (see `Core::use_nonce`).
     pub(crate) nonces: devices::Nonces,
     pub outbox: Arc<mail::Outbox>,

@@ -127,6 +127,7 @@ impl Core {
             if user.blocked {
                 return Err(Error::Blocked);
             }
+            self.bare_password_allowed(&user, client_id)?;
             let now = now_ms();
             self.store.write(|tx| -> Result<_, Error> {
                 if !users::is_member(tx, user.id, client_id)? {
@@ -152,37 +153,55 @@ impl Core {
         refresh: &Secret,
     ) -> Result<Result<Grant, Error>, Error> {
         let now = now_ms();
+        let row = match self.rotate_refresh_in(tx, caller, TokenKind::IqmRefresh, client_id, refresh, now)? {
+            Ok(row) => row,
+            Err(e) => return Ok(Err(e)),
+        };
+        let user = match super::users::find_by_id(tx, row.user_id)? {
+            Some(u) if !u.blocked && users::is_member(tx, u.id, &row.app_id)? => u,
+            _ => return Ok(Err(Error::BadToken)),
+        };
+        let family: [u8; 16] =
+            row.family.as_slice().try_into().map_err(|_| super::internal("malformed token family"))?;
+        Ok(Ok(self.issue_grant(tx, user, &row.app_id, family, now)?))
+    }
+
+    /// Inside a write: spends a refresh token of `kind` (IQM's or OpenID Connect's) and answers
+    /// its row, for the caller to issue the family's next tokens. A used one presented again
+    /// (past `iqm.refresh_reuse_grace` for IQM's; always for OpenID Connect's) revokes its whole
+    /// family, committed with an audit event although the answer is `BadToken`.
+    pub(crate) fn rotate_refresh_in(
+        &self,
+        tx: &crate::store::Db,
+        caller: &Caller,
+        kind: TokenKind,
+        client_id: Option<&str>,
+        refresh: &Secret,
+        now: i64,
+    ) -> Result<Result<tokens::RefreshRow, Error>, Error> {
         let d = digest(refresh);
-        let grace = self.config.iqm.refresh_reuse_grace.millis();
-        {
-            let Some(row) = tokens::refresh_row(tx, &d, TokenKind::IqmRefresh.as_str())? else {
-                return Ok(Err(Error::BadToken));
-            };
-            if row.revoked_at.is_some() || row.expires_at <= now || client_id.is_some_and(|c| c != row.app_id) {
-                return Ok(Err(Error::BadToken));
-            }
-            if let Some(used) = row.used_at {
-                // At or past the grace (always, with no grace: even within the same millisecond).
-                if now.saturating_sub(used) >= grace {
-                    let n = tokens::revoke_family(tx, &row.family, now)?;
-                    log::warn!("refresh token reused: family of user {} revoked ({n} tokens)", row.user_id);
-                    // A sign of theft: an event of its own kind, committed with the revocation.
-                    let user = super::users::find_by_id(tx, row.user_id)?;
-                    audit_in(tx, caller, "refresh_reused", Some(&row.app_id), user.as_ref(), None)?;
-                }
-                return Ok(Err(Error::BadToken));
-            }
-            if !tokens::mark_used(tx, &d, now)? {
-                return Ok(Err(Error::BadToken));
-            }
-            let user = match super::users::find_by_id(tx, row.user_id)? {
-                Some(u) if !u.blocked && users::is_member(tx, u.id, &row.app_id)? => u,
-                _ => return Ok(Err(Error::BadToken)),
-            };
-            let family: [u8; 16] =
-                row.family.as_slice().try_into().map_err(|_| super::internal("malformed token family"))?;
-            Ok(Ok(self.issue_grant(tx, user, &row.app_id, family, now)?))
+        let grace = if kind == TokenKind::IqmRefresh { self.config.iqm.refresh_reuse_grace.millis() } else { 0 };
+        let Some(row) = tokens::refresh_row(tx, &d, kind.as_str())? else {
+            return Ok(Err(Error::BadToken));
+        };
+        if row.revoked_at.is_some() || row.expires_at <= now || client_id.is_some_and(|c| c != row.app_id) {
+            return Ok(Err(Error::BadToken));
         }
+        if let Some(used) = row.used_at {
+            // At or past the grace (always, with no grace: even within the same millisecond).
+            if now.saturating_sub(used) >= grace {
+                let n = tokens::revoke_family(tx, &row.family, now)?;
+                log::warn!("refresh token reused: family of user {} revoked ({n} tokens)", row.user_id);
+                // A sign of theft: an event of its own kind, committed with the revocation.
+                let user = super::users::find_by_id(tx, row.user_id)?;
+                audit_in(tx, caller, "refresh_reused", Some(&row.app_id), user.as_ref(), None)?;
+            }
+            return Ok(Err(Error::BadToken));
+        }
+        if !tokens::mark_used(tx, &d, now)? {
+            return Ok(Err(Error::BadToken));
+        }
+        Ok(Ok(row))
     }
 
     /// A live access token whose workspace is `workspace_id`.

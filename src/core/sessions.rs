@@ -17,13 +17,28 @@ pub enum TokenKind {
     IqmAccess,
     /// An IQM refresh token: rotates, one family per sign-in.
     IqmRefresh,
+    /// The box's own sign-in (the SSO cookie of the hosted pages): idle timeout and lifetime from
+    /// `[oidc]`; its family is the session's sid, its application the built-in `APP_SSO`.
+    Sso,
+    /// An OpenID Connect access token: lifetime from `[oidc]`; its family's grant holds its scope.
+    OidcAccess,
+    /// An OpenID Connect refresh token (scope offline_access): rotates like IQM's.
+    OidcRefresh,
 }
 
 impl TokenKind {
     pub(crate) fn parse(kind: &str) -> Option<TokenKind> {
-        [TokenKind::Iam, TokenKind::CmsSession, TokenKind::IqmAccess, TokenKind::IqmRefresh]
-            .into_iter()
-            .find(|k| k.as_str() == kind)
+        [
+            TokenKind::Iam,
+            TokenKind::CmsSession,
+            TokenKind::IqmAccess,
+            TokenKind::IqmRefresh,
+            TokenKind::Sso,
+            TokenKind::OidcAccess,
+            TokenKind::OidcRefresh,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
     }
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -32,6 +47,9 @@ impl TokenKind {
             TokenKind::CmsSession => "cms",
             TokenKind::IqmAccess => "iqm_access",
             TokenKind::IqmRefresh => "iqm_refresh",
+            TokenKind::Sso => "sso",
+            TokenKind::OidcAccess => "oidc_access",
+            TokenKind::OidcRefresh => "oidc_refresh",
         }
     }
 }
@@ -138,6 +156,9 @@ impl Core {
             TokenKind::CmsSession => (Some(c.cms.session_timeout.millis()), c.cms.session_lifetime.millis()),
             TokenKind::IqmAccess => (None, c.iqm.access_lifetime.millis()),
             TokenKind::IqmRefresh => (None, c.iqm.refresh_lifetime.millis()),
+            TokenKind::Sso => (Some(c.oidc.session_idle_timeout.millis()), c.oidc.session_lifetime.millis()),
+            TokenKind::OidcAccess => (None, c.oidc.access_lifetime.millis()),
+            TokenKind::OidcRefresh => (None, c.oidc.refresh_lifetime.millis()),
         }
     }
 
@@ -213,6 +234,7 @@ impl Core {
         // counts against the same account, and a control character is refused before anything.
         let login = super::text::clean("login", login)?;
         self.with_password(caller, &login, password, Error::BadCredentials, |user| {
+            self.bare_password_allowed(&user, app_id)?;
             self.sign_in(caller, kind, user, app_id, None)
         })
     }

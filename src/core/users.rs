@@ -189,6 +189,7 @@ impl Core {
     pub fn revoke(&self, login: &str, app: &str) -> Result<bool, Error> {
         let user = self.user_by_login(login)?;
         let now = now_ms();
+        let owed = self.backchannel_targets(user.id, Some(app), None);
         let was = self.store.write(|tx| -> Result<_, Error> {
             if !apps::exists(tx, app)? {
                 return Err(Error::UnknownApp(app.to_string()));
@@ -201,6 +202,7 @@ impl Core {
             Ok(was)
         })?;
         self.signins.notify_waiters();
+        self.queue_backchannel_logouts(user.id, owed);
         Ok(was)
     }
 
@@ -209,6 +211,7 @@ impl Core {
     pub fn set_blocked(&self, login: &str, blocked: bool) -> Result<(), Error> {
         let user = self.user_by_login(login)?;
         let now = now_ms();
+        let owed = if blocked { self.backchannel_targets(user.id, None, None) } else { vec![] };
         self.store.write(|tx| -> Result<_, Error> {
             users::set_blocked(tx, user.id, blocked)?;
             if blocked {
@@ -218,6 +221,7 @@ impl Core {
             Ok(())
         })?;
         self.signins.notify_waiters();
+        self.queue_backchannel_logouts(user.id, owed);
         log::info!("user {} {}", user.id, if blocked { "blocked" } else { "unblocked" });
         self.audit(&Caller::local(), if blocked { "user_blocked" } else { "user_unblocked" }, None, Some(&user), None);
         Ok(())
@@ -261,6 +265,7 @@ impl Core {
         self.check_password_policy(password)?;
         let hash = self.hasher.hash(password)?;
         let (user_id, now) = (user.id, now_ms());
+        let owed = self.backchannel_targets(user_id, None, None);
         self.store.write(|tx| -> Result<_, Error> {
             users::set_password(tx, user_id, &hash, self.password_expiry(now), now)?;
             tokens::revoke_for_user_except(tx, user_id, keep, now)?;
@@ -268,6 +273,7 @@ impl Core {
             crate::store::links::void_for_user(tx, user_id, super::links::Purpose::Reset.as_str(), None, now)?;
             Ok(())
         })?;
+        self.queue_backchannel_logouts(user_id, owed);
         log::info!("user {user_id} password changed, other sessions revoked");
         self.forget_failures(&user.login);
         Ok(())

@@ -111,6 +111,7 @@ fn error(e: &Error) -> HttpResponse {
         | Error::UnknownApiKey
         | Error::Exists(_)
         | Error::NoRoom
+        | Error::SecondFactorRequired
         | Error::Throttled { .. } => page::json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
     }
 }

@@ -97,6 +97,7 @@ fn error(e: &Error, started: Instant) -> ForepaasError {
         Error::WrongPassword => (StatusCode::FORBIDDEN, "Wrong password".into()),
         Error::Blocked => (StatusCode::FORBIDDEN, "User is blocked".into()),
         Error::Lost => (StatusCode::FORBIDDEN, "Device reported lost".into()),
+        Error::SecondFactorRequired => (StatusCode::FORBIDDEN, e.to_string()),
         Error::NotMember => (StatusCode::FORBIDDEN, "User is not allowed to access this application".into()),
         Error::UnknownApp(_) | Error::UnknownUser(_) | Error::UnknownApiKey => {
             (StatusCode::UNAUTHORIZED, "Unauthorized".into())

@@ -61,6 +61,7 @@ fn error(e: &Error) -> ForwardError {
         | Error::Exists(_)
         | Error::Lost
         | Error::NoRoom
+        | Error::SecondFactorRequired
         | Error::Throttled { .. } => refused(StatusCode::UNAUTHORIZED, "unauthorized"),
     }
 }
@@ -96,9 +97,11 @@ async fn verify(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse,
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| Secret::new(t.trim()));
     let cookie = req.cookie(crate::web::CMS_COOKIE).map(|c| Secret::new(c.value()));
+    let sso = crate::web::forms::sso_token(&req);
     let app = required_app(&req).map_err(|()| refused(StatusCode::UNAUTHORIZED, "unauthorized"))?;
     let core = core.into_inner();
-    let info = core.quick(move |c| c.forward_check(bearer.as_ref(), cookie.as_ref(), app.as_deref())).await?;
+    let info =
+        core.quick(move |c| c.forward_check(bearer.as_ref(), [cookie.as_ref(), sso.as_ref()], app.as_deref())).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("X-Auth-User", info.user.login.as_str()))
         .insert_header(("X-Auth-User-Id", info.user.id.to_string()))

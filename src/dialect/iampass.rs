@@ -144,7 +144,8 @@ fn error(e: &Error, app: &str, user: Option<&str>) -> HttpResponse {
         | Error::Gone
         | Error::UnknownApiKey
         | Error::Exists(_)
-        | Error::Lost => refused(StatusCode::BAD_REQUEST, &e.to_string()),
+        | Error::Lost
+        | Error::SecondFactorRequired => refused(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 

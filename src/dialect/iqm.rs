@@ -114,6 +114,7 @@ fn error_body(e: &Error, core: &Core) -> HttpResponse {
         Error::NoRoom => {
             failure(StatusCode::SERVICE_UNAVAILABLE, "Server busy", Some("The server is short of disk space."))
         }
+        Error::SecondFactorRequired => failure(StatusCode::FORBIDDEN, "Second factor required", Some(&e.to_string())),
         Error::Throttled { .. } => {
             failure(StatusCode::TOO_MANY_REQUESTS, "Too many requests", Some("Too many failed attempts; retry later."))
         }

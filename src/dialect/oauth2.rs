@@ -1,5 +1,4 @@
-//! The standard doors over every dialect's tokens: RFC 7662 introspection, RFC 7009 revocation,
-//! RFC 8414 metadata. A resource server that only receives a token learns whose it is here,
+//! The standard doors over every dialect's tokens: RFC 7662 introspection, RFC 7009 revocation. A resource server that only receives a token learns whose it is here,
 //! whichever API issued it (ForePaaS token, CMS session, IQM access or refresh token, IAMPASS
 //! session token).
 //!
@@ -9,7 +8,8 @@
 //!   not live or not the client's to see
 //! - `POST /oauth2/revoke` (form `token`, `token_type_hint`), same client authentication → 200
 //!   with an empty body, also for unknown tokens (RFC 7009 §2.2)
-//! - `GET /.well-known/oauth-authorization-server` → the metadata, `issuer` = `public_url`
+//! - RFC 8414's metadata (`/.well-known/oauth-authorization-server`) is the OpenID provider's
+//!   document, served by `oidc`
 //! - errors, RFC 6749 §5.2: `{"error","error_description"}`; `invalid_client` is 401 with
 //!   `WWW-Authenticate: Basic`, `invalid_request` and `unauthorized_client` 400, throttled 429 and
 //!   busy 503 with `Retry-After`
@@ -23,9 +23,7 @@ use crate::core::{Core, Error, Secret};
 use crate::web::{media_type, net, parse_basic, read_body, BodyError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/oauth2/introspect", web::post().to(introspect))
-        .route("/oauth2/revoke", web::post().to(revoke))
-        .route("/.well-known/oauth-authorization-server", web::get().to(metadata));
+    cfg.route("/oauth2/introspect", web::post().to(introspect)).route("/oauth2/revoke", web::post().to(revoke));
 }
 
 fn answer(status: StatusCode, body: &Value) -> HttpResponse {
@@ -89,7 +87,8 @@ fn error(e: &Error) -> HttpResponse {
         | Error::UnknownApiKey
         | Error::Exists(_)
         | Error::Lost
-        | Error::NoRoom => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+        | Error::NoRoom
+        | Error::SecondFactorRequired => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     }
 }
 
@@ -139,13 +138,17 @@ async fn introspect(
         Some(d) => {
             let mut body = json!({
                 "active": true,
-                "sub": d.user.id.to_string(),
-                "username": d.user.login,
+                "sub": d.user.as_ref().map_or_else(|| d.app_id.clone(), |u| u.id.to_string()),
+                "username": d.user.as_ref().map(|u| u.login.clone()),
                 "client_id": d.app_id,
                 "token_type": d.token_type,
                 "exp": d.expires_at / 1000,
                 "iat": d.issued_at / 1000,
             });
+            if d.user.is_none() {
+                // A client's own token (client_credentials): no person, no username.
+                body.as_object_mut().map(|o| o.remove("username"));
+            }
             if let Some(scope) = d.scope {
                 body["scope"] = json!(scope);
             }
@@ -165,24 +168,4 @@ async fn revoke(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) 
     });
     revoked.await?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish())
-}
-
-async fn metadata(core: web::Data<Core>) -> HttpResponse {
-    let issuer = core.config.public_url();
-    let basic = json!(["client_secret_basic"]);
-    answer(
-        StatusCode::OK,
-        &json!({
-            "issuer": issuer,
-            "token_endpoint": format!("{issuer}/api/v3/ua/oauth/token"),
-            "token_endpoint_auth_methods_supported": basic,
-            "grant_types_supported": ["password", "refresh_token"],
-            "response_types_supported": [],
-            "scopes_supported": ["read", "write"],
-            "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
-            "introspection_endpoint_auth_methods_supported": basic,
-            "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
-            "revocation_endpoint_auth_methods_supported": basic,
-        }),
-    )
 }

@@ -105,6 +105,7 @@ fn error(e: &Error) -> HttpResponse {
         | Error::Exists(_)
         | Error::Lost
         | Error::NoRoom
+        | Error::SecondFactorRequired
         | Error::Throttled { .. } => page::json(StatusCode::BAD_REQUEST, Some(&e.to_string())),
     }
 }

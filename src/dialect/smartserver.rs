@@ -94,6 +94,7 @@ fn error(req: &HttpRequest, e: &Error) -> SmartserverError {
         Error::WrongPassword => (StatusCode::FORBIDDEN, "Wrong password".into()),
         Error::Blocked => (StatusCode::FORBIDDEN, "User is blocked".into()),
         Error::Lost => (StatusCode::FORBIDDEN, "Device reported lost".into()),
+        Error::SecondFactorRequired => (StatusCode::FORBIDDEN, e.to_string()),
         Error::NotMember => (StatusCode::FORBIDDEN, "User may not use the CMS".into()),
         Error::UnknownApp(_) | Error::UnknownApiKey => (StatusCode::NOT_FOUND, "Not found".into()),
         Error::Exists(_) => (StatusCode::CONFLICT, "Already exists".into()),

@@ -52,10 +52,31 @@ pub fn doors(conn: &Db, id: &str) -> Result<Option<String>, Error> {
     conn.query_opt("SELECT doors FROM applications WHERE id = ?1", args![id], |r| r.get(0))
 }
 
+/// An application's doors (a comma list) and its sealed secret, if it has one.
+pub type DoorsAndSecret = (String, Option<Vec<u8>>);
+
+/// The doors and the sealed secret of an application, in one read; None for an unknown one.
+pub fn doors_and_secret(conn: &Db, id: &str) -> Result<Option<DoorsAndSecret>, Error> {
+    conn.query_opt("SELECT doors, secret_enc FROM applications WHERE id = ?1", args![id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+}
+
 /// Sets the doors of an application that has a secret; false when there is none such.
 pub fn set_doors(conn: &Db, id: &str, doors: &str) -> Result<bool, Error> {
     Ok(conn.execute("UPDATE applications SET doors = ?2 WHERE id = ?1 AND secret_enc IS NOT NULL", args![id, doors])?
         == 1)
+}
+
+/// Whether the application refuses a bare password of users who have a second factor.
+pub fn requires_second_factor(conn: &Db, id: &str) -> Result<bool, Error> {
+    Ok(conn
+        .query_opt("SELECT require_second_factor FROM applications WHERE id = ?1", args![id], |r| r.get::<bool>(0))?
+        .unwrap_or(false))
+}
+
+pub fn set_requires_second_factor(conn: &Db, id: &str, required: bool) -> Result<bool, Error> {
+    Ok(conn.execute("UPDATE applications SET require_second_factor = ?2 WHERE id = ?1", args![id, required])? == 1)
 }
 
 /// How many applications have a sealed secret (a master key is needed to open them).

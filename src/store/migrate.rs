@@ -34,14 +34,16 @@ const TABLES: &[(&str, &str)] = &[
     ("signing_keys", ""),
     ("oidc_codes", ""),
     ("oidc_grants", ""),
+    ("client_tokens", ""),
     ("consents", ""),
     ("totp", ""),
     ("recovery_codes", ""),
     ("device_codes", ""),
+    ("logout_queue", "ORDER BY id"),
 ];
 
 /// Tables whose ids come from an identity column, set past the copied ids afterwards.
-const IDENTITIES: &[&str] = &["users", "tokens", "devices", "audit", "auth_sessions"];
+const IDENTITIES: &[&str] = &["users", "tokens", "devices", "audit", "auth_sessions", "logout_queue"];
 
 /// A value read from SQLite, owned.
 enum Owned {

@@ -37,7 +37,8 @@ pub fn insert(conn: &Db, t: &TokenRow) -> Result<(), Error> {
 }
 
 /// A token of `kind` that is live at `now`: not revoked, not expired, its user not blocked and
-/// still a member of its application, its API key (if any) live. The idle timeout is the caller's
+/// still a member of its application (or the token is an SSO session's, or its application an
+/// OpenID Connect client open to every user), its API key (if any) live. The idle timeout is the caller's
 /// to check against `last_used_at` (the core keeps recent uses in memory, see `Core::touch`).
 pub struct LiveToken {
     pub user_id: i64,
@@ -60,12 +61,14 @@ pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option
             "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, t.id, {}
          FROM tokens t
          JOIN users u ON u.id = t.user_id
-         JOIN memberships m ON m.user_id = t.user_id AND m.app_id = t.app_id
          LEFT JOIN api_keys k ON k.id = t.api_key_id
          WHERE t.digest = ?1 AND t.kind = ?2
            AND t.revoked_at IS NULL AND t.used_at IS NULL
            AND t.expires_at > ?3
            AND u.blocked = 0
+           AND (EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = t.user_id AND m.app_id = t.app_id)
+                OR t.kind = 'sso'
+                OR EXISTS (SELECT 1 FROM oidc_clients c WHERE c.app_id = t.app_id AND c.open = 1))
            AND (t.api_key_id IS NULL
                 OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
             super::users::columns_of("u")

@@ -1,8 +1,10 @@
 //! What every door shares: the access log, the security headers (`headers`), request bodies read
 //! under a limit and a deadline, a door's refusal ready to send ([`Answer`], `door_error!`), and
 //! /healthz. Who the client is, and the connection caps, are in `net`; the answers of the doors
-//! that serve pages in `page`; /metrics, /openapi.json and TLS in their own modules.
+//! that serve pages in `page`, their forms (CSRF, the SSO cookie) in `forms`; /metrics, /openapi.json and TLS in their own modules.
 
+pub mod backchannel;
+pub mod forms;
 pub mod headers;
 pub mod healthcheck;
 pub mod metrics;

@@ -505,7 +505,7 @@ fn standard() -> Vec<(String, &'static str, Value)> {
     let introspection = object(
         json!({
             "active": {"type": "boolean"}, "sub": string(), "username": string(), "client_id": string(),
-            "token_type": {"type": "string", "enum": ["forepaas", "cms_session", "access_token", "refresh_token", "iampass_session"]},
+            "token_type": {"type": "string", "enum": ["forepaas", "cms_session", "access_token", "refresh_token", "iampass_session", "sso_session"]},
             "exp": {"type": "integer"}, "iat": {"type": "integer"}, "scope": string()
         }),
         &["active"],
@@ -547,11 +547,6 @@ fn standard() -> Vec<(String, &'static str, Value)> {
                 vec![("200", json!({"description": "Revoked, or nothing to revoke"}))],
                 e,
             ),
-        ),
-        (
-            "/.well-known/oauth-authorization-server".to_string(),
-            "get",
-            json!({"tags": ["OAuth 2.0"], "summary": "RFC 8414 authorization server metadata", "responses": {"200": answer("The metadata", json!({"type": "object", "required": ["issuer"]}))}}),
         ),
     ];
     for method in ["get", "head", "post", "put", "delete", "patch"] {
@@ -666,6 +661,321 @@ fn iqm() -> Vec<(String, &'static str, Value)> {
                 ),
                 vec![("200", message())],
                 e,
+            ),
+        ),
+    ]
+}
+
+/// OpenID Connect: the protocol's JSON endpoints (RFC 6749 §5.2 errors) and the browser's
+/// endpoints, whose answers are pages and redirects.
+fn oidc() -> Vec<(String, &'static str, Value)> {
+    let e = "OauthError";
+    let form = |props: Value, required: &[&str]| json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": object(props, required)}}});
+    // A browser's endpoint: each status it answers, a page (or a redirect); busy and internal
+    // errors may come as the provider's JSON.
+    let browser = |summary: &str, params: Vec<Value>, body: Option<Value>, statuses: &[(&str, &str)]| {
+        let mut responses = Map::new();
+        for (status, description) in statuses {
+            let a = if status.starts_with('3') {
+                json!({"description": description})
+            } else {
+                text(description, "text/html")
+            };
+            responses.insert(status.to_string(), a);
+        }
+        for status in ["500", "503"] {
+            responses.insert(
+                status.into(),
+                json!({"description": "Internal error or busy", "content": {
+                    "text/html": {"schema": string()}, "application/json": {"schema": schema_ref(e)}}}),
+            );
+        }
+        let mut o =
+            json!({"tags": ["OpenID Connect"], "summary": summary, "parameters": params, "responses": responses});
+        if let Some(b) = body {
+            o["requestBody"] = b;
+        }
+        o
+    };
+    let authorize_params = || {
+        [
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "prompt",
+            "max_age",
+            "login_hint",
+            "ui_locales",
+        ]
+        .iter()
+        .map(|p| query_param(p, false))
+        .collect::<Vec<_>>()
+    };
+    let authorize_statuses: &[(&str, &str)] = &[
+        ("303", "To the client's redirect URI (code or error, state, iss), the sign-in page or the consent page"),
+        ("200", "The consent page"),
+        ("400", "An unknown client or an unregistered redirect URI: an error page, never a redirect"),
+    ];
+    let metadata = json!({"tags": ["OpenID Connect"], "summary": "The provider's metadata (Discovery 1.0, RFC 8414)",
+        "responses": {"200": answer("The metadata", json!({"type": "object", "required": ["issuer", "jwks_uri"]}))}});
+    let tokens = object(
+        json!({"access_token": string(), "token_type": string(), "expires_in": {"type": "integer"}, "scope": string(),
+               "refresh_token": string(), "id_token": string()}),
+        &["access_token", "token_type", "expires_in"],
+    );
+    let logout_params = || {
+        ["id_token_hint", "post_logout_redirect_uri", "state", "client_id"]
+            .iter()
+            .map(|p| query_param(p, false))
+            .collect::<Vec<_>>()
+    };
+    let csrf_form = |props: Value, required: &[&str]| Some(form(props, required));
+    vec![
+        ("/.well-known/openid-configuration".to_string(), "get", metadata.clone()),
+        ("/.well-known/oauth-authorization-server".to_string(), "get", metadata),
+        (
+            "/oauth2/jwks".to_string(),
+            "get",
+            op(
+                "OpenID Connect",
+                "The signing keys (JWKS), the next ones before they sign",
+                vec![],
+                None,
+                vec![(
+                    "200",
+                    answer(
+                        "The key set",
+                        object(json!({"keys": {"type": "array", "items": {"type": "object"}}}), &["keys"]),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/oauth2/authorize".to_string(),
+            "get",
+            browser("The authorization endpoint (response_type=code)", authorize_params(), None, authorize_statuses),
+        ),
+        (
+            "/oauth2/authorize".to_string(),
+            "post",
+            browser(
+                "The authorization endpoint, its parameters as a form",
+                vec![],
+                Some(form(
+                    json!({"client_id": string(), "redirect_uri": string(), "response_type": string(), "scope": string()}),
+                    &[],
+                )),
+                authorize_statuses,
+            ),
+        ),
+        (
+            "/oauth2/authorize/resume".to_string(),
+            "get",
+            browser(
+                "An authorization request going on after the sign-in or consent",
+                vec![query_param("r", false)],
+                None,
+                authorize_statuses,
+            ),
+        ),
+        (
+            "/oauth2/token".to_string(),
+            "post",
+            op(
+                "OpenID Connect",
+                "The token endpoint: authorization_code, refresh_token, client_credentials",
+                vec![header_param("Authorization", false)],
+                Some(form(
+                    json!({"grant_type": string(), "code": string(), "redirect_uri": string(), "code_verifier": string(),
+                           "refresh_token": string(), "scope": string(), "client_id": string(), "client_secret": string()}),
+                    &["grant_type"],
+                )),
+                vec![("200", answer("The tokens", tokens))],
+                e,
+            ),
+        ),
+        (
+            "/oauth2/userinfo".to_string(),
+            "get",
+            op(
+                "OpenID Connect",
+                "The claims of an access token's user",
+                vec![header_param("Authorization", false)],
+                None,
+                vec![("200", answer("The claims", object(json!({"sub": string()}), &["sub"])))],
+                e,
+            ),
+        ),
+        (
+            "/oauth2/userinfo".to_string(),
+            "post",
+            op(
+                "OpenID Connect",
+                "The claims of an access token's user (POST)",
+                vec![header_param("Authorization", false)],
+                Some(
+                    json!({"required": false, "content": {"application/x-www-form-urlencoded": {"schema": object(json!({"access_token": string()}), &[])}}}),
+                ),
+                vec![("200", answer("The claims", object(json!({"sub": string()}), &["sub"])))],
+                e,
+            ),
+        ),
+        (
+            "/oauth2/logout".to_string(),
+            "get",
+            browser(
+                "RP-initiated logout: the confirmation page",
+                logout_params(),
+                None,
+                &[("200", "The confirmation page"), ("400", "A post-logout URI the client did not register")],
+            ),
+        ),
+        (
+            "/oauth2/logout".to_string(),
+            "post",
+            browser(
+                "RP-initiated logout: sign out",
+                vec![],
+                csrf_form(
+                    json!({"csrf": string(), "id_token_hint": string(), "post_logout_redirect_uri": string(), "state": string(), "client_id": string()}),
+                    &[],
+                ),
+                &[
+                    ("303", "To the registered post-logout URI"),
+                    ("200", "Signed out"),
+                    ("400", "Refused"),
+                    ("403", "Not this page's form"),
+                ],
+            ),
+        ),
+        (
+            "/login".to_string(),
+            "get",
+            browser(
+                "The hosted sign-in page",
+                vec![query_param("r", false)],
+                None,
+                &[("200", "The sign-in form"), ("400", "A sealed request that is not ours or too old")],
+            ),
+        ),
+        (
+            "/login".to_string(),
+            "post",
+            browser(
+                "Sign in with a password",
+                vec![],
+                csrf_form(json!({"r": string(), "csrf": string(), "login": string(), "password": string()}), &[]),
+                &[
+                    ("303", "Signed in: on to the request"),
+                    ("200", "Signed in, or the second-factor form"),
+                    ("400", "Refused"),
+                    ("401", "Wrong login or password"),
+                    ("403", "Blocked, or not this page's form"),
+                    ("429", "Held back"),
+                ],
+            ),
+        ),
+        (
+            "/login/second-factor".to_string(),
+            "post",
+            browser(
+                "The second factor: a TOTP or recovery code",
+                vec![],
+                csrf_form(json!({"p": string(), "csrf": string(), "code": string()}), &[]),
+                &[
+                    ("303", "Signed in: on to the request"),
+                    ("200", "Signed in"),
+                    ("400", "Refused"),
+                    ("401", "Wrong code"),
+                    ("429", "Held back"),
+                ],
+            ),
+        ),
+        (
+            "/oauth2/device_authorization".to_string(),
+            "post",
+            op(
+                "OpenID Connect",
+                "RFC 8628 device authorization: a device code and the user code a person types at /activate",
+                vec![header_param("Authorization", false)],
+                Some(form(json!({"client_id": string(), "client_secret": string(), "scope": string()}), &[])),
+                vec![(
+                    "200",
+                    answer(
+                        "The codes",
+                        object(
+                            json!({"device_code": string(), "user_code": string(), "verification_uri": string(),
+                                   "verification_uri_complete": string(), "expires_in": {"type": "integer"}, "interval": {"type": "integer"}}),
+                            &["device_code", "user_code", "verification_uri", "expires_in", "interval"],
+                        ),
+                    ),
+                )],
+                e,
+            ),
+        ),
+        (
+            "/activate".to_string(),
+            "get",
+            browser(
+                "The device activation page (signed in first)",
+                vec![query_param("user_code", false)],
+                None,
+                &[("200", "The code form"), ("303", "To the sign-in page first"), ("400", "Refused")],
+            ),
+        ),
+        (
+            "/activate".to_string(),
+            "post",
+            browser(
+                "A typed user code: the device that waits, to approve",
+                vec![],
+                csrf_form(json!({"csrf": string(), "user_code": string()}), &[]),
+                &[
+                    ("200", "The approval page"),
+                    ("303", "To the sign-in page first"),
+                    ("400", "Refused"),
+                    ("403", "Not this page's form"),
+                    ("404", "No device waits with this code"),
+                    ("429", "Held back"),
+                ],
+            ),
+        ),
+        (
+            "/activate/decide".to_string(),
+            "post",
+            browser(
+                "Approve or deny the device",
+                vec![],
+                csrf_form(
+                    json!({"csrf": string(), "user_code": string(), "decision": {"type": "string", "enum": ["allow", "deny"]}}),
+                    &[],
+                ),
+                &[
+                    ("200", "Done"),
+                    ("303", "To the sign-in page first"),
+                    ("400", "Refused"),
+                    ("403", "Not allowed, or not this page's form"),
+                    ("404", "No such device"),
+                ],
+            ),
+        ),
+        (
+            "/consent".to_string(),
+            "post",
+            browser(
+                "Allow or deny a client",
+                vec![],
+                csrf_form(
+                    json!({"r": string(), "csrf": string(), "decision": {"type": "string", "enum": ["allow", "deny"]}}),
+                    &[],
+                ),
+                &[("303", "On to the request, or back with access_denied"), ("400", "Refused")],
             ),
         ),
     ]
@@ -809,6 +1119,7 @@ pub fn document() -> Value {
         .chain(iqm())
         .chain(standard())
         .chain(device())
+        .chain(oidc())
         .chain(pages())
     {
         let entry = paths.entry(path).or_insert_with(|| json!({}));

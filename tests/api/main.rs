@@ -17,6 +17,7 @@ mod mail;
 mod network;
 mod nginx;
 mod oauth2;
+mod oidc;
 mod openapi;
 mod pg;
 mod process;

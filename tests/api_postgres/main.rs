@@ -27,6 +27,8 @@ mod iqm;
 mod mail;
 #[path = "../api/oauth2.rs"]
 mod oauth2;
+#[path = "../api/oidc.rs"]
+mod oidc;
 #[path = "../api/pg.rs"]
 mod pg;
 #[path = "../api/relying_parties.rs"]
