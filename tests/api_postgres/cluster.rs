@@ -316,3 +316,79 @@ async fn the_database_password_never_reaches_a_log_line() {
         assert!(!text.contains(password), "the password leaked");
     }
 }
+
+#[actix_web::test]
+async fn a_code_issued_on_one_node_is_exchanged_once_when_two_nodes_race() {
+    use crate::oidc::{location, query, Browser, REDIRECT};
+    use gatehouse::core::oidc::ClientSettings;
+    // One public URL for the cluster (the issuer), as a load balancer gives.
+    let Some(nodes) = nodes(3, |c| c.public_url = "https://box.example".into()).await else { return };
+    let secret = nodes[0]
+        .core
+        .add_client(
+            "rp",
+            None,
+            false,
+            &[],
+            ClientSettings {
+                redirect_uris: Some(vec![REDIRECT.into()]),
+                first_party: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .unwrap()
+        .expose()
+        .to_string();
+    nodes[0].add_user("ann", "correct horse battery", &["rp"]);
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("rp:{secret}")));
+    for round in 0..3 {
+        // Sign in on node A (the SSO session and the code are rows: any node continues).
+        let mut b = Browser::new(&nodes[0]);
+        let a = b
+            .get(&format!(
+                "/oauth2/authorize?response_type=code&client_id=rp&redirect_uri={}&scope=openid&state=s",
+                crate::oidc::urlencode(REDIRECT)
+            ))
+            .await;
+        let login = location(&a);
+        let mut b1 = Browser::new(&nodes[1]);
+        b1.cookies = b.cookies.clone();
+        let page = b1.get(&login).await;
+        let (r, csrf) = (crate::oidc::hidden(&page.text, "r"), crate::oidc::hidden(&page.text, "csrf"));
+        let a = b1
+            .post_from(
+                "/login",
+                &[("r", &r), ("csrf", &csrf), ("login", "ann"), ("password", "correct horse battery")],
+                Some("https://box.example"),
+            )
+            .await;
+        assert_eq!(a.status, 303, "round {round}: {}", a.text);
+        let mut b2 = Browser::new(&nodes[2]);
+        b2.cookies = b1.cookies.clone();
+        let a = b2.get(&location(&a)).await;
+        let code = query(&location(&a))["code"].clone();
+        let body =
+            format!("grant_type=authorization_code&code={code}&redirect_uri={}", crate::oidc::urlencode(REDIRECT));
+        let headers = [("Authorization", auth.as_str())];
+        let (x, y) = tokio::join!(
+            nodes[1].send(
+                "POST",
+                "/oauth2/token",
+                &headers,
+                Some(("application/x-www-form-urlencoded", body.clone().into_bytes()))
+            ),
+            nodes[2].send(
+                "POST",
+                "/oauth2/token",
+                &headers,
+                Some(("application/x-www-form-urlencoded", body.clone().into_bytes()))
+            ),
+        );
+        let mut statuses = [x.status, y.status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "round {round}: exactly one exchange wins: {} / {}", x.text, y.text);
+        let loser = if x.status == 400 { &x } else { &y };
+        assert_eq!(loser.json["error"], "invalid_grant");
+    }
+}
