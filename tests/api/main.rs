@@ -4,6 +4,7 @@
 /// The store every test of this binary runs on.
 const BACKEND: &str = "sqlite";
 
+mod account;
 mod attacks;
 mod browser;
 mod caddy;
@@ -18,6 +19,7 @@ mod network;
 mod nginx;
 mod oauth2;
 mod oidc;
+mod oidc_more;
 mod openapi;
 mod pg;
 mod process;

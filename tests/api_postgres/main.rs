@@ -8,6 +8,8 @@
 /// The store every test of this binary runs on.
 const BACKEND: &str = "postgres";
 
+#[path = "../api/account.rs"]
+mod account;
 #[path = "../api/attacks.rs"]
 mod attacks;
 #[path = "../api/browser.rs"]
@@ -29,6 +31,8 @@ mod mail;
 mod oauth2;
 #[path = "../api/oidc.rs"]
 mod oidc;
+#[path = "../api/oidc_more.rs"]
+mod oidc_more;
 #[path = "../api/pg.rs"]
 mod pg;
 #[path = "../api/relying_parties.rs"]
