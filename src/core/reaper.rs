@@ -48,6 +48,13 @@ impl Core {
         };
         // OpenID Connect signing keys retired long enough that no token they signed is still alive.
         self.reap_batches(12, &AtomicU64::new(0), |tx, n| signing_keys::reap(tx, now, n))?;
+        // Codes, grants, client tokens and device codes past their end (a grant ends with the
+        // last token of its family, so a live family keeps its scope and sid).
+        for which in 0..crate::store::oidc::EXPIRING.len() {
+            self.reap_batches(13 + which as i64, &AtomicU64::new(0), |tx, n| {
+                crate::store::oidc::reap(tx, which, now, n)
+            })?;
+        }
         // Requests nobody answered in time become `timeout`, each an audit event.
         self.time_out_signins()?;
         if shared {

@@ -314,18 +314,17 @@ pub fn revoke_client_token(conn: &Db, digest: &[u8; 32], now: i64) -> Result<boo
     )? == 1)
 }
 
-/// Deletes at most `batch` rows past their expiry from each of the provider's tables; how many.
-pub fn reap(conn: &Db, now: i64, batch: i64) -> Result<usize, Error> {
-    let mut n = 0;
-    for (table, key) in
-        [("oidc_codes", "digest"), ("oidc_grants", "family"), ("client_tokens", "digest"), ("device_codes", "digest")]
-    {
-        n += conn.execute(
-            &format!("DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at <= ?1 LIMIT ?2)"),
-            args![now, batch],
-        )?;
-    }
-    Ok(n)
+/// The provider's tables whose rows end at `expires_at`, with their keys.
+pub const EXPIRING: [(&str, &str); 4] =
+    [("oidc_codes", "digest"), ("oidc_grants", "family"), ("client_tokens", "digest"), ("device_codes", "digest")];
+
+/// Deletes at most `batch` rows of `EXPIRING[which]` past their expiry (by its index); how many.
+pub fn reap(conn: &Db, which: usize, now: i64, batch: i64) -> Result<usize, Error> {
+    let (table, key) = EXPIRING[which];
+    conn.execute(
+        &format!("DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at <= ?1 LIMIT ?2)"),
+        args![now, batch],
+    )
 }
 
 /// A device authorization (RFC 8628) as the token endpoint and the activation page see it.
