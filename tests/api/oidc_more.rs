@@ -258,6 +258,25 @@ async fn device_grant_denied_typed_forgivingly_and_wrong_codes() {
     // The forms need their CSRF token.
     let forged = b.post("/activate", &[("user_code", &user_code)]).await;
     assert_eq!(forged.status, 403);
+
+    // A confidential client's device code is polled with its secret, or not at all.
+    let start = device_start(app, "rp", Some(&op.secret), "openid").await;
+    let device_code = start.json["device_code"].as_str().unwrap().to_string();
+    let user_code = start.json["user_code"].as_str().unwrap().to_string();
+    let p = poll(app, "rp", None, &device_code).await;
+    assert_oauth_error(&p, 401, "invalid_client");
+    assert!(p.headers.get("www-authenticate").is_some());
+    // Who may not sign in to the client may not approve a device for it.
+    op.app.add_user("bob", PASSWORD, &[]);
+    let mut bob = Browser::new(app);
+    let a = bob.get("/activate").await;
+    sign_in_for_next(&mut bob, &location(&a), "bob").await;
+    let approval = type_code(&mut bob, &user_code).await;
+    assert_eq!(approval.status, 200, "{}", approval.text);
+    let refused = decide(&mut bob, &approval, "allow").await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    assert_oauth_error(&poll(app, "rp", Some(&op.secret), &device_code).await, 400, "authorization_pending");
 }
 
 #[actix_web::test]
@@ -425,6 +444,23 @@ async fn rp_initiated_logout_sends_a_signed_logout_token() {
         .core
         .edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() })
         .unwrap();
+    // Another client with a back-channel URI, that this session never signed in to.
+    let (other_uri, other_rx) = Receiver::start(0);
+    op.app
+        .core
+        .add_client(
+            "other",
+            None,
+            false,
+            &[],
+            ClientSettings {
+                redirect_uris: Some(vec![REDIRECT.into()]),
+                backchannel_uri: Some(Some(other_uri)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    op.app.core.grant("ann", "other").unwrap();
     let mut b = Browser::new(&op.app);
     let (claims, id_token) = signed_in(&op, &mut b).await;
     assert!(rx.wait(1, 1).await.is_empty(), "nothing before the logout");
@@ -436,6 +472,7 @@ async fn rp_initiated_logout_sends_a_signed_logout_token() {
     // Delivered once: not again.
     actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(rx.wait(2, 0).await.len(), 1, "delivered once");
+    assert!(other_rx.wait(1, 0).await.is_empty(), "only the clients the session signed in to are told");
 }
 
 #[actix_web::test]
@@ -464,7 +501,10 @@ async fn blocking_or_a_new_password_sends_logout_tokens_too() {
     let (uri, rx) = Receiver::start(0);
     op.app
         .core
-        .edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() })
+        .edit_client(
+            "rp",
+            ClientSettings { backchannel_uri: Some(Some(uri)), signing_alg: Some("ES256".into()), ..Default::default() },
+        )
         .unwrap();
     let mut b = Browser::new(&op.app);
     let (claims, _) = signed_in(&op, &mut b).await;
@@ -472,14 +512,25 @@ async fn blocking_or_a_new_password_sends_logout_tokens_too() {
     let got = rx.wait(1, 5).await;
     assert_eq!(got.len(), 1, "blocking ends the session: a logout token");
     assert_logout_token(&op, &got[0].1, &claims).await;
+    let header = jsonwebtoken::decode_header(&got[0].1).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256, "signed with the client's algorithm");
     op.app.core.set_blocked("ann", false).unwrap();
+
+    // The membership removed: the client is told.
+    let mut b = Browser::new(&op.app);
+    let (claims, _) = signed_in(&op, &mut b).await;
+    op.app.core.revoke("ann", "rp").unwrap();
+    let got = rx.wait(2, 5).await;
+    assert_eq!(got.len(), 2, "a membership removed ends the client's sessions: a logout token");
+    assert_logout_token(&op, &got[1].1, &claims).await;
+    op.app.core.grant("ann", "rp").unwrap();
 
     let mut b = Browser::new(&op.app);
     let (claims, _) = signed_in(&op, &mut b).await;
     op.app.core.set_password("ann", &gatehouse::core::Secret::new("another long enough password")).unwrap();
-    let got = rx.wait(2, 5).await;
-    assert_eq!(got.len(), 2, "a new password ends the session: a logout token");
-    assert_logout_token(&op, &got[1].1, &claims).await;
+    let got = rx.wait(3, 5).await;
+    assert_eq!(got.len(), 3, "a new password ends the session: a logout token");
+    assert_logout_token(&op, &got[2].1, &claims).await;
 }
 
 // ----- 3. the second factor -----
