@@ -127,6 +127,17 @@ async fn decide(b: &mut Browser<'_>, approval: &Answer, decision: &str) -> Answe
 
 // ----- 1. the device authorization grant (RFC 8628) -----
 
+/// RFC 8628 §4 and Back-Channel Logout 1.0 §2.1: what the provider does, it advertises.
+#[actix_web::test]
+async fn discovery_advertises_the_device_grant_and_back_channel_logout() {
+    let op = Op::new(true).await;
+    let m = op.app.get("/.well-known/openid-configuration").await.json;
+    assert_eq!(m["device_authorization_endpoint"], json!(format!("{}/oauth2/device_authorization", op.app.base)));
+    assert!(m["grant_types_supported"].as_array().unwrap().contains(&json!(DEVICE_GRANT)), "{m}");
+    assert_eq!(m["backchannel_logout_supported"], json!(true), "the OP sends back-channel logout tokens: {m}");
+    assert_eq!(m["backchannel_logout_session_supported"], json!(true), "its logout tokens carry sid: {m}");
+}
+
 #[actix_web::test]
 async fn device_grant_from_the_code_to_the_tokens() {
     let op = device_op(|_| {}).await;
@@ -676,6 +687,16 @@ async fn the_hosted_sign_in_asks_the_second_factor_and_a_code_is_good_once() {
     let stolen = other.post("/login/second-factor", &[("p", &p), ("csrf", &csrf), ("code", &code)]).await;
     assert_ne!(stolen.status, 303);
     assert!(!other.cookies.contains_key("gatehouse_sso"));
+
+    // A device approved from the session signed in with the second factor carries its amr.
+    let start = device_start(&op.app, "rp", Some(&op.secret), "openid").await;
+    let device_code = start.json["device_code"].as_str().unwrap().to_string();
+    let approval = type_code(&mut b, start.json["user_code"].as_str().unwrap()).await;
+    assert_eq!(decide(&mut b, &approval, "allow").await.status, 200);
+    let t = poll(&op.app, "rp", Some(&op.secret), &device_code).await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let claims = op.verify(t.json["id_token"].as_str().unwrap()).await;
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
 }
 
 // ----- 4. forward auth with the SSO cookie -----
@@ -806,6 +827,13 @@ async fn the_command_line_adds_shows_edits_and_rotates_clients_and_keys() {
     }
     assert!(!ok(d, &env, &["app", "list"]).lines().any(|l| l.starts_with("bad ")));
     assert!(shows(&ok(d, &env, &["app", "show", "web"]), "redirect uri:", "https://a.example/cb"));
+    let out = ok(d, &env, &["app", "require-second-factor", "web", "true"]);
+    assert!(out.contains("second factor required"), "{out}");
+    let out = ok(d, &env, &["app", "require-second-factor", "web", "false"]);
+    assert!(out.contains("not required"), "{out}");
+    let out = run(d, &env, &["app", "require-second-factor", "nobody", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
 
     // A server on the data directory; the secret rotated while it runs.
     let port = crate::helpers::free_port();
