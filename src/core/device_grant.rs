@@ -124,8 +124,13 @@ impl Core {
 
     /// The activation page: the live, undecided authorization behind a typed code. A wrong code
     /// counts against the address like a wrong shared secret (`Gone` is the answer).
+    ///
+    /// Unlike a client's secret, a user code is short enough to guess: an address held back is
+    /// answered `Throttled` before any lookup, a right code included, or the throttle would still
+    /// tell its guesses apart.
     pub fn pending_device(&self, caller: &Caller, typed: &str) -> Result<PendingDevice, Error> {
         let now = now_ms();
+        self.throttle.check(super::guard::Subject::Shared("device-user-code"), caller, now)?;
         let found = match normalize_user_code(typed) {
             Some(code) => self.store.with(|c| db::device_by_user_code(c, &code, now))?,
             None => None,
@@ -151,9 +156,11 @@ impl Core {
         user_code: &str,
         approve: bool,
     ) -> Result<(), Error> {
+        // The same lookup as the activation page's, under the same throttle: a signed-in guesser
+        // must not approve someone else's device into their own account by trying codes here.
+        let client_id = self.pending_device(caller, user_code)?.client_id;
         let code = normalize_user_code(user_code).ok_or(Error::Gone)?;
         let now = now_ms();
-        let client_id = self.store.with(|c| db::device_by_user_code(c, &code, now))?.ok_or(Error::Gone)?.app_id;
         let client = self.client(&client_id)?;
         self.store.write(|tx| -> Result<(), Error> {
             if approve && !(client.open || crate::store::users::is_member(tx, session.user.id, &client.app_id)?) {

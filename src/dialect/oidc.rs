@@ -230,7 +230,8 @@ async fn metadata(core: web::Data<Core>) -> HttpResponse {
             "request_uri_parameter_supported": false,
             "require_request_uri_registration": false,
             "frontchannel_logout_supported": false,
-            "backchannel_logout_supported": false,
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
         }),
     )
 }
