@@ -36,6 +36,7 @@ pub fn routes(cfg: &mut aweb::ServiceConfig) {
     dialect::iqm::routes(cfg);
     dialect::oauth2::routes(cfg);
     dialect::oidc::routes(cfg);
+    dialect::account::routes(cfg);
     dialect::forward::routes(cfg);
 }
 

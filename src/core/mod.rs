@@ -4,6 +4,7 @@
 //! on [`Core`], shared by the server and the command line; async code calls them through
 //! [`Core::call`], which runs them off the executor.
 
+pub mod account;
 pub mod any_token;
 pub mod apikeys;
 pub mod apps;

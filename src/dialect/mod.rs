@@ -5,6 +5,7 @@
 //! envelope included, through its one error type and its one mapping of the core's errors. It
 //! never touches SQL or Argon2, and never names another door: what two share is in `web`.
 
+pub mod account;
 pub mod device;
 pub mod forepaas;
 pub mod forward;

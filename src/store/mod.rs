@@ -20,6 +20,7 @@
 //! its connection recorded (`db::Fault`), never by the error value.
 
 pub mod apikeys;
+pub mod account;
 pub mod apps;
 pub mod audit;
 pub mod auth_sessions;

@@ -1109,6 +1109,145 @@ fn schemas() -> Value {
     })
 }
 
+/// The self-service account page (`/account`): a browser's endpoints, whose answers are pages and
+/// redirects; every POST a form with the CSRF token.
+fn account() -> Vec<(String, &'static str, Value)> {
+    let e = "OauthError";
+    let form = |props: Value, required: &[&str]| {
+        let mut props = props;
+        props["csrf"] = string();
+        let mut required = required.to_vec();
+        required.push("csrf");
+        Some(
+            json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": object(props, &required)}}}),
+        )
+    };
+    let page = |summary: &str, params: Vec<Value>, body: Option<Value>, statuses: &[(&str, &str)]| {
+        let mut responses = Map::new();
+        for (status, description) in statuses {
+            let a = if status.starts_with('3') {
+                json!({"description": description})
+            } else {
+                text(description, "text/html")
+            };
+            responses.insert(status.to_string(), a);
+        }
+        for (status, description) in [
+            ("303", "No SSO session: to the sign-in page, which comes back here"),
+            ("400", "The form cannot be read"),
+            ("403", "The form did not come from this page (CSRF token, Origin)"),
+            ("408", "The form came too slowly"),
+            ("413", "The form is too large"),
+            ("429", "Too many failed attempts"),
+            ("500", "Internal error"),
+            ("503", "Busy"),
+        ] {
+            if !responses.contains_key(status) {
+                let a =
+                    if status == "303" { json!({"description": description}) } else { text(description, "text/html") };
+                responses.insert(status.into(), a);
+            }
+        }
+        responses.insert("default".into(), answer("An error", schema_ref(e)));
+        let mut o = json!({"tags": ["Account page"], "summary": summary, "parameters": params, "responses": responses});
+        if let Some(b) = body {
+            o["requestBody"] = b;
+        }
+        o
+    };
+    let back: &[(&str, &str)] =
+        &[("303", "Done: back to the account page"), ("404", "No such thing of yours: the page")];
+    vec![
+        (
+            "/account".to_string(),
+            "get",
+            page(
+                "The account page: who you are, second factor, sessions, grants, consents",
+                vec![query_param("done", false)],
+                None,
+                &[("200", "The page")],
+            ),
+        ),
+        (
+            "/account/password".to_string(),
+            "post",
+            page(
+                "Change the password (the current one checked); this browser's session lives on",
+                vec![],
+                form(json!({"current": string(), "new": string(), "again": string()}), &["current", "new", "again"]),
+                &[
+                    ("303", "Changed: back to the account page"),
+                    ("400", "The new passwords differ or break the policy: the page"),
+                    ("401", "The current password is wrong: the page"),
+                ],
+            ),
+        ),
+        (
+            "/account/totp".to_string(),
+            "post",
+            page(
+                "Start setting up an authenticator app: its QR code and key",
+                vec![],
+                form(json!({}), &[]),
+                &[
+                    ("200", "The QR code, the key and a form for the first code"),
+                    ("409", "One is set up already: the page"),
+                ],
+            ),
+        ),
+        (
+            "/account/totp/confirm".to_string(),
+            "post",
+            page(
+                "Turn the authenticator app on with its first code",
+                vec![],
+                form(json!({"code": string()}), &["code"]),
+                &[("200", "The recovery codes, shown once"), ("401", "The code is wrong: the form again")],
+            ),
+        ),
+        (
+            "/account/totp/remove".to_string(),
+            "post",
+            page(
+                "Remove the authenticator app and the recovery codes (the password checked)",
+                vec![],
+                form(json!({"password": string()}), &["password"]),
+                &[("303", "Removed: back to the account page"), ("401", "The password is wrong: the page")],
+            ),
+        ),
+        (
+            "/account/recovery-codes".to_string(),
+            "post",
+            page(
+                "A fresh set of recovery codes",
+                vec![],
+                form(json!({}), &[]),
+                &[("200", "The recovery codes, shown once")],
+            ),
+        ),
+        (
+            "/account/sessions/end".to_string(),
+            "post",
+            page("End one SSO session and its tokens", vec![], form(json!({"session": string()}), &["session"]), back),
+        ),
+        (
+            "/account/sessions/end-others".to_string(),
+            "post",
+            page("End every other SSO session", vec![], form(json!({}), &[]), back),
+        ),
+        (
+            "/account/grants/end".to_string(),
+            "post",
+            page("End a client's grant (its tokens)", vec![], form(json!({"grant": string()}), &["grant"]), back),
+        ),
+        (
+            "/account/consents/revoke".to_string(),
+            "post",
+            page("Withdraw a consent given to a client", vec![], form(json!({"client": string()}), &["client"]), back),
+        ),
+    ]
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -1120,6 +1259,7 @@ pub fn document() -> Value {
         .chain(standard())
         .chain(device())
         .chain(oidc())
+        .chain(account())
         .chain(pages())
     {
         let entry = paths.entry(path).or_insert_with(|| json!({}));
