@@ -426,10 +426,14 @@ async fn signed_in(op: &Op, b: &mut Browser<'_>) -> (Value, String) {
 
 /// Back-Channel Logout 1.0 §2.4 and §2.6: the logout token's header and claims.
 async fn assert_logout_token(op: &Op, token: &str, id_claims: &Value) {
-    let (header, claims) = checked_jwt(&op.app, token, "rp").await;
+    assert_logout_token_of(op, token, id_claims, "rp").await
+}
+
+async fn assert_logout_token_of(op: &Op, token: &str, id_claims: &Value, aud: &str) {
+    let (header, claims) = checked_jwt(&op.app, token, aud).await;
     assert_eq!(header.typ.as_deref(), Some("logout+jwt"), "§2.4: typ logout+jwt");
     assert_eq!(claims["iss"], json!(op.app.base));
-    assert_eq!(claims["aud"], json!("rp"));
+    assert_eq!(claims["aud"], json!(aud));
     assert_eq!(claims["sub"], id_claims["sub"]);
     assert_eq!(claims["sid"], id_claims["sid"], "the sid of the session that ended");
     assert!(claims["events"][BACKCHANNEL_EVENT].is_object(), "{claims}");
@@ -484,6 +488,65 @@ async fn rp_initiated_logout_sends_a_signed_logout_token() {
     actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(rx.wait(2, 0).await.len(), 1, "delivered once");
     assert!(other_rx.wait(1, 0).await.is_empty(), "only the clients the session signed in to are told");
+}
+
+#[actix_web::test]
+async fn every_client_the_session_signed_in_to_is_told() {
+    let op = Op::new(true).await;
+    let (uri, rx) = Receiver::start(0);
+    op.app
+        .core
+        .edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() })
+        .unwrap();
+    let (other_uri, other_rx) = Receiver::start(0);
+    let other_secret = op
+        .app
+        .core
+        .add_client(
+            "other",
+            None,
+            false,
+            &[],
+            ClientSettings {
+                redirect_uris: Some(vec![REDIRECT.into()]),
+                backchannel_uri: Some(Some(other_uri)),
+                first_party: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .unwrap()
+        .expose()
+        .to_string();
+    op.app.core.grant("ann", "other").unwrap();
+    let mut b = Browser::new(&op.app);
+    let (claims, id_token) = signed_in(&op, &mut b).await;
+    // The second application signs in through the same SSO session.
+    let a = b
+        .get(&format!(
+            "/oauth2/authorize?response_type=code&client_id=other&redirect_uri={}&scope=openid&state=s2",
+            crate::oidc::urlencode(REDIRECT)
+        ))
+        .await;
+    let code = query(&location(&a))["code"].clone();
+    let t = client_post(
+        &op.app,
+        "/oauth2/token",
+        "other",
+        Some(&other_secret),
+        &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT)],
+    )
+    .await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let (_, other_claims) = checked_jwt(&op.app, t.json["id_token"].as_str().unwrap(), "other").await;
+    assert_eq!(other_claims["sid"], claims["sid"], "one session, one sid");
+    rp_logout(&mut b, &id_token).await;
+    let got = rx.wait(1, 5).await;
+    let other_got = other_rx.wait(1, 5).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(other_got.len(), 1, "the other client of the session is told too");
+    assert_logout_token_of(&op, &got[0].1, &claims, "rp").await;
+    assert_logout_token_of(&op, &other_got[0].1, &claims, "other").await;
 }
 
 #[actix_web::test]
