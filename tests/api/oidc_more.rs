@@ -611,13 +611,95 @@ async fn blocking_or_a_new_password_sends_logout_tokens_too() {
 
 /// The authenticator app of `login`, enrolled and confirmed (the confirmation spends the current step).
 fn enrol_totp(app: &TestApp, login: &str) -> totp_rs::Totp {
+    enrol_totp_with_codes(app, login).0
+}
+
+/// The same, and the recovery codes shown.
+fn enrol_totp_with_codes(app: &TestApp, login: &str) -> (totp_rs::Totp, Vec<String>) {
     let user = app.core.user_by_login(login).unwrap();
     let e = app.core.totp_begin(&user).unwrap();
     let bytes = totp_rs::Secret::try_from_base32(e.secret.expose()).unwrap();
     let totp = totp_rs::Builder::new().with_secret(bytes).build().unwrap();
-    app.core.totp_confirm(&Caller::local(), &user, &totp.generate_current().to_string()).unwrap();
+    let codes = app.core.totp_confirm(&Caller::local(), &user, &totp.generate_current().to_string()).unwrap();
     assert!(app.core.has_second_factor(user.id).unwrap());
-    totp
+    (totp, codes.iter().map(|c| c.expose().to_string()).collect())
+}
+
+/// In a new browser: ann's authorization request, her password, and the second-factor page's
+/// (p, csrf).
+async fn up_to_the_second_factor<'a>(op: &'a Op) -> (Browser<'a>, String, String) {
+    let mut b = Browser::new(&op.app);
+    let a = b.get(&op.authorize_url("")).await;
+    let page = op.password(&mut b, &location(&a), "ann", PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let (p, csrf) = (hidden(&page.text, "p"), hidden(&page.text, "csrf"));
+    (b, p, csrf)
+}
+
+#[actix_web::test]
+async fn a_recovery_code_is_good_once_and_wrong_codes_hold_the_second_factor_back() {
+    let op = Op::with(true, |c| {
+        c.throttle.account_failures = 3;
+        c.throttle.address_failures = 100;
+    })
+    .await;
+    let (totp, codes) = enrol_totp_with_codes(&op.app, "ann");
+    assert_eq!(codes.len(), 10);
+    let (mut b, p, csrf) = up_to_the_second_factor(&op).await;
+    let ok = b.post("/login/second-factor", &[("p", &p), ("csrf", &csrf), ("code", &codes[0])]).await;
+    assert_eq!(ok.status, 303, "a recovery code signs in: {}", ok.text);
+    let a = b.get(&location(&ok)).await;
+    let t = op.exchange(&query(&location(&a))["code"]).await;
+    let claims = op.verify(t.json["id_token"].as_str().unwrap()).await;
+    assert!(claims["amr"].as_array().unwrap().contains(&json!("pwd")), "{claims}");
+    assert_eq!(claims["amr"].as_array().unwrap().len(), 2, "a second factor was given: {claims}");
+    // The same recovery code again: spent.
+    let (mut c, p, csrf) = up_to_the_second_factor(&op).await;
+    let again = c.post("/login/second-factor", &[("p", &p), ("csrf", &csrf), ("code", &codes[0])]).await;
+    assert_eq!(again.status, 401, "a recovery code is good once: {}", again.text);
+    // Wrong codes: the account's second factor is held back, and then a right code is too.
+    let mut statuses = vec![];
+    for _ in 0..4 {
+        let a = c.post("/login/second-factor", &[("p", &p), ("csrf", &csrf), ("code", &wrong_code(&totp))]).await;
+        statuses.push(a.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let right = totp.generate(now_secs() + 30).to_string();
+    let held = c.post("/login/second-factor", &[("p", &p), ("csrf", &csrf), ("code", &right)]).await;
+    assert_eq!(held.status, 429, "a right code from a held-back second factor: {}", held.text);
+    assert!(held.headers.get("retry-after").is_some());
+    assert!(!c.cookies.contains_key("gatehouse_sso"));
+    let other = b.post("/login/second-factor", &[("p", &p), ("csrf", &csrf), ("code", &codes[1])]).await;
+    assert_ne!(other.status, 303, "another browser cannot use this one's half-done sign-in");
+}
+
+#[actix_web::test]
+async fn the_sso_session_ends_when_idle_and_at_its_lifetime() {
+    let op = Op::with(true, |c| {
+        c.oidc.session_idle_timeout = seconds(2);
+        c.oidc.session_lifetime = seconds(3);
+    })
+    .await;
+    // Idle: no sign-in through it for longer than the idle timeout.
+    let mut b = Browser::new(&op.app);
+    op.sign_in(&mut b, "").await;
+    assert_eq!(b.get("/auth/verify").await.status, 200);
+    actix_web::rt::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(b.get("/auth/verify").await.status, 401, "idle past the timeout");
+    let a = b.get(&op.authorize_url("")).await;
+    assert!(location(&a).starts_with("/login"), "a new sign-in: {}", location(&a));
+    // Used all along, it still ends at its lifetime.
+    let mut b = Browser::new(&op.app);
+    op.sign_in(&mut b, "").await;
+    for _ in 0..2 {
+        actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+        let a = b.get(&op.authorize_url("")).await;
+        assert!(location(&a).starts_with(REDIRECT), "alive while used: {}", location(&a));
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    let a = b.get(&op.authorize_url("")).await;
+    assert!(location(&a).starts_with("/login"), "past its lifetime: {}", location(&a));
+    assert_eq!(b.get("/auth/verify").await.status, 401);
 }
 
 fn now_secs() -> u64 {
