@@ -436,7 +436,7 @@ async fn assert_logout_token_of(op: &Op, token: &str, id_claims: &Value, aud: &s
     assert_eq!(claims["aud"], json!(aud));
     assert_eq!(claims["sub"], id_claims["sub"]);
     assert_eq!(claims["sid"], id_claims["sid"], "the sid of the session that ended");
-    assert!(claims["events"][BACKCHANNEL_EVENT].is_object(), "{claims}");
+    assert_eq!(claims["events"], json!({BACKCHANNEL_EVENT: {}}), "§2.4: the one event, its value {{}}");
     assert!(claims.get("nonce").is_none(), "§2.4: a logout token has no nonce");
     assert!(claims["iat"].is_i64());
     assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
@@ -547,6 +547,52 @@ async fn every_client_the_session_signed_in_to_is_told() {
     assert_eq!(other_got.len(), 1, "the other client of the session is told too");
     assert_logout_token_of(&op, &got[0].1, &claims, "rp").await;
     assert_logout_token_of(&op, &other_got[0].1, &claims, "other").await;
+}
+
+/// Back-Channel Logout 1.0 §2.5: the OP does not follow a redirect (the token goes where the
+/// client registered, nowhere else); a redirect is no delivery.
+#[actix_web::test]
+async fn a_redirect_from_the_back_channel_uri_is_not_followed() {
+    let op = Op::new(true).await;
+    let (elsewhere, rx) = Receiver::start(0);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&hits);
+    let server = HttpServer::new(move || {
+        let (to, h) = (elsewhere.clone(), Arc::clone(&h));
+        App::new().default_service(web::to(move || {
+            let (to, h) = (to.clone(), Arc::clone(&h));
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                HttpResponse::TemporaryRedirect().insert_header(("Location", to)).finish()
+            }
+        }))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    op.app
+        .core
+        .edit_client(
+            "rp",
+            ClientSettings {
+                backchannel_uri: Some(Some(format!("http://127.0.0.1:{port}/backchannel"))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut b = Browser::new(&op.app);
+    let (_, id_token) = signed_in(&op, &mut b).await;
+    rp_logout(&mut b, &id_token).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hits.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hits.load(Ordering::SeqCst) >= 1, "the registered URI was called");
+    assert!(rx.wait(1, 3).await.is_empty(), "the redirect was not followed");
 }
 
 #[actix_web::test]
@@ -876,6 +922,11 @@ async fn auth_verify_accepts_the_sso_cookie_for_members_until_logout() {
     let a = bob.get("/auth/verify?app=rp").await;
     assert_eq!(a.status, 401, "a non-member of rp");
     assert!(a.headers.get("www-authenticate").is_some());
+    // An open client lets every active user in; a blocked one is nobody.
+    op.app.core.edit_client("rp", ClientSettings { open: Some(true), ..Default::default() }).unwrap();
+    assert_eq!(bob.get("/auth/verify?app=rp").await.status, 200, "rp is open to every user");
+    op.app.core.set_blocked("bob", true).unwrap();
+    assert_eq!(bob.get("/auth/verify").await.status, 401, "blocking ends the SSO session");
 
     // After logout the cookie's value opens nothing.
     let cookie = b.cookies["gatehouse_sso"].clone();
