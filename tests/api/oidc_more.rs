@@ -940,6 +940,48 @@ async fn auth_verify_accepts_the_sso_cookie_for_members_until_logout() {
     assert_eq!(replay.get("/auth/verify?app=rp").await.status, 401);
 }
 
+// ----- keys rotated by another process -----
+
+/// Issue 27 §4: a rotation made elsewhere (another node, the command line) is published at once,
+/// signs only after the publication delay, and the old key stays published for the tokens it signed.
+#[actix_web::test]
+async fn a_rotation_by_another_process_publishes_first_then_signs() {
+    let op = Op::new(true).await;
+    let kid_of = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+    let kids = |a: Answer| -> Vec<String> {
+        a.json["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect()
+    };
+    let mut b = Browser::new(&op.app);
+    let (_, before) = signed_in(&op, &mut b).await;
+    let old = kid_of(&before);
+    // Another process on the same store, with a short publication delay.
+    let other = crate::helpers::spawn_app_in(tempfile::tempdir().unwrap(), &op.app.core.config.data_dir, |c| {
+        c.oidc.key_publication_delay = seconds(1)
+    })
+    .await;
+    let rotated = other.core.rotate_signing_keys(None).unwrap();
+    assert_eq!(rotated.len(), 3);
+    let new = rotated.iter().find(|r| r.alg.as_str() == "RS256").unwrap().kid.clone();
+    assert_ne!(new, old);
+    let published = kids(op.app.get("/oauth2/jwks").await);
+    assert!(published.contains(&new), "the next key is published at once: {published:?}");
+    assert!(published.contains(&old));
+    let (_, now) = signed_in(&op, &mut b).await;
+    assert_eq!(kid_of(&now), old, "the next key does not sign before the delay");
+    // Past the delay (and this process's re-read of the signing key), the new key signs.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut kid = old.clone();
+    while kid != new && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
+        let (_, t) = signed_in(&op, &mut b).await;
+        kid = kid_of(&t);
+    }
+    assert_eq!(kid, new, "the rotated key signs after the delay");
+    let published = kids(op.app.get("/oauth2/jwks").await);
+    assert!(published.contains(&old), "the old key stays published for the tokens it signed");
+    op.verify(&before).await;
+}
+
 // ----- 5. the command line -----
 
 /// The environment that points the command line and a served child at this backend's store.
