@@ -1112,7 +1112,6 @@ fn schemas() -> Value {
 /// The self-service account page (`/account`): a browser's endpoints, whose answers are pages and
 /// redirects; every POST a form with the CSRF token.
 fn account() -> Vec<(String, &'static str, Value)> {
-    let e = "OauthError";
     let form = |props: Value, required: &[&str]| {
         let mut props = props;
         props["csrf"] = string();
@@ -1148,7 +1147,7 @@ fn account() -> Vec<(String, &'static str, Value)> {
                 responses.insert(status.into(), a);
             }
         }
-        responses.insert("default".into(), answer("An error", schema_ref(e)));
+        responses.insert("default".into(), text("Another refusal: a page saying why", "text/html"));
         let mut o = json!({"tags": ["Account page"], "summary": summary, "parameters": params, "responses": responses});
         if let Some(b) = body {
             o["requestBody"] = b;
