@@ -682,6 +682,33 @@ async fn up_to_the_second_factor<'a>(op: &'a Op) -> (Browser<'a>, String, String
     (b, p, csrf)
 }
 
+/// The device's person has a second factor: the sign-in the activation page asks for takes it,
+/// and goes back to the activation page with the code filled in.
+#[actix_web::test]
+async fn the_activation_page_sign_in_takes_the_second_factor_too() {
+    let op = device_op(|_| {}).await;
+    let totp = enrol_totp(&op.app, "ann");
+    let start = device_start(&op.app, "tv", None, "openid").await;
+    let device_code = start.json["device_code"].as_str().unwrap().to_string();
+    let user_code = start.json["user_code"].as_str().unwrap().to_string();
+    let mut b = Browser::new(&op.app);
+    let a = b.get(start.json["verification_uri_complete"].as_str().unwrap()).await;
+    let page = sign_in_for_next(&mut b, &location(&a), "ann").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("second-factor-form"), "{}", page.text);
+    let (p, csrf) = (hidden(&page.text, "p"), hidden(&page.text, "csrf"));
+    let code = totp.generate(now_secs() + 30).to_string();
+    let ok = b.post("/login/second-factor", &[("p", &p), ("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    assert_eq!(location(&ok), format!("/activate?user_code={user_code}"));
+    let approval = type_code(&mut b, &user_code).await;
+    assert_eq!(decide(&mut b, &approval, "allow").await.status, 200);
+    let t = poll(&op.app, "tv", None, &device_code).await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let (_, claims) = checked_jwt(&op.app, t.json["id_token"].as_str().unwrap(), "tv").await;
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+}
+
 #[actix_web::test]
 async fn a_recovery_code_is_good_once_and_wrong_codes_hold_the_second_factor_back() {
     let op = Op::with(true, |c| {
@@ -1052,6 +1079,9 @@ async fn the_command_line_adds_shows_edits_and_rotates_clients_and_keys() {
     assert!(!out.split_whitespace().any(is_secret), "a public client has no secret: {out}");
     let show = ok(d, &env, &["app", "show", "spa"]);
     assert!(shows(&show, "public client:", "yes") && shows(&show, "secret:", "no"), "{show}");
+    let out = run(d, &env, &["app", "rotate-secret", "spa"]);
+    assert_ne!(out.status.code(), Some(0), "a public client gets no secret");
+    assert!(!String::from_utf8_lossy(&out.stdout).split_whitespace().any(is_secret));
 
     // Refused redirect URIs: a clear line, a failing exit code, nothing added.
     for (uri, word) in [("https://a.example/cb#frag", "fragment"), ("https://*.example/cb", "wildcard")] {
