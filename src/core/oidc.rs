@@ -536,6 +536,12 @@ impl Core {
         let sealed = self.key.seal(id, secret.expose().as_bytes());
         self.store.write(|tx| -> Result<(), Error> {
             if !db::set_secret(tx, id, &sealed)? {
+                if crate::store::apps::exists(tx, id)? {
+                    return Err(Error::invalid(
+                        "application",
+                        format!("{id} has no secret (a public client or a built-in)"),
+                    ));
+                }
                 return Err(Error::UnknownApp(id.to_string()));
             }
             audit_in(tx, caller, "secret_rotated", Some(id), None, None)

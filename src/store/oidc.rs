@@ -464,10 +464,12 @@ pub fn backchannel_targets(
          FROM oidc_grants g JOIN oidc_clients c ON c.app_id = g.app_id
          WHERE g.user_id = ?1 AND g.session IS NOT NULL AND c.backchannel_uri IS NOT NULL
            AND (?2 = '' OR g.app_id = ?2)
-           AND (length(?3) = 0 OR g.session = ?3)
+           AND (?5 = 0 OR g.session = ?3)
            AND EXISTS (SELECT 1 FROM tokens t WHERE t.family = g.family AND t.revoked_at IS NULL AND t.expires_at > ?4)
          ORDER BY g.app_id",
-        args![user_id, app_id.unwrap_or(""), session.unwrap_or(&[]), now],
+        // ?5 says whether a session is named: PostgreSQL types ?3 from `g.session = ?3` alone
+        // (length(?3) made it text, and the statement did not prepare).
+        args![user_id, app_id.unwrap_or(""), session.unwrap_or(&[]), now, i64::from(session.is_some())],
         |r| Ok(BackchannelTarget { app_id: r.get(0)?, session: r.get(1)?, uri: r.get(2)?, signing_alg: r.get(3)? }),
     )
 }
