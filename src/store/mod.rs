@@ -19,8 +19,8 @@
 //! connection, a failed commit). Whether a PostgreSQL transaction runs again is decided by what
 //! its connection recorded (`db::Fault`), never by the error value.
 
-pub mod apikeys;
 pub mod account;
+pub mod apikeys;
 pub mod apps;
 pub mod audit;
 pub mod auth_sessions;

@@ -94,7 +94,11 @@ async fn device_op(tweak: impl FnOnce(&mut gatehouse::config::Config)) -> Op {
             None,
             true,
             &[],
-            ClientSettings { redirect_uris: Some(vec![REDIRECT.into()]), first_party: Some(true), ..Default::default() },
+            ClientSettings {
+                redirect_uris: Some(vec![REDIRECT.into()]),
+                first_party: Some(true),
+                ..Default::default()
+            },
         )
         .unwrap();
     op.app.core.grant("ann", "tv").unwrap();
@@ -199,7 +203,11 @@ async fn device_grant_from_the_code_to_the_tokens() {
     let csrf = hidden(&page.text, "csrf");
     let approval = b.post("/activate", &[("csrf", &csrf), ("user_code", &user_code)]).await;
     assert_eq!(approval.status, 200, "{}", approval.text);
-    assert!(approval.text.contains("<strong id=\"client\">tv</strong>"), "the page names the client: {}", approval.text);
+    assert!(
+        approval.text.contains("<strong id=\"client\">tv</strong>"),
+        "the page names the client: {}",
+        approval.text
+    );
     assert!(approval.text.contains(&user_code));
     assert!(approval.text.contains("ann"));
     // Still pending until the person says yes.
@@ -378,7 +386,10 @@ impl Receiver {
                 async move {
                     let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                     if req.method() == actix_web::http::Method::POST
-                        && data.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+                        && data
+                            .fail_first
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
                     {
                         data.failed.lock().unwrap().push(Instant::now());
                         return HttpResponse::InternalServerError().finish();
@@ -455,10 +466,7 @@ async fn rp_logout(b: &mut Browser<'_>, id_token: &str) {
 async fn rp_initiated_logout_sends_a_signed_logout_token() {
     let op = Op::new(true).await;
     let (uri, rx) = Receiver::start(0);
-    op.app
-        .core
-        .edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() })
-        .unwrap();
+    op.app.core.edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() }).unwrap();
     // Another client with a back-channel URI, that this session never signed in to.
     let (other_uri, other_rx) = Receiver::start(0);
     op.app
@@ -494,10 +502,7 @@ async fn rp_initiated_logout_sends_a_signed_logout_token() {
 async fn every_client_the_session_signed_in_to_is_told() {
     let op = Op::new(true).await;
     let (uri, rx) = Receiver::start(0);
-    op.app
-        .core
-        .edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() })
-        .unwrap();
+    op.app.core.edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() }).unwrap();
     let (other_uri, other_rx) = Receiver::start(0);
     let other_secret = op
         .app
@@ -599,10 +604,7 @@ async fn a_redirect_from_the_back_channel_uri_is_not_followed() {
 async fn a_failed_delivery_is_retried() {
     let op = Op::new(true).await;
     let (uri, rx) = Receiver::start(1);
-    op.app
-        .core
-        .edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() })
-        .unwrap();
+    op.app.core.edit_client("rp", ClientSettings { backchannel_uri: Some(Some(uri)), ..Default::default() }).unwrap();
     let mut b = Browser::new(&op.app);
     let (claims, id_token) = signed_in(&op, &mut b).await;
     rp_logout(&mut b, &id_token).await;
@@ -623,7 +625,11 @@ async fn blocking_or_a_new_password_sends_logout_tokens_too() {
         .core
         .edit_client(
             "rp",
-            ClientSettings { backchannel_uri: Some(Some(uri)), signing_alg: Some("ES256".into()), ..Default::default() },
+            ClientSettings {
+                backchannel_uri: Some(Some(uri)),
+                signing_alg: Some("ES256".into()),
+                ..Default::default()
+            },
         )
         .unwrap();
     let mut b = Browser::new(&op.app);
@@ -832,8 +838,13 @@ async fn require_second_factor_refuses_the_bare_password_at_iqm() {
         let auth = auth.clone();
         let app = &app;
         async move {
-            app.send("POST", path, &[("Authorization", &auth)], Some(("application/json", body.to_string().into_bytes())))
-                .await
+            app.send(
+                "POST",
+                path,
+                &[("Authorization", &auth)],
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .await
         }
     };
     for email in ["otp@iqm.com", "plain@iqm.com"] {
@@ -841,7 +852,9 @@ async fn require_second_factor_refuses_the_bare_password_at_iqm() {
         assert_eq!(a.status, 200, "{}", a.text);
     }
     enrol_totp(&app, "otp@iqm.com");
-    let login = |email: &'static str| post("/api/v3/ua/login", json!({"grantType": "password", "email": email, "password": PASSWORD}));
+    let login = |email: &'static str| {
+        post("/api/v3/ua/login", json!({"grantType": "password", "email": email, "password": PASSWORD}))
+    };
     assert_eq!(login("otp@iqm.com").await.status, 200, "off by default");
     app.core.set_require_second_factor("iqm-client", true).unwrap();
     let a = login("otp@iqm.com").await;
@@ -853,8 +866,9 @@ async fn require_second_factor_refuses_the_bare_password_at_iqm() {
     assert_eq!(objs[0]["error"], "Second factor required");
     assert!(objs[0]["reason"].is_string());
     // The same at the token path.
-    let t = post("/api/v3/ua/oauth/token", json!({"grant_type": "password", "email": "otp@iqm.com", "password": PASSWORD}))
-        .await;
+    let t =
+        post("/api/v3/ua/oauth/token", json!({"grant_type": "password", "email": "otp@iqm.com", "password": PASSWORD}))
+            .await;
     assert_eq!(t.status, 403, "{}", t.text);
     assert_eq!(login("plain@iqm.com").await.status, 200, "a user without a second factor signs in");
     app.core.set_require_second_factor("iqm-client", false).unwrap();
@@ -940,7 +954,8 @@ async fn auth_verify_accepts_the_sso_cookie_for_members_until_logout() {
     let mut bob = Browser::new(&op.app);
     let page = bob.get("/login").await;
     let csrf = hidden(&page.text, "csrf");
-    let s = bob.post("/login", &[("r", ""), ("next", ""), ("csrf", &csrf), ("login", "bob"), ("password", PASSWORD)]).await;
+    let s =
+        bob.post("/login", &[("r", ""), ("next", ""), ("csrf", &csrf), ("login", "bob"), ("password", PASSWORD)]).await;
     assert_eq!(s.status, 200, "{}", s.text);
     assert!(bob.cookies.contains_key("gatehouse_sso"));
     let a = bob.get("/auth/verify").await;
