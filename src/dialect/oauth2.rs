@@ -16,7 +16,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::core::apps::Door;
 use crate::core::{Core, Error, Secret};
@@ -26,17 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/oauth2/introspect", web::post().to(introspect)).route("/oauth2/revoke", web::post().to(revoke));
 }
 
-fn answer(status: StatusCode, body: &Value) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .insert_header(("Cache-Control", "no-store"))
-        .insert_header(("Pragma", "no-cache"))
-        .body(body.to_string())
-}
-
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
-    answer(status, &json!({"error": error, "error_description": description}))
-}
+use crate::web::{oauth_error, oauth_json as answer};
 
 crate::web::door_error!(
     /// A refused call, as RFC 6749 §5.2 answers it: the core's errors through [`error`], or an

@@ -81,17 +81,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 // ----- answers -----
 
-fn json_answer(status: StatusCode, body: &Value) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .insert_header(("Cache-Control", "no-store"))
-        .insert_header(("Pragma", "no-cache"))
-        .body(body.to_string())
-}
-
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
-    json_answer(status, &json!({"error": error, "error_description": description}))
-}
+use crate::web::{oauth_error, oauth_json as json_answer};
 
 crate::web::door_error!(
     /// A refused call: RFC 6749 §5.2 JSON at the token endpoint (through [`error`]), RFC 6750 at

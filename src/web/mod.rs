@@ -83,6 +83,20 @@ pub fn parse_basic(value: &str) -> Option<(String, crate::core::Secret)> {
     Some((id.to_string(), crate::core::Secret::new(secret)))
 }
 
+/// A JSON answer of the OAuth doors (RFC 6749 §5.1): never cached.
+pub fn oauth_json(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Pragma", "no-cache"))
+        .body(body.to_string())
+}
+
+/// An OAuth error answer (RFC 6749 §5.2): `{"error","error_description"}`.
+pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+    oauth_json(status, &serde_json::json!({"error": error, "error_description": description}))
+}
+
 /// Adds `Retry-After` to an error answer whose error has one (throttled, busy).
 pub fn with_retry_after(mut res: HttpResponse, e: &crate::core::Error) -> HttpResponse {
     if let Some(secs) = e.retry_after_secs() {
