@@ -171,7 +171,8 @@ async fn migrate_store_moves_a_single_box_into_postgres_and_everyone_signs_in_as
     let out = gatehouse_cli(dir.path(), &pg_env, &["migrate-store", "--from", "sqlite", "--to", "postgres"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8(out.stdout).unwrap();
-    assert!(said.contains("1 users") && said.contains("3 applications"), "{said}");
+    // forepaas, cms and gatehouse (the SSO sessions' built-in), and the one added.
+    assert!(said.contains("1 users") && said.contains("4 applications"), "{said}");
     // Twice is refused: the destination is no longer empty.
     let again = gatehouse_cli(dir.path(), &pg_env, &["migrate-store", "--from", "sqlite", "--to", "postgres"], "");
     assert!(!again.status.success());
