@@ -511,6 +511,11 @@ pub fn claim_logouts(conn: &Db, now: i64, lease_ms: i64, n: i64) -> Result<Vec<L
     )
 }
 
+/// Whether any delivery is due.
+pub fn logouts_due(conn: &Db, now: i64) -> Result<bool, Error> {
+    Ok(conn.query_opt("SELECT 1 FROM logout_queue WHERE next_at <= ?1 LIMIT 1", args![now], |_| Ok(()))?.is_some())
+}
+
 pub fn logout_done(conn: &Db, id: i64) -> Result<(), Error> {
     conn.execute("DELETE FROM logout_queue WHERE id = ?1", args![id])?;
     Ok(())
