@@ -427,3 +427,21 @@ CREATE TABLE logout_queue (
 CREATE INDEX logout_queue_next ON logout_queue(next_at);
 -- Per application: a user with a second factor may not sign in there with a bare password.
 ALTER TABLE applications ADD COLUMN require_second_factor INTEGER NOT NULL DEFAULT 0;
+
+-- version 13
+-- Passkeys (WebAuthn, ES256, user verification required) of the hosted sign-in: a first factor
+-- on their own, or the second after a password. The credential id is the authenticator's; the
+-- time of the last challenge an assertion answered makes each assertion good once (a
+-- conditional update: on several nodes too), and the sign count never goes back.
+CREATE TABLE passkeys (
+    id             INTEGER PRIMARY KEY,
+    user_id        INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    credential_id  BLOB NOT NULL UNIQUE,
+    public_key     BLOB NOT NULL,
+    sign_count     INTEGER NOT NULL DEFAULT 0,
+    name           TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    last_used_at   INTEGER,
+    last_challenge INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX passkeys_user ON passkeys(user_id);

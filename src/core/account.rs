@@ -50,6 +50,7 @@ pub struct ConsentView {
 pub struct Account {
     pub user: User,
     pub factors: SecondFactors,
+    pub passkeys: Vec<super::passkeys::PasskeyInfo>,
     pub sessions: Vec<SessionView>,
     pub grants: Vec<GrantView>,
     pub consents: Vec<ConsentView>,
@@ -61,6 +62,7 @@ impl Core {
         let user = &session.user;
         let now = now_ms();
         let factors = self.second_factors(user.id)?;
+        let passkeys = self.passkeys(user.id)?;
         let (sessions, grants, consents) = self.store.with(|c| -> Result<_, Error> {
             Ok((
                 db::sso_sessions(c, user.id, APP_SSO, now)?,
@@ -96,7 +98,7 @@ impl Core {
             .collect();
         let consents =
             consents.into_iter().map(|(client, scope, since)| ConsentView { client, scope, since }).collect();
-        Ok(Account { user: user.clone(), factors, sessions, grants, consents })
+        Ok(Account { user: user.clone(), factors, passkeys, sessions, grants, consents })
     }
 
     /// The person's current password, checked through the one sign-in path (the throttle, the

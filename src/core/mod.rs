@@ -18,6 +18,7 @@ pub mod links;
 pub mod mail;
 pub mod oauth;
 pub mod oidc;
+pub mod passkeys;
 pub mod password;
 pub mod reaper;
 pub mod reset;

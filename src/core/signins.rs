@@ -155,7 +155,7 @@ fn parse_methods(methods: Option<&str>) -> Result<Vec<&'static str>, String> {
 }
 
 /// The WebAuthn relying party of `public_url`: (RP id = its host, origin = scheme://host[:port]).
-fn relying_party(public_url: &str) -> (String, String) {
+pub(super) fn relying_party(public_url: &str) -> (String, String) {
     let (scheme, rest) = public_url.split_once("://").unwrap_or(("http", public_url));
     let authority = rest.split('/').next().unwrap_or(rest);
     let host = if let Some(v6) = authority.strip_prefix('[') {

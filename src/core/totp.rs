@@ -59,6 +59,8 @@ pub struct SecondFactors {
     pub totp: bool,
     /// Unused recovery codes.
     pub recovery_left: i64,
+    /// Passkeys (passkeys.rs).
+    pub passkeys: i64,
 }
 
 /// What a person typed, once spaces are gone: a TOTP code or a recovery code (its canonical form).
@@ -95,7 +97,7 @@ fn recovery_digest(canonical: &str) -> [u8; 32] {
 }
 
 /// A fresh recovery code, `xxxxx-xxxxx`, and its digest.
-fn new_recovery_code() -> (Secret, [u8; 32]) {
+pub(super) fn new_recovery_code() -> (Secret, [u8; 32]) {
     // 256 is a multiple of 32: the low five bits of a random byte are uniform.
     let bytes = zeroize::Zeroizing::new(random_bytes::<RECOVERY_LEN>());
     let chars = zeroize::Zeroizing::new(
@@ -215,11 +217,13 @@ impl Core {
         })
     }
 
-    /// Removes the user's TOTP (confirmed or not) and recovery codes; false when there was none.
+    /// Removes the user's TOTP (confirmed or not), and the recovery codes unless a passkey stays;
+    /// false when there was none.
     pub fn totp_remove(&self, caller: &Caller, user: &User) -> Result<bool, Error> {
         self.store.write(|tx| {
             let totp = rows::delete_totp(tx, user.id)?;
-            let codes = rows::delete_recovery_codes(tx, user.id)?;
+            let codes =
+                if rows::passkey_count(tx, user.id)? == 0 { rows::delete_recovery_codes(tx, user.id)? } else { 0 };
             if totp + codes == 0 {
                 return Ok(false);
             }
@@ -229,11 +233,13 @@ impl Core {
     }
 
     /// A fresh set of recovery codes, shown once; the earlier ones (used or not) stop working.
-    /// `Invalid` when the user has no confirmed TOTP.
+    /// `Invalid` when the user has no second factor (a confirmed TOTP or a passkey).
     pub fn new_recovery_codes(&self, caller: &Caller, user: &User) -> Result<Vec<Secret>, Error> {
         let (shown, digests): (Vec<Secret>, Vec<[u8; 32]>) = (0..RECOVERY_CODES).map(|_| new_recovery_code()).unzip();
         self.store.write(|tx| {
-            if rows::totp(tx, user.id)?.is_none_or(|r| r.confirmed_at.is_none()) {
+            if rows::totp(tx, user.id)?.is_none_or(|r| r.confirmed_at.is_none())
+                && rows::passkey_count(tx, user.id)? == 0
+            {
                 return Err(Error::invalid("totp", "recovery codes need a confirmed second factor"));
             }
             rows::replace_recovery_codes(tx, user.id, &digests, now_ms())?;
@@ -245,13 +251,18 @@ impl Core {
     pub fn second_factors(&self, user_id: i64) -> Result<SecondFactors, Error> {
         self.store.with(|c| {
             let totp = rows::totp(c, user_id)?.is_some_and(|r| r.confirmed_at.is_some());
-            Ok(SecondFactors { totp, recovery_left: rows::recovery_left(c, user_id)? })
+            Ok(SecondFactors {
+                totp,
+                recovery_left: rows::recovery_left(c, user_id)?,
+                passkeys: rows::passkey_count(c, user_id)?,
+            })
         })
     }
 
-    /// The user must give a second factor to sign in: a confirmed TOTP.
+    /// The user must give a second factor to sign in: a confirmed TOTP or a passkey.
     pub fn has_second_factor(&self, user_id: i64) -> Result<bool, Error> {
-        Ok(self.store.with(|c| rows::totp(c, user_id))?.is_some_and(|r| r.confirmed_at.is_some()))
+        let f = self.second_factors(user_id)?;
+        Ok(f.totp || f.passkeys > 0)
     }
 
     /// An operator's reset: every second factor of the user goes (audited as
@@ -259,7 +270,9 @@ impl Core {
     pub fn reset_second_factors(&self, user_id: i64) -> Result<(), Error> {
         let caller = Caller::local();
         self.store.write(|tx| {
-            let removed = rows::delete_totp(tx, user_id)? + rows::delete_recovery_codes(tx, user_id)?;
+            let removed = rows::delete_totp(tx, user_id)?
+                + rows::delete_recovery_codes(tx, user_id)?
+                + rows::delete_passkeys(tx, user_id)?;
             if removed > 0 {
                 let row = AuditRow {
                     at: now_ms(),
@@ -443,7 +456,7 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), 10);
         assert!(core.has_second_factor(ada.id).unwrap());
-        assert_eq!(core.second_factors(ada.id).unwrap(), SecondFactors { totp: true, recovery_left: 10 });
+        assert_eq!(core.second_factors(ada.id).unwrap(), SecondFactors { totp: true, recovery_left: 10, passkeys: 0 });
         assert_eq!(events(&core, "second_factor_added"), 1);
 
         // The code that confirmed is spent: its replay fails, and so does the step before.
@@ -541,7 +554,7 @@ mod tests {
         assert!(core.totp_remove(&caller(), &cy).unwrap());
         assert!(!core.totp_remove(&caller(), &cy).unwrap(), "nothing left the second time");
         assert_eq!(events(&core, "second_factor_removed"), 1);
-        assert_eq!(core.second_factors(cy.id).unwrap(), SecondFactors { totp: false, recovery_left: 0 });
+        assert_eq!(core.second_factors(cy.id).unwrap(), SecondFactors { totp: false, recovery_left: 0, passkeys: 0 });
         assert!(!core.has_second_factor(cy.id).unwrap());
         assert!(matches!(core.check_second_factor(&caller(), &cy, fresh[0].expose()), Err(Error::BadCredentials)));
         clear(&core, &cy);
@@ -549,7 +562,7 @@ mod tests {
         let again = core.totp_begin(&cy).unwrap();
         core.totp_confirm(&caller(), &cy, &app(&again).generate_current().to_string()).unwrap();
         core.reset_second_factors(cy.id).unwrap();
-        assert_eq!(core.second_factors(cy.id).unwrap(), SecondFactors { totp: false, recovery_left: 0 });
+        assert_eq!(core.second_factors(cy.id).unwrap(), SecondFactors { totp: false, recovery_left: 0, passkeys: 0 });
         assert_eq!(events(&core, "second_factor_removed"), 2);
     }
 

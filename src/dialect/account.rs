@@ -10,6 +10,9 @@
 //!   first code: `POST /account/totp/confirm` (`code`) → the ten recovery codes, shown once
 //! - `POST /account/totp/remove` (`password`) → the authenticator and the recovery codes go
 //! - `POST /account/recovery-codes` → a fresh set of recovery codes, shown once
+//! - `POST /account/passkeys` (`challenge`, `client_data`, `attestation`, base64url, filled in by
+//!   static/passkey.js; `name`) → a new passkey (and the recovery codes, shown once, when there
+//!   were none); `POST /account/passkeys/remove` (`passkey`, `password`) → it goes
 //! - `POST /account/sessions/end` (`session`), `POST /account/sessions/end-others`,
 //!   `POST /account/grants/end` (`grant`), `POST /account/consents/revoke` (`client`) → 303 to
 //!   the page
@@ -27,9 +30,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::core::account::Account;
 use crate::core::guard::Caller;
 use crate::core::oidc::SsoSession;
+use crate::core::passkeys::{Creation, PasskeyRegistration};
 use crate::core::{iso8601, Core, Error, Secret};
-use crate::web::forms::{csrf_cookie, escape, form_is_ours, page_csp, sso_cookie, sso_token, Form};
-use crate::web::page;
+use crate::web::forms::{
+    csrf_cookie, escape, form_is_ours, page_csp, passkey_create_form, sso_cookie, sso_token, Form,
+};
+use crate::web::page::{self, fill};
 use crate::web::{media_type, net, read_body, BodyError};
 
 const ACCOUNT_HTML: &str = include_str!("../../static/account.html");
@@ -47,6 +53,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/account/totp/confirm", web::post().to(totp_confirm))
         .route("/account/totp/remove", web::post().to(totp_remove))
         .route("/account/recovery-codes", web::post().to(recovery_codes))
+        .route("/account/passkeys", web::post().to(passkey_add))
+        .route("/account/passkeys/remove", web::post().to(passkey_remove))
         .route("/account/sessions/end", web::post().to(end_session))
         .route("/account/sessions/end-others", web::post().to(end_other_sessions))
         .route("/account/grants/end", web::post().to(end_grant))
@@ -96,28 +104,6 @@ fn error_page(e: &Error) -> HttpResponse {
         | Error::SecondFactorRequired
         | Error::Lost => message_page(StatusCode::FORBIDDEN, "Refused", &e.to_string()),
     }
-}
-
-/// Text put in a template in one pass: a value is never read as a placeholder again.
-fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        match after.find("}}").and_then(|j| values.iter().find(|(k, _)| *k == &after[..j]).map(|(_, v)| (j, v))) {
-            Some((j, v)) => {
-                out.push_str(v);
-                rest = &after[j + 2..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 fn page_answer(status: StatusCode, body: String, csrf: Option<actix_web::cookie::Cookie<'static>>) -> HttpResponse {
@@ -201,7 +187,9 @@ fn how(amr: &[String]) -> &'static str {
 fn notice(done: &str) -> Option<&'static str> {
     Some(match done {
         "password" => "Your password is changed. Your other sessions have ended.",
-        "totp-removed" => "The authenticator app and the recovery codes are removed.",
+        "totp-removed" => "The authenticator app is removed.",
+        "passkey-added" => "The passkey is added: signing in can use it from now on.",
+        "passkey-removed" => "The passkey is removed.",
         "session" => "The session has ended.",
         "sessions" => "Your other sessions have ended.",
         "grant" => "The application's access has ended.",
@@ -220,7 +208,7 @@ fn button_form(action: &str, csrf: &str, name: &str, value: &str, label: &str, a
     )
 }
 
-fn render(core: &Core, account: &Account, csrf: &str, message: Option<(bool, &str)>) -> String {
+fn render(core: &Core, account: &Account, creation: &Creation, csrf: &str, message: Option<(bool, &str)>) -> String {
     let token = escape(&core.csrf_token(csrf));
     let u = &account.user;
     let name = format!("{} {}", u.first_name, u.last_name);
@@ -239,13 +227,45 @@ fn render(core: &Core, account: &Account, csrf: &str, message: Option<(bool, &st
             account.factors.recovery_left
         )
     } else {
+        let status = if account.factors.passkeys > 0 {
+            format!(
+                "No authenticator app: your passkeys are your second factor. Recovery codes left: \
+                 <strong id=\"recovery-left\">{}</strong>.</p>\
+                 <form id=\"recovery-form\" method=\"post\" action=\"/account/recovery-codes\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
+                 <button id=\"new-recovery-codes\" type=\"submit\">New recovery codes</button></form>",
+                account.factors.recovery_left
+            )
+        } else {
+            "No second factor: signing in asks for your password only.</p>".to_string()
+        };
         format!(
-            "<p id=\"totp-status\">No second factor: signing in asks for your password only.</p>\
+            "<p id=\"totp-status\">{status}\
              <form id=\"totp-form\" method=\"post\" action=\"/account/totp\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
              <button id=\"totp-setup\" type=\"submit\">Set up an authenticator app</button></form>"
         )
     };
+    let passkeys: String = account
+        .passkeys
+        .iter()
+        .map(|p| {
+            let used = p.last_used_at.map(|t| format!(", last used {}", when(t))).unwrap_or_default();
+            let text = format!("{} (added {}{used})", p.name, when(p.created_at));
+            format!(
+                "<li>{} <form method=\"post\" action=\"/account/passkeys/remove\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
+                 <input type=\"hidden\" name=\"passkey\" value=\"{id}\">\
+                 <label for=\"passkey-password-{id}\">Your password, to remove it</label>\
+                 <input id=\"passkey-password-{id}\" name=\"password\" type=\"password\" \
+                 autocomplete=\"current-password\" required>\
+                 <button type=\"submit\" aria-label=\"Remove the passkey {}\">Remove</button></form></li>",
+                escape(&text),
+                escape(&p.name),
+                id = p.id,
+            )
+        })
+        .collect();
     let sessions: String = account
         .sessions
         .iter()
@@ -312,6 +332,8 @@ fn render(core: &Core, account: &Account, csrf: &str, message: Option<(bool, &st
             ("email", &escape(u.email.as_deref().unwrap_or("(none)"))),
             ("csrf", &token),
             ("second_factor", &second_factor),
+            ("passkeys", &none(passkeys, "None")),
+            ("passkey_add", &passkey_create_form(&token, creation)),
             ("sessions", &none(sessions, "None")),
             ("grants", &none(grants, "None")),
             ("consents", &none(consents, "None: applications that ask will ask again.")),
@@ -327,9 +349,15 @@ async fn show(
     status: StatusCode,
     message: Option<(bool, &str)>,
 ) -> Result<HttpResponse, AccountError> {
-    let account = core.call(move |c| c.account(&session)).await?;
     let (csrf, set) = csrf_cookie(req, core);
-    Ok(page_answer(status, render(core, &account, &csrf, message), set))
+    let browser = csrf.clone();
+    let (account, creation) = core
+        .call(move |c| {
+            let creation = c.passkey_creation(&session.user, &browser)?;
+            Ok((c.account(&session)?, creation))
+        })
+        .await?;
+    Ok(page_answer(status, render(core, &account, &creation, &csrf, message), set))
 }
 
 async fn account_page(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, AccountError> {
@@ -563,13 +591,72 @@ async fn revoke_consent(
     show(&req, &core, p.session, StatusCode::NOT_FOUND, Some((false, m))).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+async fn passkey_add(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, AccountError> {
+    let core = core.into_inner();
+    let p = posted(&req, payload, &core).await?;
+    let bytes = |name| p.form.one(name).and_then(crate::core::signins::unb64url).unwrap_or_default();
+    let made = PasskeyRegistration {
+        challenge: bytes("challenge"),
+        client_data_json: bytes("client_data"),
+        attestation_object: bytes("attestation"),
+    };
+    let name = p.form.owned("name").unwrap_or_default();
+    let (csrf, _) = csrf_cookie(&req, &core);
+    let (user, caller) = (p.session.user.clone(), p.caller);
+    let added = core.call(move |c| c.add_passkey(&caller, &user, &csrf, &made, &name)).await;
+    match added {
+        Ok(codes) if codes.is_empty() => Ok(see_other("/account?done=passkey-added")),
+        Ok(codes) => Ok(page_answer(
+            StatusCode::OK,
+            codes_page(&codes, "The passkey is added. Keep these codes: each signs you in once if you lose it."),
+            None,
+        )),
+        Err(Error::Exists(_)) => {
+            let m = "This authenticator holds a passkey of yours already.";
+            show(&req, &core, p.session, StatusCode::CONFLICT, Some((false, m))).await
+        }
+        Err(Error::Invalid { field, reason }) => {
+            let m = if field == "name" {
+                format!("The name {reason}.")
+            } else {
+                "The passkey could not be added: open the page and try again.".to_string()
+            };
+            show(&req, &core, p.session, StatusCode::BAD_REQUEST, Some((false, &m))).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
-    #[test]
-    fn a_value_is_never_read_as_a_placeholder() {
-        let t = "<p>{{a}}</p><p>{{b}}</p>{{unknown}}";
-        assert_eq!(fill(t, &[("a", "{{b}}"), ("b", "x")]), "<p>{{b}}</p><p>x</p>{{unknown}}");
+async fn passkey_remove(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, AccountError> {
+    let core = core.into_inner();
+    let p = posted(&req, payload, &core).await?;
+    let password = Secret::new(p.form.one("password").unwrap_or(""));
+    let id = p.form.one("passkey").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let (user, caller) = (p.session.user.clone(), p.caller);
+    let removed = core
+        .call_hashing(move |c| {
+            c.check_own_password(&caller, &user, &password)?;
+            c.remove_passkey(&caller, &user, id)
+        })
+        .await;
+    match removed {
+        Ok(true) => Ok(see_other("/account?done=passkey-removed")),
+        Ok(false) => {
+            let m = "No such passkey: it was removed already.";
+            show(&req, &core, p.session, StatusCode::NOT_FOUND, Some((false, m))).await
+        }
+        Err(Error::WrongPassword | Error::BadCredentials) => {
+            let m = "The password is wrong: the passkey stays.";
+            show(&req, &core, p.session, StatusCode::UNAUTHORIZED, Some((false, m))).await
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -10,7 +10,9 @@
 //!   redirect URI it did not register is an error page (400), never a redirect; any other error is
 //!   a redirect with `error`, `error_description`, `state`, `iss`
 //! - `GET /login`, `POST /login` (`login`, `password`), `POST /login/second-factor` (`code`),
-//!   `POST /consent` (`decision=allow|deny`): the hosted pages, plain HTML forms, each form with a
+//!   `POST /login/passkey` and `POST /login/second-factor/passkey` (a WebAuthn assertion:
+//!   `challenge`, `credential_id`, `client_data`, `authenticator_data`, `signature`,
+//!   `user_handle`, base64url, filled in by static/passkey.js), `POST /consent` (`decision=allow|deny`): the hosted pages, plain HTML forms, each form with a
 //!   CSRF token bound to the browser's `gatehouse_csrf` cookie and an Origin check; the SSO session
 //!   is the `gatehouse_sso` cookie (HttpOnly, SameSite=Lax, Secure over TLS)
 //! - `POST /oauth2/token`: `authorization_code` (`code`, `redirect_uri`, `code_verifier`),
@@ -39,9 +41,13 @@ use serde_json::{json, Value};
 use crate::core::device_grant::DevicePoll;
 use crate::core::guard::Caller;
 use crate::core::oidc::{AuthParams, AuthRequest, AuthzError, Client, Refused, SsoSession, Tokens};
+use crate::core::passkeys::{PasskeyAssertion, Request as PasskeyRequest, AMR_PASSKEY, AMR_PASSWORD_PASSKEY};
+use crate::core::totp::SecondFactors;
 use crate::core::{Core, Error, Secret};
-use crate::web::forms::{csrf_cookie, escape, form_is_ours, page_csp, safe_next, sso_cookie, sso_token, Form};
-use crate::web::page::{self, html};
+use crate::web::forms::{
+    csrf_cookie, escape, form_is_ours, page_csp, passkey_get_form, safe_next, sso_cookie, sso_token, Form,
+};
+use crate::web::page::{self, fill, html};
 use crate::web::{media_type, net, read_body, BodyError};
 
 const LOGIN_HTML: &str = include_str!("../../static/login.html");
@@ -72,6 +78,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(login_page))
         .route("/login", web::post().to(login))
         .route("/login/second-factor", web::post().to(second_factor))
+        .route("/login/passkey", web::post().to(passkey_login))
+        .route("/login/second-factor/passkey", web::post().to(second_factor_passkey))
         .route("/consent", web::post().to(consent))
         .route("/oauth2/device_authorization", web::post().to(device_authorization))
         .route("/activate", web::get().to(activate_page))
@@ -392,16 +400,74 @@ struct Pending {
     next: Option<String>,
 }
 
+fn error_line(error: Option<&str>) -> String {
+    error.map(|e| format!("<p class=\"message error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default()
+}
+
 fn login_form(core: &Core, sealed: &str, next: &str, csrf: &str, login: &str, error: Option<&str>) -> String {
-    LOGIN_HTML
-        .replace("{{r}}", &escape(sealed))
-        .replace("{{next}}", &escape(next))
-        .replace("{{csrf}}", &escape(&core.csrf_token(csrf)))
-        .replace("{{login}}", &escape(login))
-        .replace(
-            "{{error}}",
-            &error.map(|e| format!("<p class=\"message error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default(),
-        )
+    let token = core.csrf_token(csrf);
+    // Any discoverable passkey of this box: the request needs no store.
+    let passkey = match core.passkey_request(csrf, None) {
+        Ok(request) => passkey_get_form(
+            "passkey-form",
+            "/login/passkey",
+            &[("r", sealed), ("next", next), ("csrf", &token)],
+            &request,
+            "Sign in with a passkey",
+        ),
+        Err(_) => String::new(),
+    };
+    fill(
+        LOGIN_HTML,
+        &[
+            ("r", &escape(sealed)),
+            ("next", &escape(next)),
+            ("csrf", &escape(&token)),
+            ("login", &escape(login)),
+            ("error", &error_line(error)),
+            ("passkey", &passkey),
+        ],
+    )
+}
+
+/// The second-factor page: the code form (a TOTP code or a recovery code), and a passkey's when
+/// the user has one.
+fn second_factor_form(
+    core: &Core,
+    p: &str,
+    csrf: &str,
+    factors: &SecondFactors,
+    passkey: Option<&PasskeyRequest>,
+    error: Option<&str>,
+) -> String {
+    let token = core.csrf_token(csrf);
+    let label = if factors.totp {
+        "The 6-digit code of your authenticator app, or a recovery code"
+    } else {
+        "A recovery code (or use your passkey)"
+    };
+    let passkey = passkey
+        .filter(|r| !r.allow.is_empty())
+        .map(|r| {
+            passkey_get_form(
+                "passkey-form",
+                "/login/second-factor/passkey",
+                &[("p", p), ("csrf", &token)],
+                r,
+                "Use a passkey",
+            )
+        })
+        .unwrap_or_default();
+    fill(
+        SECOND_FACTOR_HTML,
+        &[
+            ("p", &escape(p)),
+            ("csrf", &escape(&token)),
+            ("code_label", label),
+            ("error", &error_line(error)),
+            ("passkey", &passkey),
+        ],
+    )
 }
 
 async fn login_page(req: HttpRequest, core: web::Data<Core>) -> Result<HttpResponse, OidcError> {
@@ -444,11 +510,13 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
     let caller = net::caller(&req, &core.config, "oidc");
     let (csrf, _) = csrf_cookie(&req, &core);
     let typed = login.clone();
+    let browser = csrf.clone();
     let checked = core
         .call_hashing(move |c| {
             let user = c.sign_in_password(&caller, &typed, &password)?;
-            let second = c.has_second_factor(user.id)?;
-            Ok((user, second))
+            let factors = c.second_factors(user.id)?;
+            let passkey = if factors.passkeys > 0 { Some(c.passkey_request(&browser, Some(user.id))?) } else { None };
+            Ok((user, factors, passkey))
         })
         .await;
     let again = |status: StatusCode, message: &str| {
@@ -459,7 +527,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
             None,
         )
     };
-    let (user, second) = match checked {
+    let (user, factors, passkey) = match checked {
         Ok(ok) => ok,
         Err(Error::BadCredentials | Error::Invalid { .. }) => {
             return Ok(again(StatusCode::UNAUTHORIZED, "The login or the password is wrong."))
@@ -479,7 +547,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
         }
         Err(e) => return Ok(again(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
     };
-    if second {
+    if factors.totp || factors.passkeys > 0 {
         let pending = Pending {
             user_id: user.id,
             amr: vec!["pwd".into()],
@@ -488,10 +556,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
             next: (!next.is_empty()).then(|| next.clone()),
         };
         let p = core.seal_value("pending", &pending, PENDING_MS)?;
-        let body = SECOND_FACTOR_HTML
-            .replace("{{p}}", &escape(&p))
-            .replace("{{csrf}}", &escape(&core.csrf_token(&csrf)))
-            .replace("{{error}}", "");
+        let body = second_factor_form(&core, &p, &csrf, &factors, passkey.as_ref(), None);
         return Ok(form_page(body, target.as_deref(), None));
     }
     let then = match request {
@@ -542,6 +607,59 @@ async fn signed_in(
     Ok(res)
 }
 
+/// The half-done sign-in a second-factor form carries, if it is live and was started in this
+/// browser.
+fn pending_of(req: &HttpRequest, core: &Core, form: &Form, csrf: &str) -> Option<Pending> {
+    let pending: Option<Pending> = form.one("p").and_then(|p| core.open_value("pending", p));
+    pending
+        .filter(|p| form_is_ours(req, core, form) && crate::core::crypto::ct_eq(p.browser.as_bytes(), csrf.as_bytes()))
+}
+
+impl Pending {
+    fn then(self) -> Then {
+        match (self.r, self.next) {
+            (Some(r), _) => Then::Resume(r),
+            (None, Some(n)) => Then::Next(n),
+            (None, None) => Then::Nothing,
+        }
+    }
+}
+
+/// The second-factor page again, with what went wrong.
+async fn second_factor_again(
+    core: &std::sync::Arc<Core>,
+    form: &Form,
+    csrf: &str,
+    pending: &Pending,
+    refused: Error,
+) -> Result<HttpResponse, OidcError> {
+    let (status, message) = match &refused {
+        Error::Throttled { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts: wait a while and try again.")
+        }
+        Error::Blocked => (StatusCode::FORBIDDEN, "This account is blocked."),
+        Error::BadCredentials | Error::Invalid { .. } => {
+            (StatusCode::UNAUTHORIZED, "The code or the passkey is wrong, or was used already.")
+        }
+        e => return Err(OidcError::from(message_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", &e.to_string()))),
+    };
+    let (user_id, browser) = (pending.user_id, csrf.to_string());
+    let (factors, passkey) = core
+        .call(move |c| {
+            let factors = c.second_factors(user_id)?;
+            let passkey = if factors.passkeys > 0 { Some(c.passkey_request(&browser, Some(user_id))?) } else { None };
+            Ok((factors, passkey))
+        })
+        .await?;
+    let body = second_factor_form(core, form.one("p").unwrap_or(""), csrf, &factors, passkey.as_ref(), Some(message));
+    let target = pending.r.as_deref().and_then(|r| core.open_request(r)).map(|r| r.redirect_uri);
+    let res = form_page_status(status, body, target.as_deref(), None);
+    Ok(match &refused {
+        e @ Error::Throttled { .. } => crate::web::with_retry_after(res, e),
+        _ => res,
+    })
+}
+
 async fn second_factor(
     req: HttpRequest,
     payload: web::Payload,
@@ -551,10 +669,7 @@ async fn second_factor(
     let form =
         form_body(&req, payload, &core).await.map_err(|_| OidcError::from(refused_page("The form cannot be read.")))?;
     let (csrf, _) = csrf_cookie(&req, &core);
-    let pending: Option<Pending> = form.one("p").and_then(|p| core.open_value("pending", p));
-    let Some(pending) = pending.filter(|p| {
-        form_is_ours(&req, &core, &form) && crate::core::crypto::ct_eq(p.browser.as_bytes(), csrf.as_bytes())
-    }) else {
+    let Some(pending) = pending_of(&req, &core, &form, &csrf) else {
         return Ok(refused_page("This sign-in took too long or was not started here: sign in again."));
     };
     let code = form.owned("code").unwrap_or_default();
@@ -563,35 +678,99 @@ async fn second_factor(
     let checked = core
         .call(move |c| {
             let user = c.user_by_id(user_id)?;
-            let amr = c.check_second_factor(&caller, &user, &code)?;
-            Ok((user, amr))
+            c.check_second_factor(&caller, &user, &code)?;
+            Ok(user)
         })
         .await;
-    let target = pending.r.as_deref().and_then(|r| core.open_request(r)).map(|r| r.redirect_uri);
+    match checked {
+        Ok(user) => signed_in(&req, &core, &user, &["pwd", "otp"], pending.then()).await,
+        Err(e) => second_factor_again(&core, &form, &csrf, &pending, e).await,
+    }
+}
+
+/// The assertion static/passkey.js put in a form (base64url fields; one that does not decode is
+/// empty, and fails as a wrong passkey).
+fn assertion_of(form: &Form) -> PasskeyAssertion {
+    let bytes = |name| form.one(name).and_then(crate::core::signins::unb64url).unwrap_or_default();
+    PasskeyAssertion {
+        challenge: bytes("challenge"),
+        credential_id: bytes("credential_id"),
+        client_data_json: bytes("client_data"),
+        authenticator_data: bytes("authenticator_data"),
+        signature: bytes("signature"),
+        user_handle: form.one("user_handle").filter(|h| !h.is_empty()).and_then(crate::core::signins::unb64url),
+    }
+}
+
+/// Signing in with a passkey alone (a discoverable credential: the passkey says who).
+async fn passkey_login(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, OidcError> {
+    let core = core.into_inner();
+    let form =
+        form_body(&req, payload, &core).await.map_err(|_| OidcError::from(refused_page("The form cannot be read.")))?;
+    if !form_is_ours(&req, &core, &form) {
+        return Ok(message_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "This form did not come from this page: open the sign-in page again.",
+        ));
+    }
+    let sealed = form.owned("r").unwrap_or_default();
+    let request = if sealed.is_empty() { None } else { core.open_request(&sealed) };
+    if !sealed.is_empty() && request.is_none() {
+        return Ok(refused_page("This sign-in took too long: start again from the application."));
+    }
+    let next = form.one("next").and_then(safe_next).unwrap_or_default();
+    let (csrf, _) = csrf_cookie(&req, &core);
+    let caller = net::caller(&req, &core.config, "oidc");
+    let (assertion, browser) = (assertion_of(&form), csrf.clone());
+    let checked = core.call(move |c| c.sign_in_passkey(&caller, &browser, &assertion, None)).await;
+    let target = request.as_ref().map(|r| r.redirect_uri.clone());
     let again = |status: StatusCode, message: &str| {
-        let body = SECOND_FACTOR_HTML
-            .replace("{{p}}", &escape(form.one("p").unwrap_or("")))
-            .replace("{{csrf}}", &escape(&core.csrf_token(&csrf)))
-            .replace("{{error}}", &format!("<p class=\"message error\" role=\"alert\">{}</p>", escape(message)));
-        form_page_status(status, body, target.as_deref(), None)
+        form_page_status(status, login_form(&core, &sealed, &next, &csrf, "", Some(message)), target.as_deref(), None)
     };
     match checked {
-        Ok((user, _amr)) => {
-            let then = match (pending.r, pending.next) {
-                (Some(r), _) => Then::Resume(r),
-                (None, Some(n)) => Then::Next(n),
-                (None, None) => Then::Nothing,
+        Ok(user) => {
+            let then = match request {
+                Some(_) => Then::Resume(sealed.clone()),
+                None if !next.is_empty() => Then::Next(next.clone()),
+                None => Then::Nothing,
             };
-            signed_in(&req, &core, &user, &["pwd", "otp"], then).await
+            signed_in(&req, &core, &user, AMR_PASSKEY, then).await
         }
         Err(Error::BadCredentials | Error::Invalid { .. }) => {
-            Ok(again(StatusCode::UNAUTHORIZED, "The code is wrong or was used already."))
+            Ok(again(StatusCode::UNAUTHORIZED, "This passkey was not accepted: use another, or your password."))
         }
+        Err(Error::Blocked) => Ok(again(StatusCode::FORBIDDEN, "This account is blocked.")),
         Err(e @ Error::Throttled { .. }) => Ok(crate::web::with_retry_after(
             again(StatusCode::TOO_MANY_REQUESTS, "Too many failed attempts: wait a while and try again."),
             &e,
         )),
         Err(e) => Ok(again(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
+}
+
+/// A passkey as the second factor, after the password.
+async fn second_factor_passkey(
+    req: HttpRequest,
+    payload: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, OidcError> {
+    let core = core.into_inner();
+    let form =
+        form_body(&req, payload, &core).await.map_err(|_| OidcError::from(refused_page("The form cannot be read.")))?;
+    let (csrf, _) = csrf_cookie(&req, &core);
+    let Some(pending) = pending_of(&req, &core, &form, &csrf) else {
+        return Ok(refused_page("This sign-in took too long or was not started here: sign in again."));
+    };
+    let caller = net::caller(&req, &core.config, "oidc");
+    let (assertion, browser, user_id) = (assertion_of(&form), csrf.clone(), pending.user_id);
+    match core.call(move |c| c.sign_in_passkey(&caller, &browser, &assertion, Some(user_id))).await {
+        Ok(user) => signed_in(&req, &core, &user, AMR_PASSWORD_PASSKEY, pending.then()).await,
+        Err(e) => second_factor_again(&core, &form, &csrf, &pending, e).await,
     }
 }
 

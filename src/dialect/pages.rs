@@ -16,6 +16,7 @@ const CSS: &str = include_str!("../../static/gatehouse.css");
 const RESET_JS: &str = include_str!("../../static/reset.js");
 const REGISTER_HTML: &str = include_str!("../../static/register.html");
 const REGISTER_JS: &str = include_str!("../../static/register.js");
+const PASSKEY_JS: &str = include_str!("../../static/passkey.js");
 
 /// Each page and asset answers HEAD as GET (actix sends the headers, Content-Length included,
 /// without the body).
@@ -23,11 +24,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     let css = || async { asset("text/css; charset=utf-8", CSS) };
     let reset_js = || async { asset("text/javascript; charset=utf-8", RESET_JS) };
     let register_js = || async { asset("text/javascript; charset=utf-8", REGISTER_JS) };
+    let passkey_js = || async { asset("text/javascript; charset=utf-8", PASSKEY_JS) };
     cfg.service(web::resource("/static/gatehouse.css").route(web::get().to(css)).route(web::head().to(css)))
         .service(web::resource("/static/reset.js").route(web::get().to(reset_js)).route(web::head().to(reset_js)))
         .service(
             web::resource("/static/register.js").route(web::get().to(register_js)).route(web::head().to(register_js)),
         )
+        .service(web::resource("/static/passkey.js").route(web::get().to(passkey_js)).route(web::head().to(passkey_js)))
         .service(
             web::resource("/reset/{code}")
                 .route(web::get().to(reset_page))

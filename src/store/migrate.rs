@@ -40,10 +40,11 @@ const TABLES: &[(&str, &str)] = &[
     ("recovery_codes", ""),
     ("device_codes", ""),
     ("logout_queue", "ORDER BY id"),
+    ("passkeys", "ORDER BY id"),
 ];
 
 /// Tables whose ids come from an identity column, set past the copied ids afterwards.
-const IDENTITIES: &[&str] = &["users", "tokens", "devices", "audit", "auth_sessions", "logout_queue"];
+const IDENTITIES: &[&str] = &["users", "tokens", "devices", "audit", "auth_sessions", "logout_queue", "passkeys"];
 
 /// A value read from SQLite, owned.
 enum Owned {

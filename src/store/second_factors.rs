@@ -91,3 +91,92 @@ pub fn recovery_left(conn: &Db, user_id: i64) -> Result<i64, Error> {
 pub fn delete_recovery_codes(conn: &Db, user_id: i64) -> Result<usize, Error> {
     conn.execute("DELETE FROM recovery_codes WHERE user_id = ?1", args![user_id])
 }
+
+/// A passkey (a WebAuthn credential) of a user.
+pub struct PasskeyRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub credential_id: Vec<u8>,
+    /// Uncompressed SEC1 P-256 point.
+    pub public_key: Vec<u8>,
+    pub sign_count: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+const PASSKEY_COLUMNS: &str = "id, user_id, credential_id, public_key, sign_count, name, created_at, last_used_at";
+
+fn passkey_row(r: &super::db::Row<'_>) -> Result<PasskeyRow, Error> {
+    Ok(PasskeyRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        credential_id: r.get(2)?,
+        public_key: r.get(3)?,
+        sign_count: r.get(4)?,
+        name: r.get(5)?,
+        created_at: r.get(6)?,
+        last_used_at: r.get(7)?,
+    })
+}
+
+/// The user's passkeys, oldest first.
+pub fn passkeys(conn: &Db, user_id: i64) -> Result<Vec<PasskeyRow>, Error> {
+    conn.query_all(
+        &format!("SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = ?1 ORDER BY id"),
+        args![user_id],
+        passkey_row,
+    )
+}
+
+pub fn passkey_by_credential(conn: &Db, credential_id: &[u8]) -> Result<Option<PasskeyRow>, Error> {
+    conn.query_opt(
+        &format!("SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = ?1"),
+        args![credential_id],
+        passkey_row,
+    )
+}
+
+pub fn passkey_count(conn: &Db, user_id: i64) -> Result<i64, Error> {
+    conn.value("SELECT count(*) FROM passkeys WHERE user_id = ?1", args![user_id])
+}
+
+/// Adds a passkey; false (nothing written) when its credential id is registered already, to
+/// this user or another.
+pub fn insert_passkey(
+    conn: &Db,
+    user_id: i64,
+    credential_id: &[u8],
+    public_key: &[u8],
+    sign_count: i64,
+    name: &str,
+    now: i64,
+) -> Result<bool, Error> {
+    let n = conn.execute(
+        "INSERT INTO passkeys (user_id, credential_id, public_key, sign_count, name, created_at, last_challenge)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0) ON CONFLICT (credential_id) DO NOTHING",
+        args![user_id, credential_id, public_key, sign_count, name, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// Records an assertion of passkey `id` that answered a challenge made at `challenge_at`: true
+/// for the one request that won, false for a replay, an older challenge, or a sign count that
+/// another request moved past meanwhile.
+pub fn use_passkey(conn: &Db, id: i64, sign_count: i64, challenge_at: i64, now: i64) -> Result<bool, Error> {
+    let n = conn.execute(
+        "UPDATE passkeys SET sign_count = ?2, last_challenge = ?3, last_used_at = ?4
+         WHERE id = ?1 AND last_challenge < ?3 AND sign_count <= ?2",
+        args![id, sign_count, challenge_at, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// Removes passkey `id` of the user; how many rows went (0 or 1).
+pub fn delete_passkey(conn: &Db, user_id: i64, id: i64) -> Result<usize, Error> {
+    conn.execute("DELETE FROM passkeys WHERE id = ?1 AND user_id = ?2", args![id, user_id])
+}
+
+pub fn delete_passkeys(conn: &Db, user_id: i64) -> Result<usize, Error> {
+    conn.execute("DELETE FROM passkeys WHERE user_id = ?1", args![user_id])
+}

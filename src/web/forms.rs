@@ -164,6 +164,77 @@ pub fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// Whether browsers can use passkeys with this server: WebAuthn takes a domain as its relying
+/// party, never an IP address (a `public_url` of `http://127.0.0.1:8080` has no passkeys).
+pub fn passkeys_possible(rp_id: &str) -> bool {
+    rp_id.parse::<std::net::IpAddr>().is_err()
+}
+
+/// The hidden inputs of `fields` (name, value), escaped.
+fn hidden_inputs(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(n, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(n), escape(v)))
+        .collect()
+}
+
+/// A form that signs in with a passkey (static/passkey.js runs the ceremony, fills the empty
+/// inputs and posts it): hidden until the script shows it, as a browser without JavaScript
+/// cannot use it. Empty when the server's relying party cannot have passkeys.
+pub fn passkey_get_form(
+    id: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+    request: &crate::core::passkeys::Request,
+    label: &str,
+) -> String {
+    if !passkeys_possible(&request.rp_id) {
+        return String::new();
+    }
+    let answer = ["challenge", "credential_id", "client_data", "authenticator_data", "signature", "user_handle"];
+    let empty: String =
+        answer[1..].iter().map(|n| format!("<input type=\"hidden\" name=\"{n}\" value=\"\">")).collect();
+    format!(
+        "<form id=\"{id}\" method=\"post\" action=\"{action}\" data-passkey=\"get\" data-challenge=\"{c}\" \
+         data-rp-id=\"{rp}\" data-allow=\"{allow}\" hidden>{fields}<input type=\"hidden\" name=\"challenge\" \
+         value=\"{c}\">{empty}<button id=\"{id}-button\" type=\"submit\">{label}</button>\
+         <p class=\"passkey-status message error\" role=\"alert\" hidden></p></form>",
+        c = escape(&request.challenge),
+        rp = escape(&request.rp_id),
+        allow = escape(&request.allow.join(",")),
+        fields = hidden_inputs(fields),
+        label = escape(label),
+    )
+}
+
+/// The account page's form that adds a passkey, like [`passkey_get_form`]; a line saying why
+/// not when this server cannot have passkeys, or the browser runs no script.
+pub fn passkey_create_form(csrf: &str, c: &crate::core::passkeys::Creation) -> String {
+    if !passkeys_possible(&c.rp_id) {
+        return "<p id=\"passkey-impossible\">Passkeys need this server's public_url to be a name, not an \
+                address: ask the operator.</p>"
+            .to_string();
+    }
+    format!(
+        "<noscript><p>Adding a passkey needs JavaScript.</p></noscript>\
+         <form id=\"passkey-add-form\" method=\"post\" action=\"/account/passkeys\" data-passkey=\"create\" \
+         data-challenge=\"{ch}\" data-rp-id=\"{rp}\" data-rp-name=\"gatehouse\" data-user-handle=\"{uh}\" \
+         data-user-name=\"{un}\" data-display-name=\"{dn}\" data-exclude=\"{ex}\" hidden>{fields}\
+         <input type=\"hidden\" name=\"client_data\" value=\"\"><input type=\"hidden\" name=\"attestation\" value=\"\">\
+         <label for=\"passkey-name\">A name for the new passkey (optional)</label>\
+         <input id=\"passkey-name\" name=\"name\" type=\"text\" maxlength=\"64\" autocomplete=\"off\">\
+         <button id=\"passkey-add\" type=\"submit\">Add a passkey</button>\
+         <p class=\"passkey-status message error\" role=\"alert\" hidden></p></form>",
+        ch = escape(&c.challenge),
+        rp = escape(&c.rp_id),
+        uh = escape(&c.user_handle),
+        un = escape(&c.user_name),
+        dn = escape(&c.display_name),
+        ex = escape(&c.exclude.join(",")),
+        fields = hidden_inputs(&[("csrf", csrf), ("challenge", &c.challenge)]),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -898,6 +898,50 @@ fn oidc() -> Vec<(String, &'static str, Value)> {
             ),
         ),
         (
+            "/login/passkey".to_string(),
+            "post",
+            browser(
+                "Sign in with a passkey alone (a WebAuthn assertion of a discoverable credential, base64url)",
+                vec![],
+                csrf_form(
+                    json!({"r": string(), "csrf": string(), "challenge": string(), "credential_id": string(),
+                           "client_data": string(), "authenticator_data": string(), "signature": string(),
+                           "user_handle": string()}),
+                    &[],
+                ),
+                &[
+                    ("303", "Signed in: on to the request"),
+                    ("200", "Signed in"),
+                    ("400", "Refused"),
+                    ("401", "The passkey was not accepted"),
+                    ("403", "Blocked, or not this page's form"),
+                    ("429", "Held back"),
+                ],
+            ),
+        ),
+        (
+            "/login/second-factor/passkey".to_string(),
+            "post",
+            browser(
+                "The second factor: a passkey of the user (a WebAuthn assertion, base64url)",
+                vec![],
+                csrf_form(
+                    json!({"p": string(), "csrf": string(), "challenge": string(), "credential_id": string(),
+                           "client_data": string(), "authenticator_data": string(), "signature": string(),
+                           "user_handle": string()}),
+                    &[],
+                ),
+                &[
+                    ("303", "Signed in: on to the request"),
+                    ("200", "Signed in"),
+                    ("400", "Refused"),
+                    ("401", "The passkey was not accepted"),
+                    ("403", "Blocked"),
+                    ("429", "Held back"),
+                ],
+            ),
+        ),
+        (
             "/oauth2/device_authorization".to_string(),
             "post",
             op(
@@ -1047,6 +1091,11 @@ fn pages() -> Vec<(String, &'static str, Value)> {
             "/static/register.js".to_string(),
             "get",
             json!({"tags": ["Pages"], "summary": "The registration page's script", "responses": {"200": text("JavaScript", "text/javascript")}}),
+        ),
+        (
+            "/static/passkey.js".to_string(),
+            "get",
+            json!({"tags": ["Pages"], "summary": "The passkey ceremonies of the sign-in and account pages", "responses": {"200": text("JavaScript", "text/javascript")}}),
         ),
         (
             "/healthz".to_string(),
@@ -1212,6 +1261,38 @@ fn account() -> Vec<(String, &'static str, Value)> {
                 vec![],
                 form(json!({"password": string()}), &["password"]),
                 &[("303", "Removed: back to the account page"), ("401", "The password is wrong: the page")],
+            ),
+        ),
+        (
+            "/account/passkeys".to_string(),
+            "post",
+            page(
+                "Add a passkey (a WebAuthn registration, base64url; attestation is not trusted, user verification is required)",
+                vec![],
+                form(
+                    json!({"challenge": string(), "client_data": string(), "attestation": string(), "name": string()}),
+                    &["challenge", "client_data", "attestation"],
+                ),
+                &[
+                    ("303", "Added: back to the account page"),
+                    ("200", "Added, with the recovery codes, shown once"),
+                    ("400", "Not a registration of this page's challenge, or a bad name"),
+                    ("409", "This authenticator holds a passkey of the user already"),
+                ],
+            ),
+        ),
+        (
+            "/account/passkeys/remove".to_string(),
+            "post",
+            page(
+                "Remove a passkey (the password checked)",
+                vec![],
+                form(json!({"passkey": string(), "password": string()}), &["passkey", "password"]),
+                &[
+                    ("303", "Removed: back to the account page"),
+                    ("401", "The password is wrong: the page"),
+                    ("404", "No such passkey"),
+                ],
             ),
         ),
         (

@@ -37,3 +37,36 @@ pub fn json(status: StatusCode, error: Option<&str>) -> HttpResponse {
     let body = serde_json::to_string(&PageAnswer { success: error.is_none(), error }).unwrap_or_default();
     answer(status).content_type("application/json").body(body)
 }
+
+/// Text put in a template in one pass: a value is never read as a placeholder again.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find("}}").and_then(|j| values.iter().find(|(k, _)| *k == &after[..j]).map(|(_, v)| (j, v))) {
+            Some((j, v)) => {
+                out.push_str(v);
+                rest = &after[j + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_never_read_as_a_placeholder() {
+        let t = "<p>{{a}}</p><p>{{b}}</p>{{unknown}}";
+        assert_eq!(fill(t, &[("a", "{{b}}"), ("b", "x")]), "<p>{{b}}</p><p>x</p>{{unknown}}");
+    }
+}

@@ -21,6 +21,7 @@ mod oauth2;
 mod oidc;
 mod oidc_more;
 mod openapi;
+mod passkeys;
 mod pg;
 mod process;
 mod readme;

@@ -33,6 +33,8 @@ mod oauth2;
 mod oidc;
 #[path = "../api/oidc_more.rs"]
 mod oidc_more;
+#[path = "../api/passkeys.rs"]
+mod passkeys;
 #[path = "../api/pg.rs"]
 mod pg;
 #[path = "../api/relying_parties.rs"]
