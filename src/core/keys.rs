@@ -14,17 +14,26 @@
 //!
 //! The private key's DER is sealed under the master key (context `signing-key:{kid}`) and opened
 //! once per process; the key signing for each algorithm is read again from the store at most every
-//! `REFRESH_MS`, so that a rotation by another node or the command line is seen. Signatures are
-//! made by ring on the opened key pairs (about 5 times faster than RustCrypto's RSA and 13 times
-//! its P-256); the keys are made by the rsa crate (RSA: ring cannot make one) and ring, and the
-//! public JWKs built by jsonwebtoken. Private keys are never logged.
+//! `REFRESH_MS`, so that a rotation by another node or the command line is seen.
+//!
+//! Tokens are made by `jsonwebtoken::encode` (the JOSE header, the claims, base64url, the compact
+//! form), and their signatures by ring: this module installs jsonwebtoken's process-wide
+//! `CryptoProvider` when the first `Core` is opened, one that signs RS256, ES256 and EdDSA with the
+//! ring key pair opened once per key (found by the SHA-256 of the key's DER, kept next to it for
+//! jsonwebtoken's `EncodingKey`), and leaves everything else (verification, the JWK utilities, the
+//! other algorithms) to jsonwebtoken's RustCrypto provider. ring's RS256 signature is several
+//! times faster than that provider's (0.5 ms against 4 ms in `tests::signing_cost`, which also reads
+//! the key's DER again for each one). The keys are made by the rsa crate (RSA: ring cannot make
+//! one) and ring, and the public JWKs built by jsonwebtoken. Private keys are never logged.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use jsonwebtoken::crypto::{rust_crypto, CryptoProvider, JwtSigner};
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, EncodingKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use zeroize::Zeroizing;
@@ -87,6 +96,11 @@ impl Alg {
             Alg::EdDsa => Algorithm::EdDSA,
         }
     }
+
+    /// The algorithm of jsonwebtoken's, when it is one of ours.
+    fn of(alg: Algorithm) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|a| a.jwt() == alg)
+    }
 }
 
 impl std::fmt::Display for Alg {
@@ -107,17 +121,27 @@ pub struct Rotated {
     pub created: bool,
 }
 
-/// An opened private key, ready to sign.
+/// ring's key pair of an opened private key, ready to sign.
 enum KeyPair {
     Rsa(RsaKeyPair),
     Ec(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
 }
 
+/// An opened private key: jsonwebtoken's `EncodingKey` (its DER), which `jsonwebtoken::encode` is
+/// given, and ring's key pair made from it once, which the provider finds by the DER's digest
+/// while this holds it.
+struct Opened {
+    key: EncodingKey,
+    /// Held, not read (but by the tests): while it is, `registered` finds the pair.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pair: Arc<KeyPair>,
+}
+
 /// The key signing for one algorithm, as last read from the store.
 struct Current {
     kid: String,
-    pair: Arc<KeyPair>,
+    opened: Arc<Opened>,
     /// When it was read (Unix ms): read again `REFRESH_MS` later.
     read_at: i64,
     /// When it stops signing, if it was retired when read.
@@ -127,27 +151,29 @@ struct Current {
 /// The signing keys opened so far: the current one of each algorithm.
 pub(crate) struct Signing {
     current: RwLock<[Option<Current>; 3]>,
-    rng: SystemRandom,
 }
 
 impl Default for Signing {
+    /// Made by `Core::open`, so before anything in the process uses jsonwebtoken: installs the
+    /// provider.
     fn default() -> Self {
-        Signing { current: RwLock::new([None, None, None]), rng: SystemRandom::new() }
+        install_provider();
+        Signing { current: RwLock::new([None, None, None]) }
     }
 }
 
 impl Signing {
-    fn cached(&self, alg: Alg, now: i64) -> Option<(String, Arc<KeyPair>)> {
+    fn cached(&self, alg: Alg, now: i64) -> Option<(String, Arc<Opened>)> {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         let c = current[alg.index()].as_ref()?;
         let fresh = now >= c.read_at && now - c.read_at < REFRESH_MS && c.until.is_none_or(|u| now < u);
-        fresh.then(|| (c.kid.clone(), Arc::clone(&c.pair)))
+        fresh.then(|| (c.kid.clone(), Arc::clone(&c.opened)))
     }
 
-    /// The opened pair of `kid` if it is the one cached for `alg` (a key is opened once).
-    fn pair_of(&self, alg: Alg, kid: &str) -> Option<Arc<KeyPair>> {
+    /// The opened key `kid` if it is the one cached for `alg` (a key is opened once).
+    fn opened(&self, alg: Alg, kid: &str) -> Option<Arc<Opened>> {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        current[alg.index()].as_ref().filter(|c| c.kid == kid).map(|c| Arc::clone(&c.pair))
+        current[alg.index()].as_ref().filter(|c| c.kid == kid).map(|c| Arc::clone(&c.opened))
     }
 
     fn set(&self, alg: Alg, c: Option<Current>) {
@@ -194,7 +220,7 @@ fn generate(alg: Alg) -> Result<Zeroizing<Vec<u8>>, Error> {
     }
 }
 
-/// jsonwebtoken's view of a private key's DER (for its public JWK).
+/// jsonwebtoken's view of a private key's DER (for its public JWK, and to sign with).
 fn encoding_key(alg: Alg, der: &[u8]) -> EncodingKey {
     match alg {
         Alg::Rs256 => EncodingKey::from_rsa_der(der),
@@ -225,19 +251,114 @@ fn key_pair(alg: Alg, der: &[u8]) -> Option<KeyPair> {
 }
 
 impl KeyPair {
-    fn sign(&self, rng: &SystemRandom, message: &[u8]) -> Result<Vec<u8>, Error> {
+    fn alg(&self) -> Alg {
+        match self {
+            KeyPair::Rsa(_) => Alg::Rs256,
+            KeyPair::Ec(_) => Alg::Es256,
+            KeyPair::Ed(_) => Alg::EdDsa,
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, jsonwebtoken::signature::Error> {
+        let rng = SystemRandom::new();
         match self {
             KeyPair::Rsa(k) => {
                 let mut sig = vec![0; k.public().modulus_len()];
-                k.sign(&ring::signature::RSA_PKCS1_SHA256, rng, message, &mut sig)
-                    .map_err(|_| internal("RS256 signature failed"))?;
+                k.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map_err(|_| jsonwebtoken::signature::Error::new())?;
                 Ok(sig)
             }
             KeyPair::Ec(k) => {
-                Ok(k.sign(rng, message).map_err(|_| internal("ES256 signature failed"))?.as_ref().to_vec())
+                Ok(k.sign(&rng, message).map_err(|_| jsonwebtoken::signature::Error::new())?.as_ref().to_vec())
             }
             KeyPair::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
         }
+    }
+}
+
+/// jsonwebtoken's process-wide `CryptoProvider` as gatehouse installs it: ring signs RS256, ES256
+/// and EdDSA; the rest is jsonwebtoken's RustCrypto provider.
+fn provider() -> &'static CryptoProvider {
+    static PROVIDER: OnceLock<CryptoProvider> = OnceLock::new();
+    PROVIDER.get_or_init(|| CryptoProvider { signer_factory: ring_signer, ..rust_crypto::DEFAULT_PROVIDER.clone() })
+}
+
+/// Installs `provider()` as jsonwebtoken's, once per process; answers whether jsonwebtoken's is
+/// ours. It is not when something used jsonwebtoken before (which fixes its RustCrypto provider
+/// for the process) or installed another: it can be installed only once, and not undone.
+fn install_provider() -> bool {
+    static OURS: OnceLock<bool> = OnceLock::new();
+    *OURS.get_or_init(|| {
+        let ours = provider();
+        // Err: one is installed already, perhaps by another thread's call here (then it is ours).
+        let _ = ours.install_default();
+        // Only after install_default: try_get_default fixes the RustCrypto provider if none is set.
+        let ok = CryptoProvider::try_get_default().is_some_and(|p| std::ptr::eq(p, ours));
+        if !ok {
+            log::error!("jsonwebtoken's CryptoProvider is not gatehouse's (it was used before the first Core was opened): tokens are not signed");
+        }
+        ok
+    })
+}
+
+/// The ring key pairs of the opened keys, by the SHA-256 of their DER; held weakly (by `Opened`),
+/// so a key dropped from `Signing` leaves. A handful at most: a key per algorithm and `Core`, and
+/// one retired in a rotation for a moment.
+static PAIRS: Mutex<Vec<([u8; 32], Weak<KeyPair>)>> = Mutex::new(Vec::new());
+
+fn der_digest(der: &[u8]) -> [u8; 32] {
+    let mut d = [0; 32];
+    d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+    d
+}
+
+fn register(der: &[u8], pair: &Arc<KeyPair>) {
+    let digest = der_digest(der);
+    let mut pairs = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
+    pairs.retain(|(_, p)| p.strong_count() > 0);
+    pairs.push((digest, Arc::downgrade(pair)));
+}
+
+/// The ring key pair opened for the private key `der` of `alg`, if one is held.
+fn registered(alg: Alg, der: &[u8]) -> Option<Arc<KeyPair>> {
+    let digest = der_digest(der);
+    let pairs = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
+    pairs.iter().filter(|(d, _)| *d == digest).filter_map(|(_, p)| p.upgrade()).find(|p| p.alg() == alg)
+}
+
+/// The provider's `signer_factory`: ring's key pair of `key` for RS256, ES256 and EdDSA (the one
+/// opened already, else made from the DER: any key of these works, an opened one saves the
+/// milliseconds of reading an RSA key), RustCrypto's signer for the other algorithms.
+fn ring_signer(alg: &Algorithm, key: &EncodingKey) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+    let Some(ours) = Alg::of(*alg) else {
+        return (rust_crypto::DEFAULT_PROVIDER.signer_factory)(alg, key);
+    };
+    if key.family() != alg.family() {
+        return Err(ErrorKind::InvalidKeyFormat.into());
+    }
+    let pair = match registered(ours, key.as_bytes()) {
+        Some(pair) => pair,
+        None => Arc::new(key_pair(ours, key.as_bytes()).ok_or_else(|| match ours {
+            Alg::Rs256 => ErrorKind::InvalidRsaKey("not a PKCS#1 RSA private key".to_string()),
+            Alg::Es256 => ErrorKind::InvalidEcdsaKey,
+            Alg::EdDsa => ErrorKind::InvalidEddsaKey,
+        })?),
+    };
+    Ok(Box::new(RingSigner(pair)))
+}
+
+/// A jsonwebtoken signer on a ring key pair.
+struct RingSigner(Arc<KeyPair>);
+
+impl jsonwebtoken::signature::Signer<Vec<u8>> for RingSigner {
+    fn try_sign(&self, message: &[u8]) -> Result<Vec<u8>, jsonwebtoken::signature::Error> {
+        self.0.sign(message)
+    }
+}
+
+impl JwtSigner for RingSigner {
+    fn algorithm(&self) -> Algorithm {
+        self.0.alg().jwt()
     }
 }
 
@@ -344,20 +465,19 @@ impl Core {
     }
 
     fn sign_jwt_at(&self, alg: Alg, typ: &str, claims: &serde_json::Value, now: i64) -> Result<String, Error> {
-        let (kid, pair) = self.signing_key(alg, now)?;
-        let header = serde_json::json!({ "alg": alg.as_str(), "typ": typ, "kid": kid });
-        let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(internal)?);
-        jws.push('.');
-        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).map_err(internal)?, &mut jws);
-        let signature = pair.sign(&self.signing.rng, jws.as_bytes())?;
-        jws.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut jws);
-        Ok(jws)
+        if !install_provider() {
+            return Err(internal("jsonwebtoken's CryptoProvider is not gatehouse's: no token is signed"));
+        }
+        let (kid, opened) = self.signing_key(alg, now)?;
+        let mut header = Header::new(alg.jwt());
+        header.typ = Some(typ.to_string());
+        header.kid = Some(kid);
+        jsonwebtoken::encode(&header, claims, &opened.key).map_err(|e| internal(format!("{alg} signature: {e}")))
     }
 
     /// The key of `alg` signing at `now`: the cached one while fresh, else read again (and made
     /// if there is none).
-    fn signing_key(&self, alg: Alg, now: i64) -> Result<(String, Arc<KeyPair>), Error> {
+    fn signing_key(&self, alg: Alg, now: i64) -> Result<(String, Arc<Opened>), Error> {
         if let Some(hit) = self.signing.cached(alg, now) {
             return Ok(hit);
         }
@@ -370,19 +490,19 @@ impl Core {
                     .ok_or_else(|| internal(format!("no {alg} signing key after making one")))?
             }
         };
-        let pair = match self.signing.pair_of(alg, &row.kid) {
-            Some(pair) => pair,
+        let opened = match self.signing.opened(alg, &row.kid) {
+            Some(opened) => opened,
             None => Arc::new(self.open_key(alg, &row)?),
         };
         let kid = row.kid;
-        let current = Current { kid: kid.clone(), pair: Arc::clone(&pair), read_at: now, until: row.retired_at };
+        let current = Current { kid: kid.clone(), opened: Arc::clone(&opened), read_at: now, until: row.retired_at };
         self.signing.set(alg, Some(current));
-        Ok((kid, pair))
+        Ok((kid, opened))
     }
 
     /// Opens a stored key: an error (logged with its correlation id, never the key) when it does
     /// not open under this master key or is not a key of its algorithm.
-    fn open_key(&self, alg: Alg, row: &KeyRow) -> Result<KeyPair, Error> {
+    fn open_key(&self, alg: Alg, row: &KeyRow) -> Result<Opened, Error> {
         if Alg::parse(&row.alg) != Some(alg) {
             return Err(internal(format!("signing key {} is {}, not {alg}", row.kid, row.alg)));
         }
@@ -390,7 +510,11 @@ impl Core {
             .key
             .open(&seal_context(&row.kid), &row.private_enc)
             .ok_or_else(|| internal(format!("signing key {} does not open under this master key", row.kid)))?;
-        key_pair(alg, &der).ok_or_else(|| internal(format!("signing key {} is not a valid {alg} key", row.kid)))
+        let pair =
+            key_pair(alg, &der).ok_or_else(|| internal(format!("signing key {} is not a valid {alg} key", row.kid)))?;
+        let pair = Arc::new(pair);
+        register(&der, &pair);
+        Ok(Opened { key: encoding_key(alg, &der), pair })
     }
 
     fn jwks_at(&self, now: i64) -> Result<serde_json::Value, Error> {
@@ -458,6 +582,134 @@ mod tests {
         let data = decode::<serde_json::Value>(token, &key, &Validation::new(alg.jwt()))?;
         assert_eq!(data.claims, claims());
         Ok(kid)
+    }
+
+    /// The cost of a signature of each algorithm, the whole token (header, claims, base64url, the
+    /// signature) with the key cached: `cargo test --lib keys::tests::signing_cost -- --ignored
+    /// --nocapture` (ring and rsa are built with opt-level 3 in the test profile too).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn signing_cost() {
+        let (_dir, core) = open();
+        let t = now_ms();
+        core.ensure_signing_keys_at(t).unwrap();
+        let claims = claims();
+        // Per signature, the best and the median of 20 batches (the machine may be shared).
+        let per_op = |n: u32, f: &mut dyn FnMut()| {
+            let mut batches: Vec<f64> = (0..20)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        f();
+                    }
+                    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+                })
+                .collect();
+            batches.sort_by(f64::total_cmp);
+            format!("best {:.1} µs, median {:.1} µs", batches[0], batches[10])
+        };
+        for alg in Alg::ALL {
+            let n = if alg == Alg::Rs256 { 25 } else { 250 };
+            core.sign_jwt_at(alg, "JWT", &claims, t).unwrap();
+            let cost = per_op(n, &mut || {
+                std::hint::black_box(core.sign_jwt_at(alg, "JWT", &claims, t).unwrap());
+            });
+            println!("{alg} token: {cost}");
+        }
+        // For comparison, RustCrypto's RS256 signature alone (what jsonwebtoken alone would do).
+        let (_, opened) = core.signing_key(Alg::Rs256, t).unwrap();
+        let signer = (rust_crypto::DEFAULT_PROVIDER.signer_factory)(&Algorithm::RS256, &opened.key).unwrap();
+        let cost = per_op(10, &mut || {
+            std::hint::black_box(signer.try_sign(b"header.claims").unwrap());
+        });
+        println!("RS256 signature alone, by the rsa crate (jsonwebtoken's RustCrypto signer): {cost}");
+        let cost = per_op(10, &mut || {
+            std::hint::black_box(opened.pair.sign(b"header.claims").unwrap());
+        });
+        println!("RS256 signature alone, by ring: {cost}");
+    }
+
+    /// The header of a token, as its JSON object.
+    fn header_json(token: &str) -> serde_json::Map<String, serde_json::Value> {
+        let part = token.split('.').next().unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_made_by_jsonwebtoken_signed_by_ring_with_the_header_as_before() {
+        let (_dir, core) = open();
+        let t = now_ms();
+        core.ensure_signing_keys_at(t).unwrap();
+        let jwks = core.jwks_at(t).unwrap();
+        // jsonwebtoken's provider is ours, installed by Core::open.
+        assert!(install_provider());
+        assert!(std::ptr::eq(CryptoProvider::try_get_default().unwrap(), provider()));
+        for alg in Alg::ALL {
+            for typ in ["JWT", "logout+jwt"] {
+                let token = core.sign_jwt_at(alg, typ, &claims(), t).unwrap();
+                // {alg, typ, kid}, nothing else, as the hand-made header had.
+                let header = header_json(&token);
+                let mut names: Vec<&str> = header.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                assert_eq!(names, ["alg", "kid", "typ"], "{alg}");
+                assert_eq!((header["alg"].as_str(), header["typ"].as_str()), (Some(alg.as_str()), Some(typ)));
+                let kid = header["kid"].as_str().unwrap();
+                assert_eq!(kids(&jwks, alg), vec![kid.to_string()]);
+                // jsonwebtoken::decode verifies it against the JWKS (RustCrypto: not the signer).
+                let jwk = jwk_of(&jwks, kid).unwrap();
+                let data = decode::<serde_json::Value>(
+                    &token,
+                    &DecodingKey::from_jwk(&jwk).unwrap(),
+                    &Validation::new(alg.jwt()),
+                )
+                .unwrap();
+                assert_eq!(data.claims, claims());
+                assert_eq!(data.header.typ.as_deref(), Some(typ));
+                assert_eq!(data.header.kid.as_deref(), Some(kid));
+            }
+            // The signer was ring's pair opened for the key, found by the key's digest.
+            let (_, opened) = core.signing_key(alg, t).unwrap();
+            let found = registered(alg, opened.key.as_bytes()).expect("the opened pair is registered");
+            assert!(Arc::ptr_eq(&found, &opened.pair), "{alg}");
+            let signer = ring_signer(&alg.jwt(), &opened.key).unwrap();
+            assert_eq!(signer.algorithm(), alg.jwt());
+            // RS256 (PKCS#1 v1.5) and Ed25519 signatures are deterministic: ring's are RustCrypto's.
+            if alg != Alg::Es256 {
+                let rust_crypto = (rust_crypto::DEFAULT_PROVIDER.signer_factory)(&alg.jwt(), &opened.key).unwrap();
+                assert_eq!(signer.try_sign(b"a.b").unwrap(), rust_crypto.try_sign(b"a.b").unwrap(), "{alg}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_provider_signs_with_keys_it_has_not_opened_and_leaves_other_algorithms_to_rust_crypto() {
+        let (_dir, _core) = open();
+        let claims = claims();
+        for alg in [Alg::Es256, Alg::EdDsa] {
+            // A key never opened: ring's pair is made from the DER.
+            let der = generate(alg).unwrap();
+            let key = encoding_key(alg, &der);
+            assert!(registered(alg, &der).is_none());
+            let token = jsonwebtoken::encode(&Header::new(alg.jwt()), &claims, &key).unwrap();
+            let jwk = Jwk::from_encoding_key(&key, alg.jwt()).unwrap();
+            let data =
+                decode::<serde_json::Value>(&token, &DecodingKey::from_jwk(&jwk).unwrap(), &Validation::new(alg.jwt()))
+                    .unwrap();
+            assert_eq!(data.claims, claims);
+            // A key of another family is refused.
+            let wrong = encoding_key(Alg::Rs256, &der);
+            assert!(ring_signer(&alg.jwt(), &wrong).is_err());
+        }
+        // Not a key at all.
+        assert!(ring_signer(&Algorithm::EdDSA, &EncodingKey::from_ed_der(b"not a key")).is_err());
+        // HS256 is RustCrypto's.
+        let secret = b"a secret of thirty-two bytes....";
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret).unwrap())
+                .unwrap();
+        let key = DecodingKey::from_secret(secret).unwrap();
+        let data = decode::<serde_json::Value>(&token, &key, &Validation::new(Algorithm::HS256)).unwrap();
+        assert_eq!(data.claims, claims);
     }
 
     #[test]
