@@ -313,6 +313,12 @@ enum UserCommand {
         /// The user's login
         login: String,
     },
+    /// Remove every second factor of a user (TOTP, passkeys, recovery codes): for one who lost
+    /// them all; their next sign-in asks for the password only
+    ResetSecondFactors {
+        /// The user's login
+        login: String,
+    },
     /// Delete a user altogether: memberships, sessions, API keys, devices (the id is never reused)
     Delete {
         /// The user's login
@@ -753,6 +759,16 @@ fn user(core: &Core, cmd: UserCommand) -> Result<(), String> {
         UserCommand::Unblock { login } => {
             core.set_blocked(&login, false).map_err(said)?;
             println!("{login} unblocked");
+        }
+        UserCommand::ResetSecondFactors { login } => {
+            let user = core.user_by_login(&login).map_err(said)?;
+            let had = core.has_second_factor(user.id).map_err(said)?;
+            core.reset_second_factors(user.id).map_err(said)?;
+            if had {
+                println!("{}: every second factor removed (TOTP, passkeys, recovery codes)", escape(&user.login));
+            } else {
+                println!("{}: had no second factor", escape(&user.login));
+            }
         }
         UserCommand::Delete { login } => {
             let u = core.delete_user(&login).map_err(said)?;

@@ -561,6 +561,8 @@ mod tests {
         // Enrolling again works once it is gone; the operator's reset removes it too.
         let again = core.totp_begin(&cy).unwrap();
         core.totp_confirm(&caller(), &cy, &app(&again).generate_current().to_string()).unwrap();
+        core.store.write(|tx| rows::insert_passkey(tx, cy.id, b"cred", &[4u8; 65], 0, "Phone", now_ms())).unwrap();
+        assert_eq!(core.second_factors(cy.id).unwrap().passkeys, 1);
         core.reset_second_factors(cy.id).unwrap();
         assert_eq!(core.second_factors(cy.id).unwrap(), SecondFactors { totp: false, recovery_left: 0, passkeys: 0 });
         assert_eq!(events(&core, "second_factor_removed"), 2);

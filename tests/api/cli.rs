@@ -132,6 +132,8 @@ fn user_commands_manage_users_and_memberships() {
     assert!(line.contains("ADMIN") && line.contains("alice@example.com") && line.contains("cms,forepaas"), "{line}");
 
     assert!(fails(d, &["user", "add", "ALICE", "--no-password"], "").contains("already exists"));
+    assert!(ok(d, &["user", "reset-second-factors", "alice"], "").contains("alice: had no second factor"));
+    assert!(fails(d, &["user", "reset-second-factors", "nobody"], "").contains("nobody"));
     assert!(
         fails(d, &["user", "add", "bob", "--no-password", "--app", "nope"], "").contains("unknown application nope")
     );
