@@ -168,6 +168,22 @@ async fn posted(req: &HttpRequest, payload: web::Payload, core: &Arc<Core>) -> R
     Ok(Posted { form, token, session, caller: net::caller(req, &core.config, "oidc") })
 }
 
+/// `action` for the person of `p`, once the form's `password` is checked as theirs (through the
+/// one sign-in path, on the hashing pool).
+async fn after_password<T: Send + 'static>(
+    core: &Arc<Core>,
+    p: &Posted,
+    action: impl FnOnce(&Core, &Caller, &crate::core::User) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let password = Secret::new(p.form.one("password").unwrap_or(""));
+    let (user, caller) = (p.session.user.clone(), p.caller);
+    core.call_hashing(move |c| {
+        c.check_own_password(&caller, &user, &password)?;
+        action(c, &caller, &user)
+    })
+    .await
+}
+
 // ----- the page -----
 
 /// A time as people read it: `2026-12-03 17:34 UTC`.
@@ -481,14 +497,7 @@ async fn totp_remove(
 ) -> Result<HttpResponse, AccountError> {
     let core = core.into_inner();
     let p = posted(&req, payload, &core).await?;
-    let password = Secret::new(p.form.one("password").unwrap_or(""));
-    let (user, caller) = (p.session.user.clone(), p.caller);
-    let removed = core
-        .call_hashing(move |c| {
-            c.check_own_password(&caller, &user, &password)?;
-            c.totp_remove(&caller, &user)
-        })
-        .await;
+    let removed = after_password(&core, &p, |c, caller, user| c.totp_remove(caller, user)).await;
     match removed {
         Ok(_) => Ok(see_other("/account?done=totp-removed")),
         Err(Error::WrongPassword | Error::BadCredentials) => {
@@ -638,15 +647,8 @@ async fn passkey_remove(
 ) -> Result<HttpResponse, AccountError> {
     let core = core.into_inner();
     let p = posted(&req, payload, &core).await?;
-    let password = Secret::new(p.form.one("password").unwrap_or(""));
     let id = p.form.one("passkey").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-    let (user, caller) = (p.session.user.clone(), p.caller);
-    let removed = core
-        .call_hashing(move |c| {
-            c.check_own_password(&caller, &user, &password)?;
-            c.remove_passkey(&caller, &user, id)
-        })
-        .await;
+    let removed = after_password(&core, &p, move |c, caller, user| c.remove_passkey(caller, user, id)).await;
     match removed {
         Ok(true) => Ok(see_other("/account?done=passkey-removed")),
         Ok(false) => {

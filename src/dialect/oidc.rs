@@ -487,28 +487,58 @@ async fn login_page(req: HttpRequest, core: web::Data<Core>) -> Result<HttpRespo
     Ok(form_page(login_form(&core, &sealed, &next, &csrf, &hint, None), target.as_deref(), set))
 }
 
+/// A POST of the sign-in page's forms (the password's or the passkey's): checked as ours, its
+/// sealed authorization request (if any) still live.
+struct SignInPost {
+    form: Form,
+    sealed: String,
+    request: Option<AuthRequest>,
+    target: Option<String>,
+    next: String,
+    csrf: String,
+}
+
+impl SignInPost {
+    async fn read(req: &HttpRequest, payload: web::Payload, core: &Core) -> Result<SignInPost, HttpResponse> {
+        let form = form_body(req, payload, core).await.map_err(|_| refused_page("The form cannot be read."))?;
+        if !form_is_ours(req, core, &form) {
+            return Err(message_page(
+                StatusCode::FORBIDDEN,
+                "Sign-in refused",
+                "This form did not come from this page: open the sign-in page again.",
+            ));
+        }
+        let sealed = form.owned("r").unwrap_or_default();
+        let request = if sealed.is_empty() { None } else { core.open_request(&sealed) };
+        if !sealed.is_empty() && request.is_none() {
+            return Err(refused_page("This sign-in took too long: start again from the application."));
+        }
+        let target = request.as_ref().map(|r| r.redirect_uri.clone());
+        let next = form.one("next").and_then(safe_next).unwrap_or_default();
+        let (csrf, _) = csrf_cookie(req, core);
+        Ok(SignInPost { form, sealed, request, target, next, csrf })
+    }
+
+    /// Where the browser goes once signed in.
+    fn then(&self) -> Then {
+        match &self.request {
+            Some(_) => Then::Resume(self.sealed.clone()),
+            None if !self.next.is_empty() => Then::Next(self.next.clone()),
+            None => Then::Nothing,
+        }
+    }
+}
+
 async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -> Result<HttpResponse, OidcError> {
     let core = core.into_inner();
-    let form =
-        form_body(&req, payload, &core).await.map_err(|_| OidcError::from(refused_page("The form cannot be read.")))?;
-    if !form_is_ours(&req, &core, &form) {
-        return Ok(message_page(
-            StatusCode::FORBIDDEN,
-            "Sign-in refused",
-            "This form did not come from this page: open the sign-in page again.",
-        ));
-    }
-    let sealed = form.owned("r").unwrap_or_default();
-    let request = if sealed.is_empty() { None } else { core.open_request(&sealed) };
-    if !sealed.is_empty() && request.is_none() {
-        return Ok(refused_page("This sign-in took too long: start again from the application."));
-    }
-    let target = request.as_ref().map(|r| r.redirect_uri.clone());
-    let next = form.one("next").and_then(safe_next).unwrap_or_default();
+    let post = match SignInPost::read(&req, payload, &core).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let SignInPost { form, sealed, target, next, csrf, .. } = &post;
     let login = form.owned("login").unwrap_or_default();
     let password = Secret::new(form.one("password").unwrap_or(""));
     let caller = net::caller(&req, &core.config, "oidc");
-    let (csrf, _) = csrf_cookie(&req, &core);
     let typed = login.clone();
     let browser = csrf.clone();
     let checked = core
@@ -520,12 +550,7 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
         })
         .await;
     let again = |status: StatusCode, message: &str| {
-        form_page_status(
-            status,
-            login_form(&core, &sealed, &next, &csrf, &login, Some(message)),
-            target.as_deref(),
-            None,
-        )
+        form_page_status(status, login_form(&core, sealed, next, csrf, &login, Some(message)), target.as_deref(), None)
     };
     let (user, factors, passkey) = match checked {
         Ok(ok) => ok,
@@ -552,19 +577,14 @@ async fn login(req: HttpRequest, payload: web::Payload, core: web::Data<Core>) -
             user_id: user.id,
             amr: vec!["pwd".into()],
             browser: csrf.clone(),
-            r: request.as_ref().map(|_| sealed.clone()),
+            r: post.request.as_ref().map(|_| sealed.clone()),
             next: (!next.is_empty()).then(|| next.clone()),
         };
         let p = core.seal_value("pending", &pending, PENDING_MS)?;
-        let body = second_factor_form(&core, &p, &csrf, &factors, passkey.as_ref(), None);
+        let body = second_factor_form(&core, &p, csrf, &factors, passkey.as_ref(), None);
         return Ok(form_page(body, target.as_deref(), None));
     }
-    let then = match request {
-        Some(_) => Then::Resume(sealed),
-        None if !next.is_empty() => Then::Next(next),
-        None => Then::Nothing,
-    };
-    signed_in(&req, &core, &user, &["pwd"], then).await
+    signed_in(&req, &core, &user, &["pwd"], post.then()).await
 }
 
 /// Where a browser goes once signed in.
@@ -709,38 +729,19 @@ async fn passkey_login(
     core: web::Data<Core>,
 ) -> Result<HttpResponse, OidcError> {
     let core = core.into_inner();
-    let form =
-        form_body(&req, payload, &core).await.map_err(|_| OidcError::from(refused_page("The form cannot be read.")))?;
-    if !form_is_ours(&req, &core, &form) {
-        return Ok(message_page(
-            StatusCode::FORBIDDEN,
-            "Sign-in refused",
-            "This form did not come from this page: open the sign-in page again.",
-        ));
-    }
-    let sealed = form.owned("r").unwrap_or_default();
-    let request = if sealed.is_empty() { None } else { core.open_request(&sealed) };
-    if !sealed.is_empty() && request.is_none() {
-        return Ok(refused_page("This sign-in took too long: start again from the application."));
-    }
-    let next = form.one("next").and_then(safe_next).unwrap_or_default();
-    let (csrf, _) = csrf_cookie(&req, &core);
+    let post = match SignInPost::read(&req, payload, &core).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
     let caller = net::caller(&req, &core.config, "oidc");
-    let (assertion, browser) = (assertion_of(&form), csrf.clone());
+    let (assertion, browser) = (assertion_of(&post.form), post.csrf.clone());
     let checked = core.call(move |c| c.sign_in_passkey(&caller, &browser, &assertion, None)).await;
-    let target = request.as_ref().map(|r| r.redirect_uri.clone());
     let again = |status: StatusCode, message: &str| {
-        form_page_status(status, login_form(&core, &sealed, &next, &csrf, "", Some(message)), target.as_deref(), None)
+        let body = login_form(&core, &post.sealed, &post.next, &post.csrf, "", Some(message));
+        form_page_status(status, body, post.target.as_deref(), None)
     };
     match checked {
-        Ok(user) => {
-            let then = match request {
-                Some(_) => Then::Resume(sealed.clone()),
-                None if !next.is_empty() => Then::Next(next.clone()),
-                None => Then::Nothing,
-            };
-            signed_in(&req, &core, &user, AMR_PASSKEY, then).await
-        }
+        Ok(user) => signed_in(&req, &core, &user, AMR_PASSKEY, post.then()).await,
         Err(Error::BadCredentials | Error::Invalid { .. }) => {
             Ok(again(StatusCode::UNAUTHORIZED, "This passkey was not accepted: use another, or your password."))
         }

@@ -34,6 +34,15 @@ fn text(description: &str, media: &str) -> Value {
     json!({"description": description, "content": {media: {"schema": {"type": "string"}}}})
 }
 
+/// A passkey form's fields: `first` (the sealed request or the pending sign-in), the CSRF
+/// token, and navigator.credentials.get()'s answer, base64url.
+fn passkey_assertion(first: &str) -> Value {
+    let mut v = json!({"csrf": string(), "challenge": string(), "credential_id": string(), "client_data": string(),
+                       "authenticator_data": string(), "signature": string(), "user_handle": string()});
+    v[first] = string();
+    v
+}
+
 fn string() -> Value {
     json!({"type": "string"})
 }
@@ -903,12 +912,7 @@ fn oidc() -> Vec<(String, &'static str, Value)> {
             browser(
                 "Sign in with a passkey alone (a WebAuthn assertion of a discoverable credential, base64url)",
                 vec![],
-                csrf_form(
-                    json!({"r": string(), "csrf": string(), "challenge": string(), "credential_id": string(),
-                           "client_data": string(), "authenticator_data": string(), "signature": string(),
-                           "user_handle": string()}),
-                    &[],
-                ),
+                csrf_form(passkey_assertion("r"), &[]),
                 &[
                     ("303", "Signed in: on to the request"),
                     ("200", "Signed in"),
@@ -925,12 +929,7 @@ fn oidc() -> Vec<(String, &'static str, Value)> {
             browser(
                 "The second factor: a passkey of the user (a WebAuthn assertion, base64url)",
                 vec![],
-                csrf_form(
-                    json!({"p": string(), "csrf": string(), "challenge": string(), "credential_id": string(),
-                           "client_data": string(), "authenticator_data": string(), "signature": string(),
-                           "user_handle": string()}),
-                    &[],
-                ),
+                csrf_form(passkey_assertion("p"), &[]),
                 &[
                     ("303", "Signed in: on to the request"),
                     ("200", "Signed in"),

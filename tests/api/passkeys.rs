@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::Answer;
 use crate::oidc::{hidden, location, query, Browser, Op, REDIRECT};
+use crate::signins::attestation_none;
 
 const PASSWORD: &str = "a long enough password";
 
@@ -23,12 +24,6 @@ fn b64url(b: &[u8]) -> String {
 
 fn unb64url(s: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(s).unwrap()
-}
-
-fn cbor(v: &ciborium::value::Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::ser::into_writer(v, &mut out).unwrap();
-    out
 }
 
 /// The value of the first `data-{name}` attribute of a page.
@@ -86,26 +81,7 @@ impl Authenticator {
         let challenge = data(page, "challenge");
         let rp_id = data(page, "rp-id");
         self.handle = unb64url(&data(page, "user-handle"));
-        let point = self.key.public_key().as_ref().to_vec();
-        let cose = cbor(&ciborium::value::Value::Map(vec![
-            (1.into(), 2.into()),
-            (3.into(), (-7).into()),
-            ((-1).into(), 1.into()),
-            ((-2).into(), ciborium::value::Value::Bytes(point[1..33].to_vec())),
-            ((-3).into(), ciborium::value::Value::Bytes(point[33..].to_vec())),
-        ]));
-        let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth_data.push(0x01 | 0x04 | 0x40);
-        auth_data.extend_from_slice(&self.count.to_be_bytes());
-        auth_data.extend_from_slice(&[0u8; 16]);
-        auth_data.extend_from_slice(&(self.id.len() as u16).to_be_bytes());
-        auth_data.extend_from_slice(&self.id);
-        auth_data.extend_from_slice(&cose);
-        let attestation = cbor(&ciborium::value::Value::Map(vec![
-            ("fmt".into(), "none".into()),
-            ("attStmt".into(), ciborium::value::Value::Map(vec![])),
-            ("authData".into(), ciborium::value::Value::Bytes(auth_data)),
-        ]));
+        let attestation = attestation_none(&rp_id, &self.id, self.key.public_key().as_ref(), self.count);
         let client_data = json!({"type": "webauthn.create", "challenge": challenge, "origin": origin});
         vec![
             ("csrf".into(), hidden(page, "csrf")),

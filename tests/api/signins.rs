@@ -150,27 +150,7 @@ impl Device {
         assert_eq!(o.status, 200, "{}", o.text);
         let key = Self::new_key(&ECDSA_P256_SHA256_ASN1_SIGNING);
         let cred_id = ring::rand::generate::<[u8; 16]>(&self.rng).unwrap().expose().to_vec();
-        let point = key.public_key().as_ref().to_vec();
-        let cose = cbor(&ciborium::value::Value::Map(vec![
-            (1.into(), 2.into()),
-            (3.into(), (-7).into()),
-            ((-1).into(), 1.into()),
-            ((-2).into(), ciborium::value::Value::Bytes(point[1..33].to_vec())),
-            ((-3).into(), ciborium::value::Value::Bytes(point[33..].to_vec())),
-        ]));
-        let rp_id = o.json["rp_id"].as_str().unwrap();
-        let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth_data.push(0x01 | 0x04 | 0x40);
-        auth_data.extend_from_slice(&0u32.to_be_bytes());
-        auth_data.extend_from_slice(&[0u8; 16]);
-        auth_data.extend_from_slice(&(cred_id.len() as u16).to_be_bytes());
-        auth_data.extend_from_slice(&cred_id);
-        auth_data.extend_from_slice(&cose);
-        let attestation = cbor(&ciborium::value::Value::Map(vec![
-            ("fmt".into(), "none".into()),
-            ("attStmt".into(), ciborium::value::Value::Map(vec![])),
-            ("authData".into(), ciborium::value::Value::Bytes(auth_data)),
-        ]));
+        let attestation = attestation_none(o.json["rp_id"].as_str().unwrap(), &cred_id, key.public_key().as_ref(), 0);
         let client_data = json!({"type": "webauthn.create", "challenge": o.json["challenge"], "origin": app.base});
         let body = json!({
             "challenge": o.json["challenge"],
@@ -210,6 +190,30 @@ fn cbor(v: &ciborium::value::Value) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::ser::into_writer(v, &mut out).unwrap();
     out
+}
+
+/// An attestation object of format "none", as a platform authenticator makes it: user present
+/// and verified, credential `cred_id` with the P-256 `point` (uncompressed) as its COSE key.
+pub fn attestation_none(rp_id: &str, cred_id: &[u8], point: &[u8], count: u32) -> Vec<u8> {
+    let cose = cbor(&ciborium::value::Value::Map(vec![
+        (1.into(), 2.into()),
+        (3.into(), (-7).into()),
+        ((-1).into(), 1.into()),
+        ((-2).into(), ciborium::value::Value::Bytes(point[1..33].to_vec())),
+        ((-3).into(), ciborium::value::Value::Bytes(point[33..].to_vec())),
+    ]));
+    let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
+    auth_data.push(0x01 | 0x04 | 0x40);
+    auth_data.extend_from_slice(&count.to_be_bytes());
+    auth_data.extend_from_slice(&[0u8; 16]);
+    auth_data.extend_from_slice(&(cred_id.len() as u16).to_be_bytes());
+    auth_data.extend_from_slice(cred_id);
+    auth_data.extend_from_slice(&cose);
+    cbor(&ciborium::value::Value::Map(vec![
+        ("fmt".into(), "none".into()),
+        ("attStmt".into(), ciborium::value::Value::Map(vec![])),
+        ("authData".into(), ciborium::value::Value::Bytes(auth_data)),
+    ]))
 }
 
 /// A server with the application `shop` (its secret) and its user alice@example.com.
