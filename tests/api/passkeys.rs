@@ -57,7 +57,7 @@ fn origin(op: &Op) -> String {
 }
 
 /// A platform authenticator in software: one discoverable ES256 credential.
-struct Authenticator {
+pub(crate) struct Authenticator {
     key: EcdsaKeyPair,
     id: Vec<u8>,
     count: u32,
@@ -67,7 +67,7 @@ struct Authenticator {
 }
 
 impl Authenticator {
-    fn new() -> Authenticator {
+    pub(crate) fn new() -> Authenticator {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
@@ -77,7 +77,7 @@ impl Authenticator {
 
     /// navigator.credentials.create()'s answer to the account page's passkey form, as the form
     /// posts it (with the page's `csrf`).
-    fn create(&mut self, page: &str, origin: &str, name: &str) -> Vec<(String, String)> {
+    pub(crate) fn create(&mut self, page: &str, origin: &str, name: &str) -> Vec<(String, String)> {
         let challenge = data(page, "challenge");
         let rp_id = data(page, "rp-id");
         self.handle = unb64url(&data(page, "user-handle"));
@@ -94,7 +94,7 @@ impl Authenticator {
 
     /// navigator.credentials.get()'s answer to the page's passkey form: its hidden inputs with
     /// the empty ones filled in. `verified`: the user-verified flag.
-    fn get(&mut self, page: &str, origin: &str, verified: bool) -> Vec<(String, String)> {
+    pub(crate) fn get(&mut self, page: &str, origin: &str, verified: bool) -> Vec<(String, String)> {
         let challenge = data(page, "challenge");
         let rp_id = data(page, "rp-id");
         self.count += 1;
@@ -124,7 +124,7 @@ impl Authenticator {
     }
 }
 
-fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
     fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 

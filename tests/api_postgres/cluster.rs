@@ -393,3 +393,39 @@ async fn a_code_issued_on_one_node_is_exchanged_once_when_two_nodes_race() {
         assert_eq!(loser.json["error"], "invalid_grant");
     }
 }
+
+/// A passkey's assertion sent to two nodes at once: one signs in, the other refuses it (the
+/// challenge's time is spent by a conditional UPDATE, as a TOTP step is).
+#[actix_web::test]
+async fn one_passkey_assertion_raced_on_two_nodes_signs_in_once() {
+    use crate::oidc::{hidden, Browser};
+    use crate::passkeys::{refs, Authenticator};
+    const ORIGIN: &str = "https://box.example";
+    let Some(nodes) = nodes(2, |c| c.public_url = ORIGIN.into()).await else { return };
+    nodes[0].add_user("ann", "correct horse battery", &[]);
+    let mut b = Browser::new(&nodes[0]);
+    let page = b.get("/login?next=%2Faccount").await;
+    let csrf = hidden(&page.text, "csrf");
+    let form = [("next", "/account"), ("csrf", csrf.as_str()), ("login", "ann"), ("password", "correct horse battery")];
+    assert_eq!(b.post_from("/login", &form, Some(ORIGIN)).await.status, 303);
+    let page = b.get("/account").await;
+    let mut key = Authenticator::new();
+    let added = b.post_from("/account/passkeys", &refs(&key.create(&page.text, ORIGIN, "Phone")), Some(ORIGIN)).await;
+    assert_eq!(added.status, 200, "{}", added.text);
+    for round in 0..3 {
+        let mut on0 = Browser::new(&nodes[0]);
+        let page = on0.get("/login").await;
+        let fields = key.get(&page.text, ORIGIN, true);
+        let form = refs(&fields);
+        let mut on1 = Browser::new(&nodes[1]);
+        on1.cookies = on0.cookies.clone();
+        let (x, y) = tokio::join!(
+            on0.post_from("/login/passkey", &form, Some(ORIGIN)),
+            on1.post_from("/login/passkey", &form, Some(ORIGIN))
+        );
+        let mut statuses = [x.status, y.status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 401], "round {round}: {} / {}", x.text, y.text);
+    }
+    assert_eq!(nodes[0].count("SELECT count(*) FROM audit WHERE event = 'passkey_signin'"), 3);
+}
