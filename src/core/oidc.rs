@@ -551,6 +551,18 @@ impl Core {
         Ok(secret)
     }
 
+    /// [`Core::authenticate_oidc_client`]'s road for a right secret (or a public client): reads
+    /// only, no count and no audit, so it may run on the executor. None for anything else, which
+    /// `authenticate_oidc_client` then answers (and counts, and audits).
+    pub fn authentic_oidc_client(&self, client_id: &str, secret: Option<&Secret>) -> Option<Client> {
+        let client = self.client(client_id).ok()?;
+        match (client.public, secret) {
+            (true, None) => Some(client),
+            (false, Some(s)) if self.authenticate_client(client_id, s, Door::Oidc).is_ok() => Some(client),
+            _ => None,
+        }
+    }
+
     /// The token endpoint's client: a confidential client by its secret (a wrong one through
     /// `shared_credential_failed`), a public one by its id alone (it must then use PKCE).
     pub fn authenticate_oidc_client(
@@ -1055,7 +1067,14 @@ impl Core {
     }
 
     /// The client_credentials grant: a token of the client's own, with no user.
-    pub fn client_credentials(&self, client: &Client, scope: Option<&str>) -> Result<Tokens, Error> {
+    /// The client_credentials grant, inside the write `tx` (one insert: the dialect runs it with
+    /// `Core::call_write`, in the next group commit, answered once that is committed).
+    pub fn client_credentials_in(
+        &self,
+        tx: &crate::store::Db,
+        client: &Client,
+        scope: Option<&str>,
+    ) -> Result<Tokens, Error> {
         if client.public {
             return Err(Error::NotMember);
         }
@@ -1069,7 +1088,7 @@ impl Core {
         let now = now_ms();
         let expires_at = now.saturating_add(self.config.oidc.access_lifetime.millis());
         let d = digest(&token);
-        self.store.write(|tx| db::insert_client_token(tx, &d, &client.app_id, &scope, now, expires_at))?;
+        db::insert_client_token(tx, &d, &client.app_id, &scope, now, expires_at)?;
         Ok(Tokens {
             access_token: token,
             expires_in: self.config.oidc.access_lifetime.millis() / 1000,
@@ -1159,15 +1178,23 @@ impl Core {
 
     /// The userinfo endpoint's claims for a live access token (which must carry `openid`).
     pub fn userinfo(&self, token: &Secret) -> Result<Map<String, Value>, Error> {
-        let info = self.check_token(TokenKind::OidcAccess, token, None)?;
-        let family = info.family.ok_or(Error::BadToken)?;
-        self.store.read_quick(|c| -> Result<_, Error> {
-            let grant = db::grant(c, &family)?.ok_or(Error::BadToken)?;
-            if !has_scope(&grant.scope, "openid") {
+        // One trip to the store: the token with its user, its grant's scope, the memberships.
+        let now = now_ms();
+        let d = digest(token);
+        let (id, idle, claims) = self.store.read_quick(|c| -> Result<_, Error> {
+            let live = self.live_token(c, &d, TokenKind::OidcAccess, now)?;
+            let family = live.family.as_deref().ok_or(Error::BadToken)?;
+            let scope = db::grant_scope(c, family)?.ok_or(Error::BadToken)?;
+            if !has_scope(&scope, "openid") {
                 return Err(Error::NotMember);
             }
-            self.user_claims(c, &info.user, &grant.scope)
-        })
+            let user: User = live.user.into();
+            Ok((live.id, live.idle_ms, self.user_claims(c, &user, &scope)?))
+        })?;
+        if idle.is_some() {
+            self.uses.record(id, now);
+        }
+        Ok(claims)
     }
 }
 

@@ -372,7 +372,7 @@ impl Core {
 
     /// The live token behind `d`, its idle timeout checked against its last use, the one in
     /// memory (not yet written) included.
-    fn live_token(
+    pub(super) fn live_token(
         &self,
         c: &crate::store::Db,
         d: &[u8; 32],
