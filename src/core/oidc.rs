@@ -1102,6 +1102,16 @@ impl Core {
 
     /// The claims about `user` that `scope` opens (Core 1.0 §5.4), `sub` first.
     pub fn user_claims(&self, c: &crate::store::Db, user: &User, scope: &str) -> Result<Map<String, Value>, Error> {
+        self.claims_of(user, scope, || db::memberships_of(c, user.id))
+    }
+
+    /// [`Core::user_claims`], the memberships (for `groups`) from `groups`.
+    fn claims_of(
+        &self,
+        user: &User,
+        scope: &str,
+        groups: impl FnOnce() -> Result<Vec<String>, crate::store::Error>,
+    ) -> Result<Map<String, Value>, Error> {
         let mut m = Map::new();
         m.insert("sub".into(), json!(user.id.to_string()));
         if has_scope(scope, "profile") {
@@ -1131,7 +1141,7 @@ impl Core {
             }
         }
         if has_scope(scope, "groups") {
-            m.insert("groups".into(), json!(db::memberships_of(c, user.id)?));
+            m.insert("groups".into(), json!(groups()?));
             m.insert("userType".into(), json!(user.user_type));
         }
         Ok(m)
@@ -1178,23 +1188,24 @@ impl Core {
 
     /// The userinfo endpoint's claims for a live access token (which must carry `openid`).
     pub fn userinfo(&self, token: &Secret) -> Result<Map<String, Value>, Error> {
-        // One trip to the store: the token with its user, its grant's scope, the memberships.
+        // One statement: the token with its user, its grant's scope, the memberships.
         let now = now_ms();
         let d = digest(token);
-        let (id, idle, claims) = self.store.read_quick(|c| -> Result<_, Error> {
-            let live = self.live_token(c, &d, TokenKind::OidcAccess, now)?;
-            let family = live.family.as_deref().ok_or(Error::BadToken)?;
-            let scope = db::grant_scope(c, family)?.ok_or(Error::BadToken)?;
-            if !has_scope(&scope, "openid") {
-                return Err(Error::NotMember);
-            }
-            let user: User = live.user.into();
-            Ok((live.id, live.idle_ms, self.user_claims(c, &user, &scope)?))
-        })?;
-        if idle.is_some() {
-            self.uses.record(id, now);
+        let found = self
+            .store
+            .read_quick(|c| tokens::live_with_grant(c, &d, TokenKind::OidcAccess.as_str(), now))?
+            .ok_or(Error::BadToken)?;
+        let tokens::LiveWithGrant { mut live, scope, apps: groups } = found;
+        self.not_idle(&mut live, now)?;
+        let scope = scope.ok_or(Error::BadToken)?;
+        if !has_scope(&scope, "openid") {
+            return Err(Error::NotMember);
         }
-        Ok(claims)
+        if live.idle_ms.is_some() {
+            self.uses.record(live.id, now);
+        }
+        let user: User = live.user.into();
+        self.claims_of(&user, &scope, || Ok(groups))
     }
 }
 

@@ -372,7 +372,7 @@ impl Core {
 
     /// The live token behind `d`, its idle timeout checked against its last use, the one in
     /// memory (not yet written) included.
-    pub(super) fn live_token(
+    fn live_token(
         &self,
         c: &crate::store::Db,
         d: &[u8; 32],
@@ -382,13 +382,20 @@ impl Core {
         let Some(mut live) = tokens::live(c, d, kind.as_str(), now)? else {
             return Err(Error::BadToken);
         };
+        self.not_idle(&mut live, now)?;
+        Ok(live)
+    }
+
+    /// A live token's last use with the uses kept in memory; `BadToken` once its idle timeout
+    /// has passed.
+    pub(super) fn not_idle(&self, live: &mut tokens::LiveToken, now: i64) -> Result<(), Error> {
         if let Some(t) = self.uses.last(live.id) {
             live.last_used_at = live.last_used_at.max(t);
         }
         if live.idle_ms.is_some_and(|idle| live.last_used_at.saturating_add(idle) <= now) {
             return Err(Error::BadToken);
         }
-        Ok(live)
+        Ok(())
     }
 
     /// Checks a token and counts the check as a use. `app_id`, when given, must be the token's.

@@ -197,11 +197,6 @@ pub fn insert_grant(conn: &Db, g: &GrantRow) -> Result<(), Error> {
     Ok(())
 }
 
-/// The scope of a token family's grant (userinfo's one question).
-pub fn grant_scope(conn: &Db, family: &[u8]) -> Result<Option<String>, Error> {
-    conn.query_opt("SELECT scope FROM oidc_grants WHERE family = ?1", args![family], |r| r.get(0))
-}
-
 pub fn grant(conn: &Db, family: &[u8]) -> Result<Option<GrantRow>, Error> {
     conn.query_opt(
         "SELECT family, app_id, user_id, session, scope, auth_time, amr, created_at, expires_at

@@ -54,38 +54,82 @@ pub struct LiveToken {
     pub user: super::users::UserRow,
 }
 
+/// The statement of a live token of one kind with its user (`live`), with `extra` columns after
+/// the user's.
+fn live_sql(extra: &str) -> String {
+    format!(
+        "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, t.id, {}{extra}
+     FROM tokens t
+     JOIN users u ON u.id = t.user_id
+     LEFT JOIN api_keys k ON k.id = t.api_key_id
+     WHERE t.digest = ?1 AND t.kind = ?2
+       AND t.revoked_at IS NULL AND t.used_at IS NULL
+       AND t.expires_at > ?3
+       AND u.blocked = 0
+       AND (EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = t.user_id AND m.app_id = t.app_id)
+            OR t.kind = 'sso'
+            OR EXISTS (SELECT 1 FROM oidc_clients c WHERE c.app_id = t.app_id AND c.open = 1))
+       AND (t.api_key_id IS NULL
+            OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
+        super::users::columns_of("u")
+    )
+}
+
+fn live_row(r: &super::db::Row<'_>) -> Result<LiveToken, Error> {
+    Ok(LiveToken {
+        user_id: r.get(0)?,
+        app_id: r.get(1)?,
+        created_at: r.get(2)?,
+        expires_at: r.get(3)?,
+        idle_ms: r.get(4)?,
+        family: r.get(5)?,
+        last_used_at: r.get(6)?,
+        id: r.get(7)?,
+        user: super::users::user_at(r, 8)?,
+    })
+}
+
 pub fn live(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveToken>, Error> {
     // Every token check runs it: the text is built once (the statement cache looks it up by text).
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "SELECT t.user_id, t.app_id, t.created_at, t.expires_at, t.idle_ms, t.family, t.last_used_at, t.id, {}
-         FROM tokens t
-         JOIN users u ON u.id = t.user_id
-         LEFT JOIN api_keys k ON k.id = t.api_key_id
-         WHERE t.digest = ?1 AND t.kind = ?2
-           AND t.revoked_at IS NULL AND t.used_at IS NULL
-           AND t.expires_at > ?3
-           AND u.blocked = 0
-           AND (EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = t.user_id AND m.app_id = t.app_id)
-                OR t.kind = 'sso'
-                OR EXISTS (SELECT 1 FROM oidc_clients c WHERE c.app_id = t.app_id AND c.open = 1))
-           AND (t.api_key_id IS NULL
-                OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?3)))",
-            super::users::columns_of("u")
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| live_sql(""));
+    conn.query_opt(&SQL, args![&digest[..], kind, now], live_row)
+}
+
+/// A live token with what userinfo needs beside it.
+pub struct LiveWithGrant {
+    pub live: LiveToken,
+    /// The scope of the token family's grant (None: no grant).
+    pub scope: Option<String>,
+    /// The user's memberships, ordered.
+    pub apps: Vec<String>,
+}
+
+/// userinfo's one statement: a live token of `kind` as [`live`] finds it, with its grant's scope
+/// and the user's memberships.
+pub fn live_with_grant(conn: &Db, digest: &[u8; 32], kind: &str, now: i64) -> Result<Option<LiveWithGrant>, Error> {
+    static SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        live_sql(
+            ", (SELECT g.scope FROM oidc_grants g WHERE g.family = t.family),
+             (SELECT group_concat(app_id, ' ') FROM
+                (SELECT app_id FROM memberships WHERE user_id = t.user_id ORDER BY app_id))",
         )
     });
-    conn.query_opt(&SQL, args![&digest[..], kind, now], |r| {
-        Ok(LiveToken {
-            user_id: r.get(0)?,
-            app_id: r.get(1)?,
-            created_at: r.get(2)?,
-            expires_at: r.get(3)?,
-            idle_ms: r.get(4)?,
-            family: r.get(5)?,
-            last_used_at: r.get(6)?,
-            id: r.get(7)?,
-            user: super::users::user_at(r, 8)?,
-        })
+    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        live_sql(
+            ", (SELECT g.scope FROM oidc_grants g WHERE g.family = t.family),
+             (SELECT string_agg(app_id, ' ' ORDER BY app_id) FROM memberships WHERE user_id = t.user_id)",
+        )
+    });
+    let sql = if conn.is_postgres() { &*POSTGRES } else { &*SQLITE };
+    // The first column after the user's.
+    static AT: std::sync::LazyLock<usize> =
+        std::sync::LazyLock::new(|| super::users::columns_of("u").split(',').count() + 8);
+    let at = *AT;
+    conn.query_opt(sql, args![&digest[..], kind, now], |r| {
+        let apps: Option<String> = r.get(at + 1)?;
+        let apps =
+            apps.map(|a| a.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+        Ok(LiveWithGrant { live: live_row(r)?, scope: r.get(at)?, apps })
     })
 }
 

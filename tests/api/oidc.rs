@@ -304,6 +304,10 @@ async fn the_code_flow_signs_ann_in_with_a_checked_id_token() {
     assert_eq!(u.json["groups"], json!(["rp"]));
     let p = op.app.send("POST", "/oauth2/userinfo", &[("Authorization", &auth)], None).await;
     assert_eq!(p.json, u.json, "userinfo answers POST as GET");
+    // The memberships as they are now, in order.
+    op.app.core.grant("ann", "forepaas").unwrap();
+    let g = op.app.send("GET", "/oauth2/userinfo", &[("Authorization", &auth)], None).await;
+    assert_eq!(g.json["groups"], json!(["forepaas", "rp"]), "{}", g.text);
 
     // Introspection sees the new token, with its scope.
     let i = op
