@@ -445,3 +445,13 @@ CREATE TABLE passkeys (
     last_challenge INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX passkeys_user ON passkeys(user_id);
+
+-- version 14
+-- The log of token uses moves to a file of its own beside this one (`uses.db`, see
+-- store/sqlite.rs): its commit every second made every reading connection fault the pages of
+-- this file in again, so a server answering only token checks now commits nothing here. What
+-- the old log holds is folded into its tokens (a last use never moves back).
+UPDATE tokens SET last_used_at = u.at
+  FROM (SELECT token_id, max(used_at) AS at FROM token_uses GROUP BY token_id) AS u
+ WHERE tokens.id = u.token_id AND tokens.last_used_at < u.at;
+DROP TABLE token_uses;

@@ -2,13 +2,19 @@
 //! the last one.
 //!
 //! A check records its use in memory (`Uses::record`); once a second the uses are written
-//! together (`Core::flush_touches`). With SQLite they are appended to a log (`token_uses`) and
+//! together (`Core::flush_touches`). With SQLite they are appended to a log (`token_uses`) in a
+//! file of its own beside the database (`store::uses_log_path`, through its own connection), and
 //! folded into their tokens' rows before each reaper sweep, in id order and paced batches
 //! (`Core::fold_uses`): a use written straight into its token dirtied one page of the token table
-//! chosen at random, which on a large table cost more than the check itself. Until folded, a
-//! use is kept in memory, where checks and the reaper find it, and the log is read back at start,
-//! so a crash loses at most a second of uses (a token can then only expire that much earlier).
-//! With PostgreSQL the nodes share uses through the tokens' rows, written once a second.
+//! chosen at random, which on a large table cost more than the check itself, and a log in the
+//! database file made it commit every second, after which every reading connection faults the
+//! pages of the file in again. So a server that only answers checks commits nothing to the
+//! database file between two sweeps. Until folded, a use is kept in memory, where checks and the
+//! reaper find it, and the log is read back at start, so a crash loses at most a second of uses
+//! (a token can then only expire that much earlier). The fold writes the tokens, then empties the
+//! log of what it folded: a crash between the two only folds the same uses again at the next
+//! sweep, which changes nothing (a token's last use never moves back, `tokens::touch`). With
+//! PostgreSQL the nodes share uses through the tokens' rows, written once a second.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -116,13 +122,13 @@ impl Uses {
 }
 
 impl Core {
-    /// Reads SQLite's log of uses back (at start).
+    /// Reads SQLite's log of uses back (at start), from its file.
     pub(super) fn load_uses(&self) -> Result<(), Error> {
         if self.store.is_shared() {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let (uses, upto) = self.store.with(tokens::logged_uses)?;
+        let (uses, upto) = self.store.uses_log(tokens::logged_uses)?;
         self.uses.written(&uses, Some(upto));
         if !uses.is_empty() {
             log::info!("{} token uses read back from the log in {} ms", uses.len(), started.elapsed().as_millis());
@@ -130,7 +136,7 @@ impl Core {
         Ok(())
     }
 
-    /// Writes the uses kept in memory: into the log (SQLite), or into the tokens' rows
+    /// Writes the uses kept in memory: into the log (SQLite, its own file), or into the tokens' rows
     /// (PostgreSQL, or SQLite past `MAX_UNFOLDED` tokens awaiting a fold). Answers how many.
     pub fn flush_touches(&self) -> Result<usize, Error> {
         let (list, log) = self.uses.pending();
@@ -138,7 +144,7 @@ impl Core {
             return Ok(0);
         }
         if log && !self.store.is_shared() {
-            let upto = self.store.write(|tx| tokens::log_uses(tx, &list))?;
+            let upto = self.store.uses_log(|tx| tokens::log_uses(tx, &list))?;
             self.uses.written(&list, Some(upto));
         } else {
             self.store.write(|tx| list.iter().try_for_each(|(id, at)| tokens::touch(tx, *id, *at)))?;
@@ -149,7 +155,8 @@ impl Core {
 
     /// Writes every use kept in memory into its token's row (SQLite: folds the log in, by id, a
     /// few reaper batches' worth of rows per transaction, each followed by a pause as long as it
-    /// took, then empties the log of what was folded). The reaper calls it before each sweep, so
+    /// took, then empties the log of what was folded: in its own file, so not in the same
+    /// transaction, and a crash between the two folds the same uses again, harmlessly). The reaper calls it before each sweep, so
     /// that idle tokens are judged by their last use. Answers how many tokens it wrote.
     pub fn fold_uses(&self) -> Result<usize, Error> {
         let flushed = self.flush_touches()?;
@@ -177,7 +184,7 @@ impl Core {
             self.uses.folded(chunk);
             done += chunk.len();
         }
-        self.store.write(|tx| tokens::forget_uses(tx, upto))?;
+        self.store.uses_log(|tx| tokens::forget_uses(tx, upto))?;
         Ok(done)
     }
 }

@@ -1,7 +1,13 @@
 //! Online backup (SQLite's backup API, while the server runs) and restore into a stopped data dir.
 //!
 //! A running server holds an exclusive lock on `<data_dir>/gatehouse.lock`; restore takes the same
-//! lock, so it refuses a data directory that is being served. The master key is not in the
+//! lock, so it refuses a data directory that is being served.
+//!
+//! The log of token uses is a file of its own (`uses.db`, see store/sqlite.rs) and not part of a
+//! backup: the uses it holds are folded into the copy's tokens instead, so a backup carries every
+//! use written before it was taken; only the uses a running server still keeps in memory (at most
+//! its last second) are missing, and such a token can only idle out that much earlier. Restore
+//! removes the data directory's log, whose uses are of the replaced database's tokens. The master key is not in the
 //! backup: keep `master.key` (or the configured key file) with it, separately.
 //!
 //! A backup is sealed: `FILE.mac` beside it holds the HMAC-SHA256 of the file's bytes under a key
@@ -102,6 +108,7 @@ pub fn backup(config: &Config, dest: &Path, key: &MasterKey) -> Result<i64, Stri
         let mut dst = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         copy_all(&src, &mut dst)?;
         dst.execute_batch("PRAGMA journal_mode = DELETE").map_err(|e| e.to_string())?;
+        fold_logged_uses(&mut dst, &src_path)?;
         let (_, users) = check(&dst, "the copy")?;
         drop(dst);
         restrict(&tmp);
@@ -185,9 +192,18 @@ pub fn restore(config: &Config, src: &Path, key: Option<&MasterKey>) -> Result<i
         check_schema(&copy, version, &what)?;
         let (_, users) = check(&copy, &what)?;
         drop(copy);
-        // A WAL left by the old database must not be replayed onto the new one.
+        // A WAL left by the old database must not be replayed onto the new one, nor its uses
+        // (by token id) folded into these tokens.
         for ext in ["db-wal", "db-shm"] {
             let _ = fs::remove_file(dest.with_extension(ext));
+        }
+        let log = crate::store::uses_log_path(&dest);
+        for ext in ["", "-wal", "-shm"] {
+            let path = format!("{}{ext}", log.display());
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("{path}: {e}")),
+                _ => {}
+            }
         }
         fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
         Ok(users)
@@ -198,6 +214,26 @@ pub fn restore(config: &Config, src: &Path, key: Option<&MasterKey>) -> Result<i
         }
     }
     result
+}
+
+/// Folds the uses logged beside the live database `db` into the tokens of its copy `copy` (a
+/// last use never moves back; a use of a token the copy lacks changes nothing).
+fn fold_logged_uses(copy: &mut Connection, db: &Path) -> Result<(), String> {
+    let log = crate::store::uses_log_path(db);
+    let uses = crate::store::logged_uses_beside(db).map_err(|e| format!("{}: {e}", log.display()))?;
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let tx = copy.transaction().map_err(|e| format!("the copy: {e}"))?;
+    {
+        let mut st = tx
+            .prepare("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1 AND last_used_at < ?2")
+            .map_err(|e| format!("the copy: {e}"))?;
+        for (id, at) in uses {
+            st.execute(rusqlite::params![id, at]).map_err(|e| format!("the copy: {e}"))?;
+        }
+    }
+    tx.commit().map_err(|e| format!("the copy: {e}"))
 }
 
 /// The seal `src.mac` holds.
@@ -325,6 +361,38 @@ mod tests {
         at5.execute_batch("CREATE TRIGGER t AFTER INSERT ON audit BEGIN SELECT 1; END").unwrap();
         let err = check_schema(&at5, 5, "t").unwrap_err();
         assert!(err.contains("trigger \"t\" on \"audit\""), "{err}");
+    }
+
+    #[test]
+    fn a_backup_carries_the_logged_uses_and_a_restore_removes_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let key_file = dir.path().join("key");
+        fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+        restrict(&key_file);
+        let key = MasterKey::load(&key_file).unwrap();
+        let store = super::super::sqlite::Sqlite::open(&config).unwrap();
+        Connection::open(config.db_path())
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO applications (id, created_at) VALUES ('app', 1);
+                 INSERT INTO users (login, login_key, created_at) VALUES ('al', 'al', 1);
+                 INSERT INTO tokens (id, digest, kind, user_id, app_id, created_at, last_used_at, idle_ms, expires_at)
+                     VALUES (1, x'01', 'iam', 1, 'app', 10, 50, 100, 1000);",
+            )
+            .unwrap();
+        store.uses_log(|c| crate::store::tokens::log_uses(c, &[(1, 70), (7, 80)])).unwrap();
+        let copy = dir.path().join("copy.db");
+        backup(&config, &copy, &key).unwrap();
+        let last: i64 = Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT last_used_at FROM tokens WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(last, 70, "the logged use is in the backup's token");
+        drop(store);
+        restore(&config, &copy, Some(&key)).unwrap();
+        let log = crate::store::uses_log_path(&config.db_path());
+        assert!(!log.exists(), "the uses of the replaced database's tokens are gone");
     }
 
     #[test]

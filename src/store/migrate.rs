@@ -87,7 +87,11 @@ pub fn sqlite_to_postgres(config: &Config, file: &Path) -> Result<Copied, String
             sqlite::schema_version()
         ));
     }
-    let rows = read_all(&src).map_err(|e| format!("{}: {e}", file.display()))?;
+    let uses = sqlite::logged_uses_beside(file)
+        .map_err(|e| format!("{}: {e}", sqlite::uses_log_path(file).display()))?
+        .into_iter()
+        .collect();
+    let rows = read_all(&src, &uses).map_err(|e| format!("{}: {e}", file.display()))?;
     // The highest user id SQLite ever gave (AUTOINCREMENT), which may belong to a deleted user.
     let users_seq: i64 = src
         .query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'users'), 0)", [], |r| r.get(0))
@@ -105,7 +109,7 @@ pub fn sqlite_to_postgres(config: &Config, file: &Path) -> Result<Copied, String
 
 type TableRows = (&'static str, Vec<String>, Vec<Vec<Owned>>);
 
-fn read_all(src: &Connection) -> rusqlite::Result<Vec<TableRows>> {
+fn read_all(src: &Connection, uses: &std::collections::HashMap<i64, i64>) -> rusqlite::Result<Vec<TableRows>> {
     let mut out = Vec::new();
     for (table, order) in TABLES {
         let mut st = src.prepare(&format!("SELECT * FROM {table} {order}"))?;
@@ -127,24 +131,22 @@ fn read_all(src: &Connection) -> rusqlite::Result<Vec<TableRows>> {
                     .collect::<rusqlite::Result<Vec<Owned>>>()
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let rows = if *table == "tokens" { with_logged_uses(src, &columns, rows)? } else { rows };
+        let rows = if *table == "tokens" { with_logged_uses(uses, &columns, rows) } else { rows };
         out.push((*table, columns, rows));
     }
     Ok(out)
 }
 
-/// Tokens carry the uses still in SQLite's log (`token_uses`, folded in by the reaper) as their
-/// last use: the log itself is not copied, PostgreSQL keeps uses in the tokens.
+/// Tokens carry the uses still in SQLite's log (`token_uses` in the file beside the database,
+/// folded in by the reaper) as their last use: the log itself is not copied, PostgreSQL keeps
+/// uses in the tokens.
 fn with_logged_uses(
-    src: &Connection,
+    uses: &std::collections::HashMap<i64, i64>,
     columns: &[String],
     mut rows: Vec<Vec<Owned>>,
-) -> rusqlite::Result<Vec<Vec<Owned>>> {
-    let mut st = src.prepare("SELECT token_id, max(used_at) FROM token_uses GROUP BY token_id")?;
-    let uses: std::collections::HashMap<i64, i64> =
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+) -> Vec<Vec<Owned>> {
     let col = |name: &str| columns.iter().position(|c| c == name);
-    let (Some(id), Some(last)) = (col("id"), col("last_used_at")) else { return Ok(rows) };
+    let (Some(id), Some(last)) = (col("id"), col("last_used_at")) else { return rows };
     for row in &mut rows {
         if let (Owned::Int(i), Owned::Int(l)) = (&row[id], &row[last]) {
             if let Some(u) = uses.get(i).filter(|u| **u > *l) {
@@ -152,7 +154,7 @@ fn with_logged_uses(
             }
         }
     }
-    Ok(rows)
+    rows
 }
 
 fn write_all(tx: &Db, tables: &[TableRows], users_seq: i64) -> Result<(), Error> {

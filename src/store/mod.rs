@@ -45,7 +45,7 @@ use std::path::Path;
 
 pub use db::Db;
 pub use error::Error;
-pub use sqlite::{schema_version, SCHEMA};
+pub use sqlite::{logged_uses_beside, schema_version, uses_log_path, SCHEMA};
 
 use crate::args;
 use crate::config::Config;
@@ -154,6 +154,16 @@ impl Store {
                         .map_err(|e| E::from(Error::internal(e)))?
                 })
             }
+        }
+    }
+
+    /// SQLite: runs `f` in one transaction on the log of token uses, a file of its own beside
+    /// the database (`uses_log_path`), so that writing uses commits nothing to the database file.
+    /// PostgreSQL has no such log (its nodes share uses through the tokens' rows): an error.
+    pub fn uses_log<T, E: From<Error>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.uses_log(f),
+            Backend::Postgres(_) => Err(E::from(Error::internal("the log of token uses is SQLite's"))),
         }
     }
 

@@ -1,9 +1,10 @@
 //! The SQLite backend: the pool, its PRAGMAs, the migrations from schema.sql, the one writer.
 //!
 //! [`Sqlite::with`] (a pooled connection, for reads) and [`Sqlite::write`] (the process's one
-//! writer, with group commit: see `writer`) are the only roads to a connection.
+//! writer, with group commit: see `writer`) are the only roads to a connection of the database
+//! file; [`Sqlite::uses_log`] is the one road to the log of token uses, a file of its own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -35,6 +36,60 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// Prepared statements kept per connection: more than gatehouse has.
 const STATEMENT_CACHE: usize = 256;
 
+/// The log of token uses (`token_uses`, see core::uses), beside the database file: `uses.db`.
+///
+/// A file of its own so that a server answering only token checks commits nothing to the
+/// database file: after any commit there, every reading connection drops its map of the file at
+/// its next read and faults the pages it reads in again (`pagerBeginReadTransaction`), which on a
+/// large file made a token check a third slower; the log's one commit a second was enough.
+/// `synchronous = NORMAL` (WAL): a commit survives a crash of the process, and a power loss may
+/// lose the last uses since the log's last checkpoint, which can only make a token idle out
+/// earlier, never keep one alive, and saves the disk an fsync a second beside the database's.
+pub fn uses_log_path(db: &Path) -> PathBuf {
+    db.with_file_name("uses.db")
+}
+
+/// The log's one table (it has no versions: a sequence number, a token's id, a time). Sequence
+/// numbers are never given twice (AUTOINCREMENT), even once the fold has emptied the log: the
+/// fold forgets the uses up to the last number it read, not ones logged while it ran.
+const USES_LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS token_uses (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    token_id    INTEGER NOT NULL,
+    used_at     INTEGER NOT NULL
+) STRICT;";
+
+/// Opens (creating if need be) the log of token uses at `path`.
+fn open_uses_log(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    conn.busy_timeout(busy)?;
+    conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; {USES_LOG_SCHEMA}"))?;
+    Ok(conn)
+}
+
+/// The last use of each token in the log beside the database file `db` (none when there is no
+/// log): for a copy of the database that should carry them (backup, migrate-store).
+pub fn logged_uses_beside(db: &Path) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let path = uses_log_path(db);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let exists: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'token_uses'", [], |r| r.get(0))?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare("SELECT token_id, max(used_at) FROM token_uses GROUP BY token_id")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+    rows
+}
+
 #[derive(Clone)]
 pub struct Sqlite {
     pool: Pool,
@@ -42,6 +97,8 @@ pub struct Sqlite {
     quick: std::sync::Arc<Vec<std::sync::Mutex<Connection>>>,
     waits: std::sync::Arc<std::sync::atomic::AtomicU64>,
     writer: std::sync::Arc<writer::Writer>,
+    /// The connection to the log of token uses (`uses_log_path`).
+    uses: std::sync::Arc<std::sync::Mutex<Connection>>,
 }
 
 /// A connection of its own to the database file, with the PRAGMAs every connection has.
@@ -105,7 +162,26 @@ impl Sqlite {
             .map(|_| open_with(&path, QUICK_BUSY.min(busy), sync, mmap).map(std::sync::Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|source| OpenError::Sqlite { path: path.display().to_string(), source })?;
-        Ok(Sqlite { pool, quick: std::sync::Arc::new(quick), waits: Default::default(), writer })
+        let log = uses_log_path(&path);
+        let uses = open_uses_log(&log, busy)
+            .map_err(|source| OpenError::Sqlite { path: log.display().to_string(), source })?;
+        Ok(Sqlite {
+            pool,
+            quick: std::sync::Arc::new(quick),
+            waits: Default::default(),
+            writer,
+            uses: std::sync::Arc::new(std::sync::Mutex::new(uses)),
+        })
+    }
+
+    /// Runs `f` in one transaction on the connection to the log of token uses (a file of its
+    /// own, see `uses_log_path`), committed when `f` succeeds. Blocking.
+    pub fn uses_log<T, E: From<Error>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
+        let mut conn = self.uses.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::from)?;
+        let out = f(&Db::Sqlite(&tx))?;
+        tx.commit().map_err(Error::from)?;
+        Ok(out)
     }
 
     /// Runs `f`, one read of a few rows by an index, on a connection of its own without a trip
@@ -254,7 +330,10 @@ mod tests {
         assert!(!v.is_empty());
         for (i, (n, sql)) in v.iter().enumerate() {
             assert_eq!(*n, i as i64 + 1);
-            assert!(sql.contains("CREATE") || sql.contains("ALTER TABLE"), "block {n} is empty");
+            assert!(
+                sql.contains("CREATE") || sql.contains("ALTER TABLE") || sql.contains("DROP TABLE"),
+                "block {n} is empty"
+            );
         }
     }
 
@@ -378,6 +457,49 @@ mod tests {
             dup.is_err_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)),
             "a digest stays unique"
         );
+    }
+
+    #[test]
+    fn the_old_log_of_uses_is_folded_into_the_tokens_when_it_moves_to_its_own_file() {
+        let conn = at_version(13);
+        conn.execute_batch(
+            "INSERT INTO applications (id, created_at) VALUES ('app', 1);
+             INSERT INTO users (login, login_key, created_at) VALUES ('al', 'al', 1);
+             INSERT INTO tokens (id, digest, kind, user_id, app_id, created_at, last_used_at, idle_ms, expires_at)
+                 VALUES (1, x'01', 'iam', 1, 'app', 10, 50, 100, 1000),
+                        (2, x'02', 'iam', 1, 'app', 10, 50, 100, 1000),
+                        (3, x'03', 'iam', 1, 'app', 10, 50, 100, 1000);
+             INSERT INTO token_uses (token_id, used_at) VALUES (1, 70), (1, 90), (1, 80), (2, 40), (9, 99);",
+        )
+        .unwrap();
+        let mut conn = conn;
+        migrate(&mut conn, "t").unwrap();
+        let last: Vec<i64> = conn
+            .prepare("SELECT last_used_at FROM tokens ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(last, [90, 50, 50], "the last use of each, never moving one back");
+        let left: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'token_uses'", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "the database file holds no log any more");
+    }
+
+    #[test]
+    fn the_log_of_uses_is_a_file_of_its_own_and_never_gives_a_number_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let store = Sqlite::open(&config).unwrap();
+        let log = |uses: &[(i64, i64)]| store.uses_log(|c| crate::store::tokens::log_uses(c, uses)).unwrap();
+        assert_eq!(log(&[(1, 10), (2, 10)]), 2);
+        store.uses_log(|c| crate::store::tokens::forget_uses(c, 2)).unwrap();
+        assert_eq!(log(&[(1, 20)]), 3, "an emptied log goes on from its last number");
+        assert!(uses_log_path(&config.db_path()).is_file());
+        assert_eq!(logged_uses_beside(&config.db_path()).unwrap(), vec![(1, 20)]);
+        let (uses, upto) = store.uses_log(crate::store::tokens::logged_uses).unwrap();
+        assert_eq!((uses, upto), (vec![(1, 20)], 3));
     }
 
     #[test]

@@ -145,8 +145,8 @@ pub fn touch(conn: &Db, id: i64, at: i64) -> Result<(), Error> {
     Ok(())
 }
 
-/// SQLite: appends uses (token id, time) to the log `token_uses`; answers the last sequence
-/// number it holds. Appending writes a few pages at the log's end, where updating each token's
+/// SQLite: appends uses (token id, time) to the log `token_uses` (on the log's own connection,
+/// `Store::uses_log`: the log is a file of its own); answers the last sequence number it holds. Appending writes a few pages at the log's end, where updating each token's
 /// row would dirty one page of the token table per use, anywhere in it.
 pub fn log_uses(conn: &Db, uses: &[(i64, i64)]) -> Result<i64, Error> {
     for (id, at) in uses {

@@ -248,9 +248,10 @@ async fn a_token_unused_for_the_idle_timeout_is_refused_and_use_slides_it() {
     assert_envelope(&app.get(&check).await, 401, "Invalid token");
 }
 
-/// A use is kept in memory, written once a second (SQLite: into the log `token_uses`, not the
-/// token's row), read back by a server started again on the same data (as after a crash: the
-/// first server writes nothing more), and folded into the token before the reaper judges it.
+/// A use is kept in memory, written once a second (SQLite: into the log `token_uses`, a file of
+/// its own, not the token's row), read back by a server started again on the same data (as after
+/// a crash: the first server writes nothing more), and folded into the token before the reaper
+/// judges it. A crash after the fold, before the log is emptied, folds the same uses again: harmless.
 #[actix_web::test]
 async fn a_use_outlives_a_restart_and_is_folded_in_before_the_reaper_judges_the_token() {
     let idle = |c: &mut gatehouse::config::Config| {
@@ -269,7 +270,7 @@ async fn a_use_outlives_a_restart_and_is_folded_in_before_the_reaper_judges_the_
     first.core.flush_touches().unwrap();
     let sqlite = !first.core.store.is_shared();
     if sqlite {
-        assert_eq!(first.count("SELECT count(*) FROM token_uses"), 1, "the use is in the log");
+        assert_eq!(first.count_in_uses_log("SELECT count(*) FROM token_uses"), 1, "the use is in the log");
         assert_eq!(first.count("SELECT last_used_at FROM tokens"), issued, "and not yet in the token's row");
     }
 
@@ -281,10 +282,68 @@ async fn a_use_outlives_a_restart_and_is_folded_in_before_the_reaper_judges_the_
     assert_eq!(second.count("SELECT count(*) FROM tokens"), 1);
     assert!(second.count("SELECT last_used_at FROM tokens") >= issued + 3500, "the last use is in the token's row");
     if sqlite {
-        assert_eq!(second.count("SELECT count(*) FROM token_uses"), 0, "the log holds nothing folded");
+        assert_eq!(second.count_in_uses_log("SELECT count(*) FROM token_uses"), 0, "the log holds nothing folded");
         assert_eq!(second.core.stats().uses_unfolded, 0);
+        // As after a crash between the fold and the log's emptying: the log holds uses already
+        // folded (one older than the token's last use). Read back and folded again, they change nothing.
+        let folded = second.count("SELECT last_used_at FROM tokens");
+        let log = gatehouse::store::uses_log_path(&second.core.config.db_path());
+        rusqlite::Connection::open(&log)
+            .unwrap()
+            .execute(
+                "INSERT INTO token_uses (token_id, used_at) VALUES ((?1), ?2), ((?1), ?3)",
+                rusqlite::params![second.count("SELECT id FROM tokens"), folded, folded - 1000],
+            )
+            .unwrap();
+        let third = crate::helpers::spawn_app_in(tempfile::tempdir().unwrap(), &data, idle).await;
+        assert_eq!(third.core.stats().uses_unfolded, 1, "read back");
+        assert_eq!(third.core.reap().unwrap().tokens, 0);
+        assert_eq!(third.count("SELECT last_used_at FROM tokens"), folded, "folded again, moved nowhere");
+        assert_eq!(third.count_in_uses_log("SELECT count(*) FROM token_uses"), 0);
+        assert_eq!(third.get(&check).await.status, 200);
     }
     drop(dir);
+}
+
+/// SQLite: a server that only answers token checks commits nothing to the database file (its
+/// uses go to the log's own file): after any commit there, every reading connection would fault
+/// the pages of the file in again.
+#[actix_web::test]
+async fn token_checks_and_their_uses_commit_nothing_to_the_database_file() {
+    let app = spawn_app_with(|c| c.reaper.interval = gatehouse::config::Seconds(Duration::from_secs(3600))).await;
+    if app.core.store.is_shared() {
+        return;
+    }
+    app.add_user("john.doe", PASSWORD, &["forepaas"]);
+    let token = login_token(&app, "john.doe", "forepaas").await;
+    let check = format!("/iam/checkSession?token={token}");
+    // Whatever the sign-in wrote is committed and written out first.
+    app.core.flush_touches().unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    let watcher = app.db();
+    let version = || -> i64 { watcher.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap() };
+    let before = version();
+    let wal = |path: std::path::PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let db_wal = std::path::PathBuf::from(format!("{}-wal", app.core.config.db_path().display()));
+    let wal_before = wal(db_wal.clone());
+    let logged_before = app.count_in_uses_log("SELECT count(*) FROM token_uses");
+    // Three seconds of checks: three flushes of their uses, at least.
+    let until = std::time::Instant::now() + Duration::from_millis(3000);
+    while std::time::Instant::now() < until {
+        assert_eq!(app.get(&check).await.status, 200);
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.core.flush_touches().unwrap();
+    assert!(app.count_in_uses_log("SELECT count(*) FROM token_uses") >= logged_before + 2, "the uses were written");
+    assert_eq!(version(), before, "no commit to the database file while only checks ran");
+    assert!(wal(db_wal) <= wal_before, "nor a frame appended to its write-ahead log");
+    // The reaper's sweep folds the uses in: a commit once per sweep. With nothing to fold or to
+    // remove, a sweep commits nothing either.
+    app.core.reap().unwrap();
+    let swept = version();
+    assert!(swept > before, "the fold wrote the use into the token");
+    app.core.reap().unwrap();
+    assert_eq!(version(), swept, "an idle sweep commits nothing");
 }
 
 #[actix_web::test]
@@ -711,7 +770,8 @@ async fn uses_are_written_within_a_second_not_on_every_check() {
     let sqlite = !app.core.store.is_shared();
     let written = || {
         if sqlite {
-            app.count("SELECT count(*) FROM token_uses WHERE used_at > (SELECT created_at FROM tokens) + 49")
+            let issued = app.count("SELECT created_at FROM tokens");
+            app.count_in_uses_log(&format!("SELECT count(*) FROM token_uses WHERE used_at > {issued} + 49"))
         } else {
             app.count("SELECT count(*) FROM tokens WHERE last_used_at - created_at >= 50")
         }

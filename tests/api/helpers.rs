@@ -194,6 +194,14 @@ impl TestApp {
         rusqlite::Connection::open(self.core.config.db_path()).unwrap()
     }
 
+    /// The number the query answers in SQLite's log of token uses, a file of its own beside the
+    /// database (`token_uses`).
+    pub fn count_in_uses_log(&self, sql: &str) -> i64 {
+        assert!(!self.core.store.is_shared(), "the log of uses is SQLite's");
+        let log = gatehouse::store::uses_log_path(&self.core.config.db_path());
+        rusqlite::Connection::open(log).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     /// The number the query answers, read from the store directly, whichever backend it is.
     pub fn count(&self, sql: &str) -> i64 {
         if self.core.store.is_shared() {
