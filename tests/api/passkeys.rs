@@ -435,6 +435,9 @@ async fn passkeys_work_in_a_real_browser_through_the_pages_script() {
     chromium.type_into("#login", "ann").await;
     chromium.type_into("#password", PASSWORD).await;
     chromium.click("#submit").await;
+    // The sign-in page has a passkey button too: wait for the second-factor page's.
+    let said = chromium.wait_text("h1", "second factor").await;
+    assert!(said.contains("second factor"), "{said}");
     chromium.click("#passkey-form-button").await;
     assert_eq!(chromium.wait_text("#login", "ann").await, "ann");
     assert_eq!(count(&op, "SELECT count(*) FROM audit WHERE event = 'passkey_signin'"), 2);
