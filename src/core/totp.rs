@@ -261,8 +261,10 @@ impl Core {
 
     /// The user must give a second factor to sign in: a confirmed TOTP or a passkey.
     pub fn has_second_factor(&self, user_id: i64) -> Result<bool, Error> {
-        let f = self.second_factors(user_id)?;
-        Ok(f.totp || f.passkeys > 0)
+        self.store.with(|c| {
+            Ok(rows::totp(c, user_id)?.is_some_and(|r| r.confirmed_at.is_some())
+                || rows::passkey_count(c, user_id)? > 0)
+        })
     }
 
     /// An operator's reset: every second factor of the user goes (audited as

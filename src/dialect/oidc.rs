@@ -627,12 +627,23 @@ async fn signed_in(
     Ok(res)
 }
 
-/// The half-done sign-in a second-factor form carries, if it is live and was started in this
-/// browser.
-fn pending_of(req: &HttpRequest, core: &Core, form: &Form, csrf: &str) -> Option<Pending> {
+/// A POST of a second-factor form: the form, the browser's CSRF cookie, and the half-done sign-in
+/// it carries, if it is live, ours and was started in this browser (else the refusal page).
+async fn pending_post(
+    req: &HttpRequest,
+    payload: web::Payload,
+    core: &Core,
+) -> Result<(Form, String, Pending), HttpResponse> {
+    let form = form_body(req, payload, core).await.map_err(|_| refused_page("The form cannot be read."))?;
+    let (csrf, _) = csrf_cookie(req, core);
     let pending: Option<Pending> = form.one("p").and_then(|p| core.open_value("pending", p));
-    pending
-        .filter(|p| form_is_ours(req, core, form) && crate::core::crypto::ct_eq(p.browser.as_bytes(), csrf.as_bytes()))
+    let pending = pending.filter(|p| {
+        form_is_ours(req, core, &form) && crate::core::crypto::ct_eq(p.browser.as_bytes(), csrf.as_bytes())
+    });
+    match pending {
+        Some(p) => Ok((form, csrf, p)),
+        None => Err(refused_page("This sign-in took too long or was not started here: sign in again.")),
+    }
 }
 
 impl Pending {
@@ -686,11 +697,9 @@ async fn second_factor(
     core: web::Data<Core>,
 ) -> Result<HttpResponse, OidcError> {
     let core = core.into_inner();
-    let form =
-        form_body(&req, payload, &core).await.map_err(|_| OidcError::from(refused_page("The form cannot be read.")))?;
-    let (csrf, _) = csrf_cookie(&req, &core);
-    let Some(pending) = pending_of(&req, &core, &form, &csrf) else {
-        return Ok(refused_page("This sign-in took too long or was not started here: sign in again."));
+    let (form, csrf, pending) = match pending_post(&req, payload, &core).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
     };
     let code = form.owned("code").unwrap_or_default();
     let caller = net::caller(&req, &core.config, "oidc");
@@ -761,11 +770,9 @@ async fn second_factor_passkey(
     core: web::Data<Core>,
 ) -> Result<HttpResponse, OidcError> {
     let core = core.into_inner();
-    let form =
-        form_body(&req, payload, &core).await.map_err(|_| OidcError::from(refused_page("The form cannot be read.")))?;
-    let (csrf, _) = csrf_cookie(&req, &core);
-    let Some(pending) = pending_of(&req, &core, &form, &csrf) else {
-        return Ok(refused_page("This sign-in took too long or was not started here: sign in again."));
+    let (form, csrf, pending) = match pending_post(&req, payload, &core).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
     };
     let caller = net::caller(&req, &core.config, "oidc");
     let (assertion, browser, user_id) = (assertion_of(&form), csrf.clone(), pending.user_id);

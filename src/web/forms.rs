@@ -191,9 +191,11 @@ pub fn passkey_get_form(
     if !passkeys_possible(&request.rp_id) {
         return String::new();
     }
-    let answer = ["challenge", "credential_id", "client_data", "authenticator_data", "signature", "user_handle"];
-    let empty: String =
-        answer[1..].iter().map(|n| format!("<input type=\"hidden\" name=\"{n}\" value=\"\">")).collect();
+    // What the ceremony's answer fills in.
+    let empty: String = ["credential_id", "client_data", "authenticator_data", "signature", "user_handle"]
+        .iter()
+        .map(|n| format!("<input type=\"hidden\" name=\"{n}\" value=\"\">"))
+        .collect();
     format!(
         "<form id=\"{id}\" method=\"post\" action=\"{action}\" data-passkey=\"get\" data-challenge=\"{c}\" \
          data-rp-id=\"{rp}\" data-allow=\"{allow}\" hidden>{fields}<input type=\"hidden\" name=\"challenge\" \
